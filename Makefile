@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make run` and `make test`. Both build .venv from nothing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the integration tests drive for real (promtool, rsyslog, SEC); installed when missing.
+system-deps:
+	@bash deploy/install-test-deps.sh
+
+run: $(STAMP)
+	$(BIN)/siem replay --rules rules/ sample_logs/
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -n 2 -q tests/
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

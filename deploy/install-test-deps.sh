@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the integration tests drive for real, when they are missing.
+# Needs root (CI and the dev machines run as root); elsewhere it says what is missing and continues.
+set -u
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+command -v sec >/dev/null || need+=(sec)
+command -v logger >/dev/null || need+=(bsdutils)
+command -v openssl >/dev/null || need+=(openssl)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "install-test-deps: not root; missing Debian packages: ${need[*]} (tests that need them will be skipped)" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# --no-install-recommends keeps prometheus from pulling in a web UI; policy-rc.d keeps services from starting.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+rm -f /usr/sbin/policy-rc.d

@@ -1,0 +1,3 @@
+from siem.cli import main
+
+raise SystemExit(main())

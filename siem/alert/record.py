@@ -1,0 +1,78 @@
+"""The alert record: what the engine emits and every later stage (log, dedup, routing, outbox) carries."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import orjson
+
+from siem.timeutil import iso_ms
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+def alert_id(rule_id: str, group: tuple[tuple[str, str], ...], window_start_ms: int) -> str:
+    """Deterministic: the same rule, key and window always give the same id, so replays never notify twice."""
+    text = "\x1f".join([rule_id, *(f"{k}={v}" for k, v in group), str(window_start_ms)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    rule_id: str
+    title: str
+    severity: str  # one of SEVERITIES
+    tags: tuple[str, ...]
+    group: tuple[tuple[str, str], ...]  # (field, value) pairs of the `by` keys, in rule order
+    first_ms: int  # event time of the first contributing event
+    last_ms: int  # event time of the last contributing event
+    count: int  # contributing events
+    message: str  # rendered message template (raw text: escape per channel when rendering)
+    aggregates: dict[str, object] = field(default_factory=dict)  # e.g. {"distinct(user.name)": 7}
+    events: tuple[dict[str, object], ...] = ()  # a sample (at most 10) of contributing events
+    emitted_ms: int = 0  # wall clock when the engine emitted it (not part of identity)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "rule": self.rule_id,
+            "title": self.title,
+            "severity": self.severity,
+            "tags": list(self.tags),
+            "group": dict(self.group),
+            "first": iso_ms(self.first_ms),
+            "last": iso_ms(self.last_ms),
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "count": self.count,
+            "aggregates": self.aggregates,
+            "message": self.message,
+            "events": list(self.events),
+            "emitted_ms": self.emitted_ms,
+        }
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_json(), option=orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> "Alert":
+        group = d["group"]
+        if not isinstance(group, dict):
+            raise ValueError("alert.group must be an object")
+        return cls(
+            id=str(d["id"]),
+            rule_id=str(d["rule"]),
+            title=str(d.get("title", "")),
+            severity=str(d["severity"]),
+            tags=tuple(str(t) for t in d.get("tags", ()) or ()),  # type: ignore[union-attr]
+            group=tuple((str(k), str(v)) for k, v in group.items()),
+            first_ms=int(d["first_ms"]),  # type: ignore[arg-type]
+            last_ms=int(d["last_ms"]),  # type: ignore[arg-type]
+            count=int(d["count"]),  # type: ignore[arg-type]
+            message=str(d.get("message", "")),
+            aggregates=dict(d.get("aggregates", {}) or {}),  # type: ignore[arg-type]
+            events=tuple(d.get("events", ()) or ()),  # type: ignore[arg-type]
+            emitted_ms=int(d.get("emitted_ms", 0) or 0),  # type: ignore[arg-type]
+        )

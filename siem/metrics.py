@@ -1,0 +1,134 @@
+"""Every metric siem exports. The only module that imports prometheus_client.
+
+Naming: ``siem_<noun>_<unit>[_total]``, base units (seconds, bytes), ``_total`` on counters, and only
+bounded label values: input names and formats come from the config, rule ids from the rule files,
+routes from the config. Never an IP, a user name or a host name as a label value.
+
+Modules record through the objects below, e.g. ``metrics.EVENTS_RECEIVED.labels(input="syslog_tcp",
+format="syslog").inc()``. Tests may read values with ``metrics.value(name, **labels)``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    start_http_server,
+)
+
+from siem import __version__
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+BUILD_INFO = Info("siem_build", "Version of the running siem.", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__})
+
+# --- intake ---------------------------------------------------------------------------------------
+EVENTS_RECEIVED = Counter(
+    "siem_events_received_total", "Raw records accepted by an input.", ["input", "format"], registry=REGISTRY
+)
+EVENTS_PARSED = Counter(
+    "siem_events_parsed_total", "Records parsed into events without error.", ["input", "format"], registry=REGISTRY
+)
+EVENTS_FAILED = Counter(
+    "siem_events_failed_total",
+    "Records that could not be parsed (kept as events with error.message).",
+    ["input", "format"],
+    registry=REGISTRY,
+)
+BYTES_RECEIVED = Counter("siem_received_bytes_total", "Bytes accepted by an input.", ["input"], registry=REGISTRY)
+INPUT_DROPPED = Counter(
+    "siem_input_dropped_total",
+    "Records an input had to drop or truncate, by reason (oversized, queue_full, bad_frame, bomb, ...).",
+    ["input", "reason"],
+    registry=REGISTRY,
+)
+INPUT_CONNECTIONS = Gauge("siem_input_connections", "Open connections per stream input.", ["input"], registry=REGISTRY)
+INPUT_ERRORS = Counter(
+    "siem_input_errors_total", "Errors an input survived (I/O, TLS, decompression).", ["input", "reason"],
+    registry=REGISTRY,
+)
+INPUT_LAST_EVENT = Gauge(
+    "siem_input_last_event_timestamp_seconds", "Wall-clock time an input last received data.", ["input"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("siem_queue_depth", "Items waiting in a pipeline queue.", ["queue"], registry=REGISTRY)
+
+# --- engine ---------------------------------------------------------------------------------------
+BATCHES = Counter("siem_batches_total", "Micro-batches evaluated.", registry=REGISTRY)
+BATCH_SECONDS = Histogram(
+    "siem_batch_duration_seconds", "Time to evaluate one micro-batch.", buckets=_LATENCY_BUCKETS, registry=REGISTRY
+)
+EVENT_TO_ALERT_SECONDS = Histogram(
+    "siem_event_to_alert_seconds",
+    "Wall-clock delay from receiving the last contributing event to emitting its alert.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+RULE_EVALUATIONS = Counter(
+    "siem_rule_evaluations_total", "Events a rule's filter was evaluated on.", ["rule"], registry=REGISTRY
+)
+RULE_MATCHES = Counter("siem_rule_matches_total", "Events that passed a rule's filter.", ["rule"], registry=REGISTRY)
+ALERTS_FIRED = Counter(
+    "siem_alerts_fired_total", "Alerts emitted by the engine.", ["rule", "severity"], registry=REGISTRY
+)
+ALERTS_SUPPRESSED = Counter(
+    "siem_alerts_suppressed_total", "Alerts muted by a rule's suppress clause.", ["rule"], registry=REGISTRY
+)
+EVENTS_LATE = Counter(
+    "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
+)
+WINDOW_KEYS = Gauge("siem_window_keys", "Live keys held in window state.", ["rule"], registry=REGISTRY)
+WATERMARK = Gauge("siem_watermark_timestamp_seconds", "Event-time watermark of the engine.", registry=REGISTRY)
+
+# --- durability -----------------------------------------------------------------------------------
+LOG_APPENDED = Counter("siem_log_appended_records_total", "Records appended to the durable log.", registry=REGISTRY)
+LOG_LAG = Gauge("siem_log_lag_records", "Records in the durable log not yet checkpointed by the engine.",
+                registry=REGISTRY)
+CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
+LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
+                      registry=REGISTRY)
+
+# --- alerting -------------------------------------------------------------------------------------
+NOTIFICATIONS_SENT = Counter("siem_notifications_sent_total", "Notifications delivered.", ["route"], registry=REGISTRY)
+NOTIFICATIONS_FAILED = Counter(
+    "siem_notifications_failed_total", "Delivery attempts that failed.", ["route"], registry=REGISTRY
+)
+NOTIFICATIONS_RETRIED = Counter(
+    "siem_notifications_retried_total", "Delivery attempts that were retries.", ["route"], registry=REGISTRY
+)
+NOTIFICATIONS_DEAD = Counter(
+    "siem_notifications_dead_total", "Notifications given up on and sent to the fallback route.", ["route"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_THROTTLED = Counter(
+    "siem_notifications_throttled_total", "Notifications folded into a summary by the rate limit.", ["route"],
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge("siem_outbox_depth", "Notifications waiting in the outbox.", registry=REGISTRY)
+
+# --- operations -----------------------------------------------------------------------------------
+RELOADS = Counter("siem_reloads_total", "Rule/config reloads.", ["result"], registry=REGISTRY)
+RULES_LOADED = Gauge("siem_rules_loaded", "Rules in the running rule set.", registry=REGISTRY)
+
+
+def render() -> bytes:
+    """The text exposition of every metric."""
+    return generate_latest(REGISTRY)
+
+
+def serve(host: str, port: int) -> None:
+    """Serve /metrics on host:port from a daemon thread."""
+    start_http_server(port, addr=host, registry=REGISTRY)
+
+
+def value(name: str, **labels: str) -> float:
+    """Current value of a sample (for tests and `siem status`); 0.0 when absent."""
+    got = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if got is None else got
