@@ -1,0 +1,36 @@
+"""The `siem` command line. Each subcommand lives in the module that owns its subject; this file only
+lists them (an explicit registry, no import-time magic) and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (subcommand, module, help). The module provides `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("replay", "siem.replay", "run rules over log files and print alerts as JSON lines"),
+    ("rules", "siem.dsl.commands", "check or test rule files"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siem", description="Log-correlation daemon with a compiled rule DSL.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
