@@ -1,0 +1,713 @@
+"""Syslog server: UDP, TCP with RFC 6587 framing, and TLS (RFC 5425) with optional client certificates.
+
+Two layers, as everywhere in siem: a synchronous core (:class:`Framer`, :func:`frame_datagram`) that turns
+bytes into message payloads and names every problem it meets, and a thin asyncio shell
+(:class:`SyslogServer`) that owns sockets, limits, metrics and the sink.
+
+Framing on a stream (TCP and TLS), decided again at the start of EVERY frame, so one connection may mix
+both framings (``framing = "auto"``, the default)::
+
+    frame       = octet-frame / lf-frame
+    octet-frame = MSG-LEN SP MSG          ; MSG-LEN = NONZERO-DIGIT 0*9DIGIT, taken when the frame starts
+                                          ; with a digit
+    lf-frame    = MSG ( LF / NUL )        ; anything else; one CR before the terminator is removed
+
+Empty frames (a bare LF, CRLF or NUL between frames) are skipped silently: several senders put an LF after
+an octet-counted frame.
+
+What happens to bad input (every case is counted, none stops the connection):
+
+* octet count with a leading zero, a non-digit before the space, or more than 10 digits: counted as
+  ``siem_input_errors_total{reason="bad_frame"}`` and the frame is re-read as an LF frame that starts at
+  the same byte, so nothing is lost (a plain line such as ``2024-01-01 ...`` arrives whole);
+* octet count larger than ``max_message_bytes``: the first ``max_message_bytes`` bytes are delivered as the
+  message, the rest of the announced length is skipped exactly (the stream stays in sync), counted as
+  ``siem_input_dropped_total{reason="oversized"}``;
+* an LF frame longer than ``max_message_bytes``: the first ``max_message_bytes`` bytes are delivered, the
+  rest up to the next LF/NUL is discarded as it arrives, counted as ``oversized``. A connection never holds
+  more than ``max_message_bytes`` + 16 bytes between reads, whatever the sender does;
+* the connection closes inside a frame: a non-empty LF remainder is delivered as a message; a partial
+  octet frame is delivered too and counted as ``siem_input_dropped_total{reason="truncated"}``.
+
+``framing = "lf"`` turns detection off (for line formats whose lines may start with a digit, e.g. access
+logs over TCP); ``framing = "octet"`` expects octet counting and treats a bad count as above.
+
+UDP: one datagram is one message; trailing LF/CR/NUL are removed; empty datagrams are dropped and counted
+(``reason="empty"``), longer ones are truncated (``reason="oversized"``). The datagram callback never waits:
+it puts the message on a bounded queue and counts ``reason="queue_full"`` when the pipeline cannot keep up.
+
+Connections (TCP and TLS): at most ``max_connections``. When a new connection arrives at the limit, the
+oldest connection that has not delivered a single message yet (idle, half-open or still in the TLS
+handshake) is closed to make room (``siem_input_errors_total{reason="evicted"}``), so idle or
+never-finishing clients cannot lock healthy senders out; when every connection has delivered something the
+new one is refused (``reason="connection_limit"``). Connections silent for ``idle_timeout`` are closed
+(``reason="idle_timeout"``); a TLS handshake must finish within ``handshake_timeout``. Each connection
+awaits the sink for every message, so a slow pipeline slows the reads (and, through the TCP window, the
+sender), never grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from siem import metrics
+from siem.collect import RawRecord, Sink
+from siem.errors import ConfigError, Issue
+from siem.timeutil import Clock, parse_duration_ms, wall_ms
+
+Protocol = Literal["udp", "tcp", "tls"]
+Framing = Literal["auto", "lf", "octet"]
+
+DEFAULT_PORTS: dict[str, int] = {"udp": 5514, "tcp": 5514, "tls": 6514}
+READ_CHUNK = 64 * 1024
+HEADER_SLACK = 16  # bytes a stream may hold beyond max_message_bytes: an unfinished octet-count header, a CR
+_MAX_COUNT_DIGITS = 10
+
+# ------------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogConfig:
+    """One syslog listener, as the user wrote it in ``[inputs.<name>]`` (with ``type = "syslog"``)."""
+
+    protocol: Protocol = "udp"
+    address: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 5514
+    format: str = "syslog"
+    framing: Framing = "auto"
+    max_message_bytes: int = 65536
+    max_connections: int = 200
+    idle_timeout_ms: int = 300_000
+    handshake_timeout_ms: int = 10_000
+    queue_size: int = 10_000  # UDP: datagrams waiting for the sink
+    receive_buffer_bytes: int = 8 * 1024 * 1024  # UDP: SO_RCVBUF asked for (the kernel may cap it)
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    verify_client: bool = False
+    min_tls_version: Literal["1.2", "1.3"] = "1.2"
+    permitted_peers: tuple[str, ...] = ()
+
+
+_KEYS = {
+    "type", "protocol", "address", "port", "format", "framing", "max_message_bytes", "max_connections",
+    "idle_timeout", "handshake_timeout", "queue_size", "receive_buffer_bytes", "cert_file", "key_file",
+    "ca_file", "verify_client", "min_tls_version", "permitted_peers",
+}
+_TLS_KEYS = ("cert_file", "key_file", "ca_file", "verify_client", "min_tls_version", "permitted_peers",
+             "handshake_timeout")
+_STREAM_KEYS = ("framing", "max_connections", "idle_timeout")
+_UDP_KEYS = ("queue_size", "receive_buffer_bytes")
+
+
+def _known_formats() -> frozenset[str] | None:
+    """The parser registry's keys, or None while siem.parse has no registry (checked again by the caller)."""
+    try:
+        from siem.parse import PARSERS  # noqa: PLC0415 - the registry is optional for this module
+    except ImportError:
+        return None
+    return frozenset(PARSERS)
+
+
+def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list[Issue]]:
+    """Validate one ``[inputs.<name>]`` table of type syslog; every problem is returned, none raised."""
+    issues: list[Issue] = []
+
+    def bad(key: str, code: str, message: str) -> None:
+        issues.append(Issue(code, f"{where}.{key}: {message}"))
+
+    if not isinstance(table, dict):
+        return None, [Issue("wrong-type", f"{where}: expected a table, got {type(table).__name__}")]
+    for key in sorted(set(table) - _KEYS):
+        bad(key, "unknown-key", f"unknown key (known: {', '.join(sorted(_KEYS))})")
+
+    def get(key: str, kind: type | tuple[type, ...], default: object) -> object:
+        if key not in table:
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; an int key never accepts true/false
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            names = " or ".join(k.__name__ for k in kinds)
+            bad(key, "wrong-type", f"expected {names}, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+    kind = get("type", str, "syslog")
+    if kind != "syslog":
+        bad("type", "bad-value", f"expected \"syslog\", got {kind!r}")
+
+    protocol = get("protocol", str, "udp")
+    if protocol not in DEFAULT_PORTS:
+        bad("protocol", "bad-value", f"expected one of udp, tcp, tls, got {protocol!r}")
+        protocol = "udp"
+
+    raw_address = get("address", (str, list), "127.0.0.1")
+    addresses = [raw_address] if isinstance(raw_address, str) else list(raw_address)
+    if not addresses:
+        bad("address", "bad-value", "needs at least one address")
+    for a in addresses:
+        try:
+            ipaddress.ip_address(a)
+        except (ValueError, TypeError):
+            bad("address", "bad-value", f"{a!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+    addresses = [a for a in addresses if isinstance(a, str)] or ["127.0.0.1"]
+
+    port = get("port", int, DEFAULT_PORTS[protocol])
+    if not 0 <= port <= 65535:
+        bad("port", "bad-value", f"must be 0..65535, got {port}")
+
+    fmt = get("format", str, "syslog")
+    known = _known_formats()
+    if not fmt:
+        bad("format", "bad-value", "must not be empty")
+    elif known is not None and fmt not in known:
+        bad("format", "unknown-format", f"unknown format {fmt!r} (known: {', '.join(sorted(known))})")
+
+    framing = get("framing", str, "auto")
+    if framing not in ("auto", "lf", "octet"):
+        bad("framing", "bad-value", f"expected one of auto, lf, octet, got {framing!r}")
+        framing = "auto"
+
+    def positive(key: str, default: int, lo: int, hi: int) -> int:
+        value = get(key, int, default)
+        if not lo <= value <= hi:
+            bad(key, "bad-value", f"must be {lo}..{hi}, got {value}")
+            return default
+        return value
+
+    max_bytes = positive("max_message_bytes", 65536, 64, 64 * 1024 * 1024)
+    max_conns = positive("max_connections", 200, 1, 1_000_000)
+    queue_size = positive("queue_size", 10_000, 1, 10_000_000)
+    rcvbuf = positive("receive_buffer_bytes", 8 * 1024 * 1024, 4096, 1024 * 1024 * 1024)
+
+    def duration(key: str, default: str) -> int:
+        text = get(key, str, default)
+        try:
+            ms = parse_duration_ms(text)
+        except ValueError as exc:
+            bad(key, "bad-value", str(exc))
+            return parse_duration_ms(default)
+        if ms <= 0:
+            bad(key, "bad-value", "must be longer than 0")
+            return parse_duration_ms(default)
+        return ms
+
+    idle_ms = duration("idle_timeout", "5m")
+    handshake_ms = duration("handshake_timeout", "10s")
+
+    def path(key: str) -> str | None:
+        value = get(key, str, None)
+        if value is not None and not os.path.isfile(value):
+            bad(key, "file-not-found", f"no such file: {value}")
+        return value
+
+    cert_file, key_file, ca_file = path("cert_file"), path("key_file"), path("ca_file")
+    verify_client = get("verify_client", bool, False)
+    min_tls = get("min_tls_version", str, "1.2")
+    if min_tls not in ("1.2", "1.3"):
+        bad("min_tls_version", "bad-value", f"expected \"1.2\" or \"1.3\", got {min_tls!r}")
+        min_tls = "1.2"
+    peers_raw = get("permitted_peers", list, [])
+    peers = [p for p in peers_raw if isinstance(p, str) and p]
+    if len(peers) != len(peers_raw):
+        bad("permitted_peers", "wrong-type", "expected a list of non-empty names (certificate CN or DNS SAN)")
+
+    if protocol == "tls":
+        for key in ("cert_file", "key_file"):
+            if key not in table:
+                bad(key, "missing-key", "required when protocol = \"tls\"")
+        if verify_client and "ca_file" not in table:
+            bad("ca_file", "missing-key", "required when verify_client = true (the CA that signs client certs)")
+        if peers and not verify_client:
+            bad("permitted_peers", "bad-value", "needs verify_client = true (names come from verified certs)")
+    else:
+        for key in _TLS_KEYS:
+            if key in table:
+                bad(key, "tls-only", f"only applies to protocol = \"tls\" (this input is {protocol})")
+    if protocol == "udp":
+        for key in _STREAM_KEYS:
+            if key in table:
+                bad(key, "stream-only", "only applies to protocol = \"tcp\" or \"tls\"")
+    else:
+        for key in _UDP_KEYS:
+            if key in table:
+                bad(key, "udp-only", "only applies to protocol = \"udp\"")
+
+    if issues:
+        return None, issues
+    return SyslogConfig(
+        protocol=protocol, address=tuple(addresses), port=port, format=fmt, framing=framing,
+        max_message_bytes=max_bytes, max_connections=max_conns, idle_timeout_ms=idle_ms,
+        handshake_timeout_ms=handshake_ms, queue_size=queue_size, receive_buffer_bytes=rcvbuf,
+        cert_file=cert_file, key_file=key_file, ca_file=ca_file, verify_client=verify_client,
+        min_tls_version=min_tls, permitted_peers=tuple(peers),
+    ), []
+
+
+# ------------------------------------------------------------------------------------------------------
+# the synchronous core: framing
+
+
+_DELIM = re.compile(rb"[\n\x00]")
+_START, _HEADER, _OCTET, _SKIP, _LF, _DISCARD = range(6)
+_DIGITS = frozenset(b"0123456789")
+
+
+@dataclass(slots=True)
+class Framed:
+    """What one ``feed``/``close`` produced: message payloads, and one reason string per problem met."""
+
+    messages: list[bytes] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "bad_frame", "oversized", "truncated"
+
+
+class Framer:
+    """RFC 6587 deframer for one stream; framing decided per frame. See the module docstring."""
+
+    def __init__(self, max_message_bytes: int, framing: Framing = "auto") -> None:
+        self._max = max_message_bytes
+        self._framing = framing
+        self._buf = bytearray()
+        self._state = _START
+        self._need = 0  # _OCTET: payload bytes the current frame delivers (<= max)
+        self._skip = 0  # _OCTET/_SKIP: announced bytes beyond max, to be discarded
+        self._scanned = 0  # _LF: bytes of the pending frame already searched for a terminator
+        self.peak_buffered = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an unfinished frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> Framed:
+        out = Framed()
+        buf = self._buf
+        buf += data
+        i = self._run(buf, out)
+        del buf[:i]
+        if len(buf) > self.peak_buffered:
+            self.peak_buffered = len(buf)
+        return out
+
+    def close(self) -> Framed:
+        """The connection ended: deliver what is left of an unfinished frame."""
+        out = Framed()
+        rest = bytes(self._buf)
+        if self._state in (_LF, _HEADER, _START) and rest:
+            msg = rest[:-1] if rest.endswith(b"\r") else rest
+            if len(msg) > self._max:
+                msg = msg[: self._max]
+                out.problems.append("oversized")
+            if msg:
+                out.messages.append(msg)
+        elif self._state == _OCTET and rest:
+            out.messages.append(rest)
+            out.problems.append("truncated")
+        self._buf.clear()
+        self._state = _START
+        return out
+
+    def _run(self, buf: bytearray, out: Framed) -> int:
+        i, n, limit = 0, len(buf), self._max
+        while i < n:
+            state = self._state
+            if state == _START:
+                b = buf[i]
+                if b == 0x0A or b == 0x00:  # empty frame between frames
+                    i += 1
+                elif self._framing != "lf" and (b in _DIGITS or self._framing == "octet"):
+                    self._state = _HEADER
+                else:
+                    self._state, self._scanned = _LF, 0
+            elif state == _HEADER:
+                j = i
+                end = min(n, i + _MAX_COUNT_DIGITS + 1)
+                while j < end and buf[j] in _DIGITS:
+                    j += 1
+                if j == n and j - i <= _MAX_COUNT_DIGITS:
+                    break  # header continues in the next read
+                if j < n and buf[j] == 0x20 and 0 < j - i <= _MAX_COUNT_DIGITS and buf[i] != 0x30:
+                    count = int(buf[i:j])
+                    self._need, self._skip = min(count, limit), max(count - limit, 0)
+                    self._state = _OCTET
+                    i = j + 1
+                else:  # leading zero, non-digit, too many digits: re-read this frame as an LF frame
+                    out.problems.append("bad_frame")
+                    self._state, self._scanned = _LF, 0
+            elif state == _OCTET:
+                if n - i < self._need:
+                    break
+                out.messages.append(bytes(buf[i : i + self._need]))
+                i += self._need
+                if self._skip:
+                    out.problems.append("oversized")
+                    self._state = _SKIP
+                else:
+                    self._state = _START
+            elif state == _SKIP:
+                drop = min(self._skip, n - i)
+                i += drop
+                self._skip -= drop
+                if not self._skip:
+                    self._state = _START
+            elif state == _LF:
+                m = _DELIM.search(buf, i + self._scanned)
+                if m is None:
+                    pending = n - i
+                    if pending > limit + 1:  # +1: a CR that may belong before the coming LF
+                        out.messages.append(bytes(buf[i : i + limit]))
+                        out.problems.append("oversized")
+                        self._state = _DISCARD
+                        i = n
+                    else:
+                        self._scanned = pending
+                    break
+                k = m.start()
+                end = k - 1 if k > i and buf[k - 1] == 0x0D else k
+                if end - i > limit:
+                    out.messages.append(bytes(buf[i : i + limit]))
+                    out.problems.append("oversized")
+                elif end > i:
+                    out.messages.append(bytes(buf[i:end]))
+                i = k + 1
+                self._state = _START
+            else:  # _DISCARD: the rest of an oversized LF frame
+                m = _DELIM.search(buf, i)
+                if m is None:
+                    i = n
+                    break
+                i = m.end()
+                self._state = _START
+        return i
+
+
+def frame_datagram(data: bytes, max_message_bytes: int) -> tuple[bytes | None, str | None]:
+    """One UDP datagram -> (message or None, problem or None)."""
+    msg = data.rstrip(b"\n\r\x00")
+    if not msg:
+        return None, "empty"
+    if len(msg) > max_message_bytes:
+        return msg[:max_message_bytes], "oversized"
+    return msg, None
+
+
+# ------------------------------------------------------------------------------------------------------
+# the async shell
+
+_DROP_REASONS = frozenset({"oversized", "truncated", "empty", "queue_full", "shutdown"})
+
+
+def build_ssl_context(config: SyslogConfig) -> ssl.SSLContext:
+    """The server-side TLS context; raises ConfigError naming the file when a cert or key cannot be used."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if config.min_tls_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(config.cert_file or "", config.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([Issue("bad-certificate", f"cannot load cert_file {config.cert_file!r} / key_file "
+                                                    f"{config.key_file!r}: {exc}")]) from exc
+    if config.ca_file:
+        try:
+            ctx.load_verify_locations(cafile=config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([Issue("bad-certificate", f"cannot load ca_file {config.ca_file!r}: {exc}")]) from exc
+    ctx.verify_mode = ssl.CERT_REQUIRED if config.verify_client else ssl.CERT_NONE
+    return ctx
+
+
+def peer_names(peercert: dict) -> set[str]:
+    """Subject CNs and DNS subjectAltNames of a verified peer certificate (``SSLSocket.getpeercert()``)."""
+    names = {v for rdn in peercert.get("subject", ()) for k, v in rdn if k == "commonName"}
+    names.update(v for k, v in peercert.get("subjectAltName", ()) if k == "DNS")
+    return {n.lower() for n in names}
+
+
+def _origin(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer or "")
+
+
+@dataclass(eq=False, slots=True)
+class _Conn:
+    transport: asyncio.BaseTransport
+    opened_ns: int
+    task: asyncio.Task | None = None
+    framer: Framer | None = None
+    delivered: bool = False
+
+
+class SyslogServer:
+    """A running syslog listener built from a :class:`SyslogConfig`; ``name`` is the input name."""
+
+    def __init__(self, config: SyslogConfig, name: str, clock: Clock = wall_ms) -> None:
+        self.config = config
+        self.name = name
+        self.port: int | None = None
+        self._clock = clock
+        self._ssl = build_ssl_context(config) if config.protocol == "tls" else None
+        self._peers = frozenset(p.lower() for p in config.permitted_peers)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._queue: asyncio.Queue[tuple[bytes, str, int]] | None = None
+        self._consumer: asyncio.Task | None = None
+        self._conns: set[_Conn] = set()
+        self._sink: Sink | None = None
+        self.peak_buffered = 0  # most bytes one connection held between reads, since start
+        self._received = metrics.EVENTS_RECEIVED.labels(input=name, format=config.format)
+        self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
+        self._connections = metrics.INPUT_CONNECTIONS.labels(input=name)
+        self._last = metrics.INPUT_LAST_EVENT.labels(input=name)
+
+    # -- public ----------------------------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        """Serve until cancelled."""
+        await self.start(sink)
+        try:
+            await asyncio.Future()
+        finally:
+            await self.stop()
+
+    async def start(self, sink: Sink) -> None:
+        """Bind every address; when this returns the sockets accept traffic and ``self.port`` is known."""
+        self._sink = sink
+        port = self.config.port
+        try:
+            for address in self.config.address:
+                if self.config.protocol == "udp":
+                    port = await self._bind_udp(address, port)
+                else:
+                    server = await asyncio.start_server(
+                        self._on_connection, address, port, reuse_address=True,
+                        backlog=min(max(self.config.max_connections, 128), 4096),
+                        limit=READ_CHUNK,
+                    )
+                    self._servers.append(server)
+                    port = server.sockets[0].getsockname()[1]
+                self.port = port
+        except BaseException:
+            await self.stop()
+            raise
+        if self.config.protocol == "udp":
+            self._queue = asyncio.Queue(self.config.queue_size)
+            self._consumer = asyncio.create_task(self._consume_udp(), name=f"syslog-udp-{self.name}")
+
+    async def stop(self) -> None:
+        """Close the listeners and every connection; datagrams still queued are dropped and counted."""
+        for server in self._servers:
+            server.close()
+        for transport in self._udp:
+            transport.close()
+        for conn in list(self._conns):
+            self._close(conn)
+        tasks = [c.task for c in self._conns if c.task is not None]
+        if self._consumer is not None:
+            self._consumer.cancel()
+            tasks.append(self._consumer)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        if self._queue is not None and self._queue.qsize():
+            self._drop("shutdown", self._queue.qsize())
+        self._servers, self._udp, self._consumer, self._queue = [], [], None, None
+
+    def buffered_bytes(self) -> int:
+        """Bytes currently held for unfinished frames, over all connections."""
+        return sum(c.framer.buffered for c in self._conns if c.framer is not None)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    # -- metrics helpers -------------------------------------------------------------------------
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        metrics.INPUT_DROPPED.labels(input=self.name, reason=reason).inc(n)
+
+    def _error(self, reason: str) -> None:
+        metrics.INPUT_ERRORS.labels(input=self.name, reason=reason).inc()
+
+    def _problems(self, problems: list[str]) -> None:
+        for p in problems:
+            if p in _DROP_REASONS:
+                self._drop(p)
+            else:
+                self._error(p)
+
+    async def _deliver(self, messages: list[bytes], origin: str, received_ms: int) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        fmt, name = self.config.format, self.name
+        for msg in messages:
+            await sink(RawRecord(input=name, format=fmt, data=msg, received_ms=received_ms, origin=origin))
+            self._received.inc()
+        if messages:
+            self._last.set(received_ms / 1000)
+
+    # -- UDP -------------------------------------------------------------------------------------
+
+    async def _bind_udp(self, address: str, port: int) -> int:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        self._udp.append(transport)
+        return sock.getsockname()[1]
+
+    def _on_datagram(self, data: bytes, addr: object) -> None:
+        self._bytes.inc(len(data))
+        msg, problem = frame_datagram(data, self.config.max_message_bytes)
+        if problem is not None:
+            self._problems([problem])
+        if msg is None or self._queue is None:
+            return
+        try:
+            self._queue.put_nowait((msg, _origin(addr), self._clock()))
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+
+    async def _consume_udp(self) -> None:
+        queue = self._queue
+        if queue is None:
+            return
+        while True:
+            msg, origin, received_ms = await queue.get()
+            try:
+                await self._deliver([msg], origin, received_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failing sink must not end the input
+                self._error("sink")
+
+    # -- TCP / TLS -------------------------------------------------------------------------------
+
+    def _admit(self, conn: _Conn) -> bool:
+        if len(self._conns) >= self.config.max_connections:
+            silent = [c for c in self._conns if not c.delivered]
+            if not silent:
+                self._error("connection_limit")
+                return False
+            victim = min(silent, key=lambda c: c.opened_ns)
+            self._error("evicted")
+            self._close(victim)
+            if victim.task is not None:
+                victim.task.cancel()
+            self._conns.discard(victim)
+        self._conns.add(conn)
+        self._connections.set(len(self._conns))
+        return True
+
+    def _close(self, conn: _Conn) -> None:
+        transport = conn.transport
+        if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+            transport.abort()
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(transport=writer.transport, opened_ns=time.monotonic_ns(), task=asyncio.current_task())
+        if not self._admit(conn):
+            writer.transport.abort()
+            return
+        origin = _origin(writer.get_extra_info("peername"))
+        try:
+            if self._ssl is not None:
+                # Straight away, before the first read, so the ClientHello is read by the TLS layer.
+                if not await self._handshake(writer, conn):
+                    return
+            await self._read_loop(reader, conn, origin)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - one bad connection must not take the server down
+            self._error("connection")
+        finally:
+            self._conns.discard(conn)
+            self._connections.set(len(self._conns))
+            self._close(conn)
+            transport = writer.transport
+            if transport is not conn.transport and not transport.is_closing():
+                transport.abort()
+
+    async def _handshake(self, writer: asyncio.StreamWriter, conn: _Conn) -> bool:
+        timeout_s = self.config.handshake_timeout_ms / 1000
+        try:
+            await asyncio.wait_for(
+                writer.start_tls(self._ssl, ssl_handshake_timeout=timeout_s),  # type: ignore[arg-type]
+                timeout_s + 1,
+            )
+        except (TimeoutError, asyncio.TimeoutError):
+            self._error("handshake_timeout")
+            return False
+        except (ssl.SSLError, ConnectionError, OSError, EOFError):
+            self._error("tls_handshake")
+            return False
+        conn.transport = writer.transport
+        if self._peers:
+            cert = writer.get_extra_info("peercert") or {}
+            if not peer_names(cert) & self._peers:
+                self._error("peer_not_permitted")
+                return False
+        return True
+
+    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, origin: str) -> None:
+        framer = conn.framer = Framer(self.config.max_message_bytes, self.config.framing)
+        idle_s = self.config.idle_timeout_ms / 1000
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                self._error("idle_timeout")
+                framed = framer.close()
+                break
+            except (ConnectionError, ssl.SSLError, OSError):
+                self._error("read")
+                framed = framer.close()
+                break
+            if not data:
+                framed = framer.close()
+                break
+            self._bytes.inc(len(data))
+            framed = framer.feed(data)
+            if framer.peak_buffered > self.peak_buffered:
+                self.peak_buffered = framer.peak_buffered
+            if framed.problems:
+                self._problems(framed.problems)
+            if framed.messages:
+                await self._deliver(framed.messages, origin, self._clock())
+                conn.delivered = True
+        if framed.problems:
+            self._problems(framed.problems)
+        if framed.messages:
+            await self._deliver(framed.messages, origin, self._clock())
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SyslogServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._server._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._server._error("udp")

@@ -1,0 +1,164 @@
+"""The syslog server against real senders: util-linux logger and an rsyslog instance, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from siem.collect.syslog import SyslogConfig
+from syslog_support import serving, unique_name, wait_until
+
+N_MESSAGES = 300
+RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+LOGGER = shutil.which("logger")
+_NUMBERED = re.compile(rb"siemtest-(\w+)-(\d+)-end")
+
+needs_logger = pytest.mark.skipif(LOGGER is None, reason="util-linux logger not installed (deploy/install-test-deps.sh)")
+
+
+def numbered_file(tmp_path: Path, run: str, n: int = N_MESSAGES) -> Path:
+    """A file of n distinct numbered lines, one message each for `logger -f`."""
+    path = tmp_path / f"{run}.txt"
+    path.write_text("".join(f"message siemtest-{run}-{i}-end from the test\n" for i in range(n)))
+    return path
+
+
+def numbers_received(data: list[bytes], run: str) -> Counter[int]:
+    """How often each message number of this run arrived."""
+    got: Counter[int] = Counter()
+    for d in data:
+        for m in _NUMBERED.finditer(d):
+            if m.group(1).decode() == run:
+                got[int(m.group(2))] += 1
+    return got
+
+
+def exactly_once(got: Counter[int], n: int = N_MESSAGES) -> bool:
+    return set(got) == set(range(n)) and all(v == 1 for v in got.values())
+
+
+async def run_logger(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        LOGGER or "logger", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"logger {' '.join(args)} failed: {err.decode()}")
+
+
+async def _logger_roundtrip(tmp_path: Path, protocol: str, flags: list[str]) -> tuple[Counter[int], list[bytes]]:
+    run = unique_name("r").replace("_", "")
+    lines = numbered_file(tmp_path, run)
+    async with serving(SyslogConfig(protocol=protocol, port=0)) as (server, sink):
+        await run_logger("-n", "127.0.0.1", "-P", str(server.port), *flags, "-t", "siemtest", "-f", str(lines))
+        await wait_until(lambda: len(numbers_received(sink.data, run)) >= N_MESSAGES)
+        await asyncio.sleep(0.05)  # let a duplicate, if any, arrive before counting
+        return numbers_received(sink.data, run), sink.data
+
+
+@needs_logger
+@pytest.mark.timeout(60)
+def test_logger_tcp_rfc3164_every_message_once(tmp_path: Path) -> None:
+    """logger --tcp --rfc3164 (LF framing): every numbered message arrives exactly once."""
+    got, data = asyncio.run(_logger_roundtrip(tmp_path, "tcp", ["--tcp", "--rfc3164"]))
+    assert exactly_once(got)
+    assert all(d.startswith(b"<13>") and not d.endswith(b"\n") for d in data)
+
+
+@needs_logger
+@pytest.mark.timeout(60)
+def test_logger_udp_every_message_once(tmp_path: Path) -> None:
+    """logger --udp: every numbered datagram arrives exactly once."""
+    got, _ = asyncio.run(_logger_roundtrip(tmp_path, "udp", ["--udp", "--rfc3164"]))
+    assert exactly_once(got)
+
+
+@needs_logger
+@pytest.mark.timeout(60)
+def test_logger_udp_rfc5424_every_message_once(tmp_path: Path) -> None:
+    """logger --udp --rfc5424: every numbered datagram arrives exactly once, RFC 5424 header intact."""
+    got, data = asyncio.run(_logger_roundtrip(tmp_path, "udp", ["--udp", "--rfc5424"]))
+    assert exactly_once(got)
+    assert all(d.startswith(b"<13>1 ") for d in data)
+
+
+@needs_logger
+@pytest.mark.timeout(60)
+def test_logger_tcp_rfc5424_every_message_once(tmp_path: Path) -> None:
+    """logger --tcp --rfc5424: every numbered message arrives exactly once, RFC 5424 header intact."""
+    got, data = asyncio.run(_logger_roundtrip(tmp_path, "tcp", ["--tcp", "--rfc5424"]))
+    assert exactly_once(got)
+    assert all(d.startswith(b"<13>1 ") for d in data)
+
+
+@needs_logger
+@pytest.mark.timeout(60)
+def test_logger_tcp_octet_count_every_message_once(tmp_path: Path) -> None:
+    """logger --tcp --octet-count (RFC 6587 octet counting): every message exactly once, no count prefix left."""
+    got, data = asyncio.run(_logger_roundtrip(tmp_path, "tcp", ["--tcp", "--octet-count"]))
+    assert exactly_once(got)
+    assert all(d.startswith(b"<13>1 ") for d in data)
+
+
+# --- rsyslog forwarding ------------------------------------------------------------------------------
+
+RSYSLOG_CONF = """
+global(workDirectory="{work}" maxMessageSize="64k")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="{portfile}" ruleset="fwd")
+ruleset(name="fwd") {{
+  action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" tcp_framing="{framing}"
+         template="RSYSLOG_SyslogProtocol23Format"
+         action.resumeRetryCount="-1" action.resumeInterval="1")
+}}
+"""
+
+
+async def _rsyslog_roundtrip(tmp_path: Path, framing: str) -> Counter[int]:
+    run = unique_name("rs").replace("_", "")
+    lines = numbered_file(tmp_path, run)
+    work = tmp_path / "rsyslog"
+    work.mkdir()
+    portfile = work / "port"
+    async with serving(SyslogConfig(protocol="tcp", port=0)) as (server, sink):
+        conf = work / "rsyslog.conf"
+        conf.write_text(RSYSLOG_CONF.format(work=work, portfile=portfile, port=server.port, framing=framing))
+        proc = await asyncio.create_subprocess_exec(
+            RSYSLOGD or "rsyslogd", "-n", "-f", str(conf), "-i", str(work / "pid"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            started = await wait_until(lambda: portfile.exists() and portfile.read_text().strip().isdigit(), 20)
+            if not started:
+                proc.kill()
+                _, err = await proc.communicate()
+                raise RuntimeError(f"rsyslogd did not start: {err.decode()[-2000:]}")
+            rs_port = int(portfile.read_text().strip())
+            await run_logger("-n", "127.0.0.1", "-P", str(rs_port), "--tcp", "--octet-count",
+                             "-t", "siemtest", "-f", str(lines))
+            await wait_until(lambda: len(numbers_received(sink.data, run)) >= N_MESSAGES, 30)
+            await asyncio.sleep(0.1)
+            assert all(r.data.startswith(b"<13>1 ") for r in sink.records)
+            return numbers_received(sink.data, run)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+@pytest.mark.skipif(RSYSLOGD is None, reason="rsyslogd not installed (Debian package rsyslog; deploy/install-test-deps.sh)")
+@needs_logger
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("framing", ["octet-counted", "traditional"])
+def test_rsyslog_forwards_every_message_once(tmp_path: Path, framing: str) -> None:
+    """logger -> rsyslogd (imtcp) -> omfwd over TCP -> our server: every message exactly once."""
+    assert exactly_once(asyncio.run(_rsyslog_roundtrip(tmp_path, framing)))
