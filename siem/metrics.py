@@ -94,6 +94,28 @@ LOG_LAG = Gauge("siem_log_lag_records", "Records in the durable log not yet chec
 CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
 LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
                       registry=REGISTRY)
+LOG_UNDECODABLE = Counter(
+    "siem_log_undecodable_records_total", "Log records with a valid checksum that are not a JSON event.",
+    registry=REGISTRY,
+)
+CHECKPOINT_CORRUPT = Counter(
+    "siem_checkpoint_corrupt_total", "Corrupt or wrong-version checkpoints discarded on a fresh start.",
+    registry=REGISTRY,
+)
+KAFKA_POISON = Counter(
+    "siem_kafka_poison_messages_total",
+    "Kafka messages skipped because they cannot be used (reason: not_json, oversized, bad_header, ...).",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
+KAFKA_COMMIT_FAILED = Counter(
+    "siem_kafka_commit_failed_total", "Offset commits refused by the group coordinator (e.g. during a rebalance).",
+    ["group"], registry=REGISTRY,
+)
+KAFKA_REBALANCES = Counter(
+    "siem_kafka_rebalances_total", "Partition assignment changes seen by a consumer.", ["group", "change"],
+    registry=REGISTRY,
+)
 
 # --- alerting -------------------------------------------------------------------------------------
 NOTIFICATIONS_SENT = Counter("siem_notifications_sent_total", "Notifications delivered.", ["route"], registry=REGISTRY)
