@@ -16,13 +16,22 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     start_http_server,
 )
 
 from siem import __version__
 
+# No `*_created` series: they double the exposition and no dashboard or alert of ours reads them.
+disable_created_metrics()
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_start_time_seconds (restart detection), process_resident_memory_bytes, open fds; python_info.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -136,7 +145,9 @@ NOTIFICATIONS_THROTTLED = Counter(
 OUTBOX_DEPTH = Gauge("siem_outbox_depth", "Notifications waiting in the outbox.", registry=REGISTRY)
 
 # --- operations -----------------------------------------------------------------------------------
-RELOADS = Counter("siem_reloads_total", "Rule/config reloads.", ["result"], registry=REGISTRY)
+RELOADS = Counter(
+    "siem_reloads_total", "Rule/config reloads, by result (success, failure).", ["result"], registry=REGISTRY
+)
 RULES_LOADED = Gauge("siem_rules_loaded", "Rules in the running rule set.", registry=REGISTRY)
 
 
