@@ -143,6 +143,10 @@ NOTIFICATIONS_THROTTLED = Counter(
     registry=REGISTRY,
 )
 OUTBOX_DEPTH = Gauge("siem_outbox_depth", "Notifications waiting in the outbox.", registry=REGISTRY)
+ALERTS_DUPLICATE = Counter(
+    "siem_alerts_duplicate_total", "Alerts dropped at intake because their id was already taken in (replays).",
+    registry=REGISTRY,
+)
 
 # --- operations -----------------------------------------------------------------------------------
 RELOADS = Counter(
