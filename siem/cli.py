@@ -11,6 +11,8 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("replay", "siem.replay", "run rules over log files and print alerts as JSON lines"),
     ("rules", "siem.dsl.commands", "check or test rule files"),
+    ("alerts", "siem.alert.commands", "list logged alerts or show one with its notifications"),
+    ("notify", "siem.alert.notify_command", "send a test notification through an alerting route"),
 ]
 
 
