@@ -1,0 +1,90 @@
+"""Sending one notification to one destination through apprise. Blocking: call it from a worker thread.
+
+apprise is a transport, not a queue: it keeps nothing, and its per-service throttle sleeps the calling
+thread. ``send`` therefore runs in ``asyncio.to_thread`` behind our own outbox, one destination URL per
+call, so one slow receiver never holds up another's row.
+
+Failures: apprise reports success or failure per call, not the reason in a structured way (no HTTP status
+or SMTP code reaches us). We capture the warning/error log lines apprise emits during the call (filtered
+to the calling thread) as ``last_error``, and treat EVERY failure as transient: a 4xx from a webhook or a
+550 from an SMTP server is retried with back-off like a 503 until ``max_retry_age``, then the row goes to
+the fallback route. A URL apprise cannot parse at all is permanent and dead at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from siem.alert.render import neutralise
+
+_local = threading.local()
+
+
+class _ThreadCapture(logging.Handler):
+    """Collects apprise log records emitted by the thread that is currently sending."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = getattr(_local, "sink", None)
+        if sink is not None and len(sink) < 20:
+            try:
+                sink.append(record.getMessage())
+            except Exception:  # a broken log format must not break delivery
+                sink.append(str(record.msg))
+
+
+_capture_installed = False
+_install_lock = threading.Lock()
+
+
+def _install_capture() -> None:
+    global _capture_installed
+    with _install_lock:
+        if not _capture_installed:
+            handler = _ThreadCapture(level=logging.WARNING)
+            logging.getLogger("apprise").addHandler(handler)
+            _capture_installed = True
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    permanent: bool  # the URL itself is unusable; retrying cannot help
+    error: str
+
+
+def send(url: str, title: str, body: str, body_format: str) -> SendResult:
+    """Deliver to one apprise URL. Never raises; the error text never contains the URL."""
+    import apprise
+
+    _install_capture()
+    _local.sink = []
+    try:
+        asset = apprise.AppriseAsset(storage_mode="memory")
+        ap = apprise.Apprise(asset=asset)
+        if not ap.add(url):
+            return SendResult(False, True, "apprise cannot use this URL")
+        fmt = apprise.NotifyFormat.HTML if body_format == "html" else apprise.NotifyFormat.TEXT
+        result = ap.notify(body=body or " ", title=title, body_format=fmt)
+        if bool(result):
+            return SendResult(True, False, "")
+        lines = [neutralise(m, 300, single_line=True) for m in _local.sink]
+        return SendResult(False, False, "; ".join(lines) or "apprise reported a failure")
+    except Exception as exc:  # apprise plugins raise a variety of things; one bad send must not kill the worker
+        return SendResult(False, False, f"{type(exc).__name__}: {neutralise(str(exc), 300, single_line=True)}")
+    finally:
+        _local.sink = None
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: apprise's privacy form, or just the scheme."""
+    import apprise
+
+    obj = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    if obj is not None:
+        try:
+            return str(obj.url(privacy=True))
+        except Exception:
+            pass
+    return (url.split("://", 1)[0] if "://" in url else "?") + "://..."

@@ -1,0 +1,60 @@
+"""`siem notify test ROUTE`: send a test notification through every destination of one route, now.
+
+Reads the route from the `[alerting]` table of the config file, resolves its URLs (inline, urls_env,
+urls_file) and sends synchronously through apprise, bypassing the outbox, grouping and rate limit.
+Prints one line per destination with apprise's privacy form of the URL (tokens masked).
+Exit status: 0 all delivered, 1 some failed, 2 configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from siem.alert.commands import load_alerting
+from siem.alert.config import resolve_route_urls
+from siem.alert.notify import redact, send
+from siem.alert.render import body_format, encode_body, neutralise
+from siem.timeutil import iso_ms, wall_ms
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    test = sub.add_parser("test", help="send a test notification through a route")
+    test.add_argument("route", help="route name from [[alerting.routes]]")
+    test.add_argument("--config", default="/etc/siem/siem.toml", help="config file (default /etc/siem/siem.toml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, errors = load_alerting(args.config)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if cfg is None:
+        return 2
+    route = cfg.route(args.route)
+    if route is None:
+        names = ", ".join(r.name for r in cfg.routes) or "none"
+        print(f"{args.config}: no route named {neutralise(args.route, 80, True)!r} (routes: {names})",
+              file=sys.stderr)
+        return 2
+    urls, issues = resolve_route_urls(route)
+    for i in issues:
+        print(f"{args.config}: {i.render()}", file=sys.stderr)
+    if not urls:
+        print(f"route {route.name!r} has no usable destination", file=sys.stderr)
+        return 2
+    now = wall_ms()
+    title = f"[siem] test notification via route {route.name}"
+    text = (f"This is a test notification from siem on {socket.gethostname()} at {iso_ms(now)}, sent with "
+            f"`siem notify test {route.name}`. If you can read it, route {route.name!r} reaches you.")
+    failed = 0
+    for url in urls:
+        fmt = body_format(url)
+        res = send(url, title, encode_body(text, fmt), fmt)
+        if res.ok:
+            print(f"OK      {redact(url)}")
+        else:
+            failed += 1
+            print(f"FAILED  {redact(url)}: {res.error}")
+    return 1 if failed else 0

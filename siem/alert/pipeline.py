@@ -1,0 +1,442 @@
+"""AlertPipeline: the facade the daemon uses. Alert in -> alert log -> dedup -> grouping -> routing ->
+rate limit -> outbox -> apprise (off the event loop).
+
+    pipeline = AlertPipeline(config, state_dir)          # opens the log and the outbox, recovers
+    pipeline.submit(alert)                               # sync, fast, never touches the network
+    task = asyncio.create_task(pipeline.run())           # delivery worker, group timers, heartbeat
+    ...
+    task.cancel(); await pipeline.close()
+
+Guarantees:
+* every alert is appended to the alert log (and fsynced, see siem.alert.alertlog) before anything else;
+* an alert id is taken in once: ids are remembered in the outbox database for ``dedup_retention``, so a
+  replay or a crash-restart that re-submits an alert writes no second log record and notifies nothing new;
+* a crash between the log write and the database commit is repaired at start: the log lines after the
+  committed log position are taken in again (their ids decide what is new);
+* notifications are at-least-once: an outbox row is marked sent only after apprise reported success, so
+  a crash in between re-sends it (channels with a dedup key get the same key again; email may repeat once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from siem import metrics
+from siem.alert.alertlog import AlertLog, log_files, read_alerts
+from siem.alert.config import AlertingConfig, RouteConfig, resolve_route_urls
+from siem.alert.noise import GroupState, Grouper, Notification, RateLimiter, Summary
+from siem.alert.notify import SendResult, send
+from siem.alert.outbox import Outbox, Row, url_fingerprint
+from siem.alert.record import Alert
+from siem.alert.render import augment_url, body_format, encode_body, neutralise, notification_fields, render
+from siem.alert.route import select_routes
+from siem.errors import StateError
+from siem.timeutil import Clock, iso_ms, wall_ms
+
+log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_MS = 3_600_000
+_MAX_SLEEP_S = 1.0
+
+
+class AlertPipeline:
+    def __init__(self, config: AlertingConfig, state_dir: str | Path, now_ms: Clock = wall_ms,
+                 rng: random.Random | None = None, environ: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.state_dir = Path(state_dir)
+        self.now_ms = now_ms
+        self._rng = rng or random.Random()
+        self._core = threading.RLock()  # grouper, limiter and log: submit may come from another thread
+        self._dest: dict[str, dict[str, str]] = {}
+        for r in config.routes:
+            urls, issues = resolve_route_urls(r, environ)
+            for issue in issues:
+                log.error("%s", issue.message)
+            self._dest[r.name] = {url_fingerprint(u): u for u in urls}
+            if not urls:
+                log.error("alerting route %r has no usable destination: its notifications go to the fallback "
+                          "route", r.name)
+        self._per_ms = {r.name: (r.rate_limit or config.rate_limit).per_ms  # type: ignore[union-attr]
+                        for r in config.routes if (r.rate_limit or config.rate_limit) is not None}
+        self.log = AlertLog(self._path(config.log_path), config.log_max_bytes, config.log_keep, config.log_fsync)
+        try:
+            self.outbox = Outbox(self._path(config.outbox_path))
+        except BaseException:
+            self.log.close()
+            raise
+        self.grouper = Grouper(config.group_wait_ms, config.group_interval_ms, config.repeat_interval_ms,
+                               config.max_groups)
+        groups = []
+        for d in self.outbox.load_groups():
+            try:
+                groups.append(GroupState.from_json(d))
+            except TypeError:
+                log.error("alerting database: a group has an unknown shape and was dropped")
+        self.grouper.load(groups)
+        self.limiter = RateLimiter()
+        self._last_prune_ms = 0
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._closed = False
+        self._recover()
+        metrics.OUTBOX_DEPTH.set(self.outbox.depth())
+
+    def _path(self, p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else self.state_dir / path
+
+    # --- intake ------------------------------------------------------------------------------------
+
+    def submit(self, alert: Alert) -> None:
+        """Take one alert in: log, dedup, group, route, enqueue. Synchronous, no network."""
+        self.submit_many([alert])
+
+    def submit_many(self, alerts: Iterable[Alert]) -> None:
+        """Take a batch in with one log fsync and one database transaction."""
+        with self._core:
+            batch: dict[str, Alert] = {}
+            for a in alerts:
+                if a.id in batch:
+                    metrics.ALERTS_DUPLICATE.inc()
+                else:
+                    batch[a.id] = a
+            if not batch:
+                return
+            known = self.outbox.known(list(batch))
+            if known:
+                metrics.ALERTS_DUPLICATE.inc(len(known))
+            new = [a for i, a in batch.items() if i not in known]
+            if not new:
+                return
+            try:
+                pos = self.log.append([a.dumps() for a in new])
+            except OSError as exc:
+                raise StateError(f"cannot write the alert log {self.log.path}: {exc.strerror or exc}") from exc
+            self._take_in(new, self.now_ms(), pos)
+        self._wake_worker()
+
+    def _take_in(self, alerts: list[Alert], now: int, pos: tuple[int, int]) -> None:
+        notes: list[Notification] = []
+        for a in alerts:
+            notes.extend(self.grouper.add(a, now))
+        self._commit(now, notes, [], seen=[a.id for a in alerts], pos=pos)
+
+    def _commit(self, now: int, notes: list[Notification], summaries: list[Summary], seen: Iterable[str] = (),
+                pos: tuple[int, int] | None = None, heartbeat_slot: int | None = None, prune: bool = False) -> None:
+        try:
+            self.outbox.begin()
+        except Exception as exc:
+            raise StateError(f"alerting database {self.outbox.path}: {exc}") from exc
+        try:
+            if seen:
+                self.outbox.add_seen(list(seen), now)
+            for n in notes:
+                self._route_notification(n, now)
+            for s in summaries:
+                self._enqueue_summary(s, now)
+            if heartbeat_slot is not None:
+                self._enqueue_heartbeat(heartbeat_slot, now)
+                self.outbox.set_meta("heartbeat_slot", str(heartbeat_slot))
+            for key in self.grouper.dirty:
+                g = self.grouper.groups.get(key)
+                self.outbox.save_group(key, g.to_json() if g is not None else None)
+            if pos is not None:
+                self.outbox.set_meta("log_pos", f"{pos[0]}:{pos[1]}")
+            if prune:
+                self.outbox.prune(now - self.config.dedup_retention_ms, now - self.config.sent_retention_ms)
+            self.outbox.commit()
+        except BaseException as exc:
+            self.outbox.rollback()
+            if isinstance(exc, Exception):
+                raise StateError(f"alerting database {self.outbox.path}: {exc}") from exc
+            raise
+        self.grouper.dirty.clear()
+        metrics.OUTBOX_DEPTH.set(self.outbox.depth())
+
+    def _recover(self) -> None:
+        """Take in alerts that reached the log but not the database (crash between the two)."""
+        raw = self.outbox.get_meta("log_pos")
+        cur_ino, cur_size = self.log.position()
+        if raw is None:
+            # A new database: the log (if any) was handled by an earlier database or is older than it.
+            self.outbox.begin()
+            self.outbox.set_meta("log_pos", f"{cur_ino}:{cur_size}")
+            self.outbox.commit()
+            return
+        ino_s, _, off_s = raw.partition(":")
+        ino, off = int(ino_s), int(off_s)
+        files = log_files(self.log.path)
+        start = None
+        for i, p in enumerate(files):
+            try:
+                if p.stat().st_ino == ino:
+                    start = i
+                    break
+            except FileNotFoundError:
+                continue
+        if start is None:
+            return  # the committed file rotated out of reach; nothing we can still tell apart
+        found: list[Alert] = []
+        for i, p in enumerate(files[start:]):
+            try:
+                for _, a in read_alerts(p, off if i == 0 else 0):
+                    if a is not None:
+                        found.append(a)
+            except FileNotFoundError:
+                continue
+        if not found:
+            return
+        known = self.outbox.known([a.id for a in found])
+        new = list({a.id: a for a in found if a.id not in known}.values())
+        log.warning("alert log: %d alert(s) were logged but not processed before the last stop; taking them in",
+                    len(new))
+        self._take_in(new, self.now_ms(), (cur_ino, cur_size))
+
+    # --- routing and enqueueing (inside a transaction) --------------------------------------------
+
+    def _route_notification(self, n: Notification, now: int) -> None:
+        routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
+        if not routes:
+            log.warning("no alerting route matches rule %r (severity %s) and there is no default route",
+                        n.rule, n.severity)
+            return
+        fields_src = n.to_json()
+        for r in routes:
+            rl = r.rate_limit or self.config.rate_limit
+            if rl is not None and not self.limiter.allow(r.name, rl.max_notifications, rl.per_ms, n, now):
+                metrics.NOTIFICATIONS_THROTTLED.labels(route=r.name).inc()
+                continue
+            fields = notification_fields(fields_src, r.name)
+            self._enqueue(r, n.key, n.kind, fields, n.alert_id, n.group_id, n.alert_ids, now)
+
+    def _enqueue(self, route: RouteConfig, key: str, kind: str, fields: dict[str, object], alert_id: str,
+                 group_id: str, alert_ids: tuple[str, ...], now: int, *, title_tpl: str | None = None,
+                 body_tpl: str | None = None, fallback_of: str | None = None) -> int:
+        dests = self._dest.get(route.name, {})
+        if not dests:
+            metrics.NOTIFICATIONS_DEAD.labels(route=route.name).inc()
+            fb = self.config.route(self.config.fallback_route) if self.config.fallback_route else None
+            if fb is not None and fb.name != route.name and fallback_of is None:
+                log.error("route %r has no usable destination; notification %s goes to fallback route %r",
+                          route.name, key, fb.name)
+                fields = dict(fields, title=f"[undeliverable via {route.name}] {fields.get('title', '')}")
+                return self._enqueue(fb, key + ":fallback", kind, fields, alert_id, group_id, alert_ids, now,
+                                     title_tpl=title_tpl, body_tpl=body_tpl, fallback_of=key)
+            log.error("route %r has no usable destination and there is no other fallback: notification %s about "
+                      "alert %s is NOT delivered", route.name, key, alert_id)
+            return 0
+        n = 0
+        for fp, url in dests.items():
+            title, body = render(title_tpl or route.title_template, body_tpl or route.body_template, fields,
+                                 self.config.field_max_chars, self.config.body_max_chars)
+            _, inserted = self.outbox.enqueue(
+                route=route.name, url_fp=fp, kind=kind, notification=key, alert_id=alert_id, group_id=group_id,
+                alert_ids=alert_ids, title=title, body=body, body_format=body_format(url), now_ms=now,
+                fallback_of=fallback_of,
+            )
+            n += inserted
+        return n
+
+    def _enqueue_summary(self, s: Summary, now: int) -> None:
+        route = self.config.route(s.route)
+        if route is None:
+            return
+        lines = "\n".join(f"  {rule}: {count}" for rule, count in s.by_rule)
+        fields: dict[str, object] = {"route": s.route, "alerts": s.alerts, "notifications": s.notifications,
+                                     "rules": lines, "now": iso_ms(now)}
+        self._enqueue(
+            route, s.key, "summary", fields, "", s.key, (), now,
+            title_tpl="[siem] +$alerts more alerts suppressed by the rate limit on route $route",
+            body_tpl="+$alerts more alerts ($notifications notifications) were suppressed by the rate limit of "
+                     "route $route up to $now.\nBy rule:\n$rules\n\nSee them with: siem alerts list",
+        )
+
+    def _enqueue_heartbeat(self, slot: int, now: int) -> None:
+        hb = self.config.heartbeat
+        route = self.config.route(hb.route) if hb else None
+        if route is None:
+            return
+        fields: dict[str, object] = {"host": socket.gethostname(), "now": iso_ms(now),
+                                     "depth": self.outbox.depth(), "groups": len(self.grouper.groups)}
+        self._enqueue(route, f"heartbeat:{slot}", "heartbeat", fields, "", f"heartbeat:{slot}", (), now,
+                      title_tpl="[siem] heartbeat from $host",
+                      body_tpl="siem on $host is running at $now. Outbox depth: $depth, open alert groups: $groups.")
+
+    # --- timers ------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Fire due group timers, owed rate-limit summaries and the heartbeat; prune old state."""
+        with self._core:
+            now = self.now_ms()
+            notes = self.grouper.due(now)
+            summaries = self.limiter.summaries(self._per_ms, now)
+            slot = None
+            if self.config.heartbeat is not None:
+                s = now // self.config.heartbeat.interval_ms
+                if self.outbox.get_meta("heartbeat_slot") != str(s):
+                    slot = s
+            prune = now - self._last_prune_ms >= _PRUNE_EVERY_MS
+            if prune:
+                self._last_prune_ms = now
+            if notes or summaries or slot is not None or self.grouper.dirty or prune:
+                self._commit(now, notes, summaries, heartbeat_slot=slot, prune=prune)
+
+    def next_due_ms(self) -> int | None:
+        times = [t for t in (self.grouper.next_due_ms(), self.limiter.next_due_ms(self._per_ms),
+                             self.outbox.next_attempt_ms()) if t is not None]
+        if self.config.heartbeat is not None:
+            iv = self.config.heartbeat.interval_ms
+            times.append((self.now_ms() // iv + 1) * iv)
+        return min(times) if times else None
+
+    # --- delivery ----------------------------------------------------------------------------------
+
+    async def deliver_due(self) -> int:
+        """Attempt every due row once (up to retry.parallel at a time); returns how many were attempted."""
+        rows = self.outbox.due(self.now_ms(), 10_000, self._inflight)
+        sem = asyncio.Semaphore(self.config.retry.parallel)
+
+        async def one(row: Row) -> None:
+            async with sem:
+                await self._deliver(row)
+
+        await asyncio.gather(*(one(r) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, row: Row) -> None:
+        self._inflight.add(row.id)
+        try:
+            url = self._dest.get(row.route, {}).get(row.url_fp)
+            if row.attempts > 0:
+                metrics.NOTIFICATIONS_RETRIED.labels(route=row.route).inc()
+            if url is None:
+                res = SendResult(False, True, "destination is no longer in the configuration")
+            else:
+                target = augment_url(url, row.id, row.alert_id, row.group_id)
+                res = await asyncio.to_thread(send, target, row.title, encode_body(row.body, row.body_format),
+                                              row.body_format)
+            if not self._closed:
+                self._record(row, res, self.now_ms())
+        finally:
+            self._inflight.discard(row.id)
+
+    def _record(self, row: Row, res: SendResult, now: int) -> None:
+        if res.ok:
+            self.outbox.mark_sent(row.id, now)
+            metrics.NOTIFICATIONS_SENT.labels(route=row.route).inc()
+        else:
+            metrics.NOTIFICATIONS_FAILED.labels(route=row.route).inc()
+            first = row.first_attempt_ms if row.first_attempt_ms is not None else now
+            if res.permanent or now - first >= self.config.max_retry_age_ms:
+                self._give_up(row, res.error, now)
+            else:
+                r = self.config.retry
+                ceiling = min(r.max_ms, r.initial_ms * r.multiplier ** min(row.attempts, 60))
+                delay = max(100, int(self._rng.uniform(0, ceiling)))  # full jitter
+                self.outbox.mark_failed(row.id, now, now + delay, res.error)
+                log.warning("notification %s via route %r failed (attempt %d), retrying in %.1fs: %s",
+                            row.id, row.route, row.attempts + 1, delay / 1000, res.error)
+        metrics.OUTBOX_DEPTH.set(self.outbox.depth())
+
+    def _give_up(self, row: Row, error: str, now: int) -> None:
+        metrics.NOTIFICATIONS_DEAD.labels(route=row.route).inc()
+        with self._core:
+            self.outbox.begin()
+            try:
+                self.outbox.mark_dead(row.id, now, error)
+                fb = self.config.route(self.config.fallback_route) if self.config.fallback_route else None
+                age_s = (now - (row.first_attempt_ms or now)) / 1000
+                if fb is not None and fb.name != row.route and row.fallback_of is None:
+                    log.error("ALERT NOTIFICATION UNDELIVERABLE: %s (%s) about alert %s via route %r failed for "
+                              "%.0fs over %d attempts (last error: %s); sending it to fallback route %r",
+                              row.id, row.kind, row.alert_id, row.route, age_s, row.attempts + 1, error, fb.name)
+                    dests = self._dest.get(fb.name, {})
+                    for fp, url in dests.items():
+                        self.outbox.enqueue(
+                            route=fb.name, url_fp=fp, kind=row.kind, notification=row.id + ":fallback",
+                            alert_id=row.alert_id, group_id=row.group_id, alert_ids=row.alert_ids,
+                            title=neutralise(f"[undeliverable via {row.route}] {row.title}", 250, single_line=True),
+                            body=row.body, body_format=body_format(url), now_ms=now, fallback_of=row.id,
+                        )
+                    if not dests:
+                        log.error("fallback route %r has no usable destination either: %s is NOT delivered",
+                                  fb.name, row.id)
+                else:
+                    log.error("ALERT NOTIFICATION LOST: %s (%s) about alert %s via route %r failed for %.0fs over %d "
+                              "attempts (last error: %s) and there is no fallback left; it stays in the outbox as "
+                              "dead", row.id, row.kind, row.alert_id, row.route, age_s, row.attempts + 1, error)
+                self.outbox.commit()
+            except BaseException:
+                self.outbox.rollback()
+                raise
+
+    def _wake_worker(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # loop closed
+            pass
+
+    async def run(self) -> None:
+        """Delivery worker, group timers, rate-limit summaries and heartbeat until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        parallel = self.config.retry.parallel
+        try:
+            while True:
+                try:
+                    self.tick()
+                except StateError as exc:
+                    log.error("alerting: %s", exc)
+                free = parallel - len(self._tasks)
+                if free > 0:
+                    for row in self.outbox.due(self.now_ms(), free, self._inflight):
+                        self._inflight.add(row.id)
+                        task = asyncio.create_task(self._deliver(row))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._task_done)
+                due = self.next_due_ms()
+                delay = _MAX_SLEEP_S if due is None else min(_MAX_SLEEP_S, max(0.0, (due - self.now_ms()) / 1000))
+                if len(self._tasks) >= parallel:
+                    delay = _MAX_SLEEP_S
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.005))
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._loop = None
+            self._wake = None
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alerting: delivery task failed: %r", task.exception())
+        if self._wake is not None:
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Close files. Cancel run() first; sends still in flight are retried after the next start."""
+        self._closed = True
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with self._core:
+            self.log.close()
+            self.outbox.close()
+
