@@ -93,6 +93,10 @@ ALERTS_SUPPRESSED = Counter(
 EVENTS_LATE = Counter(
     "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
 )
+EVENTS_FUTURE = Counter(
+    "siem_events_future_total", "Events dated further ahead of the wall clock than allowed (clamped).",
+    registry=REGISTRY,
+)
 WINDOW_KEYS = Gauge("siem_window_keys", "Live keys held in window state.", ["rule"], registry=REGISTRY)
 WATERMARK = Gauge("siem_watermark_timestamp_seconds", "Event-time watermark of the engine.", registry=REGISTRY)
 

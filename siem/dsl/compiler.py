@@ -1,0 +1,184 @@
+"""Compile resolved expressions into mask functions over a columnar Batch.
+
+``compile_expr(node)`` returns ``MaskFn = Callable[[Batch], np.ndarray[bool]]``. Every compiled node
+memoises its mask in ``batch.memo`` under the node itself (nodes hash by content), so a sub-expression
+used by many rules, e.g. ``event.dataset == "sshd"``, is computed once per batch. Text predicates are
+evaluated on a column's unique values and cached across batches per value (bounded), then mapped to
+rows with ``lut[codes]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import operator
+from typing import Any, Callable
+
+import numpy as np
+
+from siem import schema
+from siem.dsl import ast
+from siem.dsl.loader import compile_regex
+from siem.engine.batch import Batch
+
+MaskFn = Callable[[Batch], np.ndarray]
+ValuePred = Callable[[str], bool]
+
+_CACHE_LIMIT = 200_000
+_NUM_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def compile_expr(node: ast.Expr) -> MaskFn:
+    """The memoised mask function of `node`."""
+    inner = _compile(node)
+
+    def mask(batch: Batch) -> np.ndarray:
+        got = batch.memo.get(node)
+        if got is None:
+            got = batch.memo[node] = inner(batch)
+        return got
+
+    return mask
+
+
+def _is_number_field(field: str) -> bool:
+    return schema.field_type(field) in (schema.LONG, schema.DATE)
+
+
+def _compile(node: ast.Expr) -> MaskFn:
+    match node:
+        case ast.TrueExpr():
+            return lambda b: np.ones(b.n, dtype=bool)
+        case ast.And(args):
+            parts = [compile_expr(a) for a in args]
+
+            def and_(b: Batch) -> np.ndarray:
+                out = parts[0](b)
+                for p in parts[1:]:
+                    if not out.any():
+                        return out
+                    out = out & p(b)
+                return out
+
+            return and_
+        case ast.Or(args):
+            parts = [compile_expr(a) for a in args]
+
+            def or_(b: Batch) -> np.ndarray:
+                out = parts[0](b)
+                for p in parts[1:]:
+                    out = out | p(b)
+                return out
+
+            return or_
+        case ast.Not(arg):
+            inner = compile_expr(arg)
+            return lambda b: ~inner(b)
+        case ast.Compare(field, op, value, ci) if _is_number_field(field) and not isinstance(value, str):
+            fn = _NUM_OPS[op]
+            num = float(value)
+            return lambda b: fn(b.number(field), num) & ~np.isnan(b.number(field))
+        case ast.Compare(field, "==", value, False):
+            return _equals(field, value)
+        case ast.Compare(field, "!=", value, False):
+            eq = _equals(field, value)
+            present = _lut_mask(field, lambda s: True)
+            return lambda b: present(b) & ~eq(b)
+        case ast.Compare(field, op, value, ci):
+            fn = _NUM_OPS[op]
+            target = str(value).casefold() if ci else str(value)
+            if ci:
+                return _lut_mask(field, lambda s: fn(s.casefold(), target))
+            return _lut_mask(field, lambda s: fn(s, target))
+        case ast.InSet(field, values, ci) if _is_number_field(field):
+            nums = np.array([float(v) for v in values], dtype=np.float64)
+            return lambda b: np.isin(b.number(field), nums)
+        case ast.InSet(field, values, ci):
+            if ci:
+                folded = frozenset(str(v).casefold() for v in values)
+                return _lut_mask(field, lambda s: s.casefold() in folded)
+            exact = frozenset(str(v) for v in values)
+            return _lut_mask(field, lambda s: s in exact)
+        case ast.InCidr(field, networks):
+            return _lut_mask(field, _cidr_pred(networks))
+        case ast.StrMatch(field, kind, values, ci):
+            return _lut_mask(field, _str_pred(kind, values, ci))
+        case ast.Matches(field, pattern, flags):
+            rx = compile_regex(pattern, flags)
+            search = rx.search
+            return _lut_mask(field, lambda s: search(s) is not None)
+        case ast.Exists(field):
+            return lambda b: np.fromiter((field in e for e in b.events), dtype=bool, count=b.n)
+        case ast.MacroRef() | _:
+            raise TypeError(f"cannot compile unresolved node {node!r}")
+
+
+def _equals(field: str, value: Any) -> MaskFn:
+    """Equality on a dictionary-encoded column: one integer comparison per row."""
+    text = str(value)
+
+    def eq(b: Batch) -> np.ndarray:
+        col = b.keyword(field)
+        code = col.code_of(text)
+        if code < 0 and not isinstance(value, str):
+            code = col.code_of(value)
+        if code < 0:
+            return np.zeros(b.n, dtype=bool)
+        return col.codes == code
+
+    return eq
+
+
+def _lut_mask(field: str, pred: ValuePred) -> MaskFn:
+    """Evaluate `pred` once per unique text value (cached across batches), then map to rows."""
+    cache: dict[object, bool] = {}
+
+    def mask(b: Batch) -> np.ndarray:
+        col = b.keyword(field)
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        lut = np.empty(len(col.values), dtype=bool)
+        for i, v in enumerate(col.values):
+            hit = cache.get(v)
+            if hit is None:
+                if v is None:
+                    hit = False
+                else:
+                    s = v if type(v) is str else str(v)
+                    hit = bool(pred(s))
+                cache[v] = hit
+            lut[i] = hit
+        return lut[col.codes]
+
+    return mask
+
+
+def _str_pred(kind: str, values: tuple[str, ...], ci: bool) -> ValuePred:
+    needles = tuple(v.casefold() if ci else v for v in map(str, values))
+    fold = str.casefold if ci else (lambda s: s)
+    if kind == "startswith":
+        return lambda s: fold(s).startswith(needles)
+    if kind == "endswith":
+        return lambda s: fold(s).endswith(needles)
+    return lambda s: any(n in fold(s) for n in needles)
+
+
+def _cidr_pred(networks: tuple[str, ...]) -> ValuePred:
+    """IPs parsed to integers once per unique value; tested against (network, mask) integer pairs."""
+    v4: list[tuple[int, int]] = []
+    v6: list[tuple[int, int]] = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        (v4 if net.version == 4 else v6).append((int(net.network_address), int(net.netmask)))
+
+    def pred(s: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(s.strip("[]").split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        n = int(ip)
+        nets = v4 if ip.version == 4 else v6
+        return any(n & m == a for a, m in nets)
+
+    return pred

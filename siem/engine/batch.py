@@ -1,0 +1,73 @@
+"""A columnar micro-batch: one numpy array per referenced field, built lazily on first use.
+
+Text fields are dictionary-encoded: ``codes`` (int32, one per row) index ``values`` (the batch's unique
+values, ``None`` standing for a missing field). Predicates on text are evaluated once per unique value
+and mapped to rows with one fancy-index (``lut[codes]``), so a regex or CIDR test runs on the distinct
+values of a column, not on every row. Number fields are float64 arrays with NaN for missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from siem.schema import Event
+
+_NAN = math.nan
+
+
+class KeywordColumn:
+    __slots__ = ("codes", "values", "index")
+
+    def __init__(self, raw: list[object]) -> None:
+        index: dict[object, int] = {}
+        setdefault = index.setdefault
+        self.codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int32, count=len(raw))
+        self.index = index  # value -> code
+        self.values: list[object] = list(index)
+
+    def code_of(self, value: object) -> int:
+        return self.index.get(value, -1)
+
+
+def _as_float(v: object) -> float:
+    t = type(v)
+    if t is int or t is float:
+        return v  # type: ignore[return-value]
+    if t is str:
+        try:
+            return float(v)  # type: ignore[arg-type]
+        except ValueError:
+            return _NAN
+    if t is bool:
+        return float(v)  # type: ignore[arg-type]
+    return _NAN
+
+
+class Batch:
+    """Events in processing order plus their effective event times (int64 ms)."""
+
+    __slots__ = ("events", "ts", "n", "_kw", "_num", "memo")
+
+    def __init__(self, events: list[Event], ts: np.ndarray) -> None:
+        self.events = events
+        self.ts = ts
+        self.n = len(events)
+        self._kw: dict[str, KeywordColumn] = {}
+        self._num: dict[str, np.ndarray] = {}
+        self.memo: dict[object, np.ndarray] = {}  # compiled sub-expression -> mask, shared by all rules
+
+    def keyword(self, field: str) -> KeywordColumn:
+        col = self._kw.get(field)
+        if col is None:
+            col = self._kw[field] = KeywordColumn([e.get(field) for e in self.events])
+        return col
+
+    def number(self, field: str) -> np.ndarray:
+        col = self._num.get(field)
+        if col is None:
+            col = self._num[field] = np.fromiter(
+                (_as_float(e.get(field)) for e in self.events), dtype=np.float64, count=self.n
+            )
+        return col

@@ -1,0 +1,401 @@
+"""Keyed event-time window state: one correlator per correlation rule.
+
+The runtime hands every correlator the rows of a batch that passed its rule's filter, in processing
+order, with effective event times that never decrease (runtime.py guarantees it: late events are
+processed at the watermark). So a window is a half-open interval ``(t - window, t]`` ending at the
+newest event, and "within 5m" means first and last event are less than 5 minutes apart:
+
+    window 5m, count >= 3
+    t:  0s    60s   299s | 300s
+        x     x     x    |          -> fires at 299s (3 events in (299s-5m, 299s])
+        x     x          | x        -> no alert: at 300s the event at 0s has left the window
+
+After a window fires, the key's window is cleared (the next alert needs a fresh threshold of events);
+suppression (runtime) decides whether a fire becomes an alert. State is carried across batches, so the
+alerts do not depend on how events were cut into batches (tests/test_engine_properties.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from siem.dsl import ast
+from siem.dsl.compiler import MaskFn, compile_expr
+from siem.engine.batch import Batch
+from siem.schema import Event
+
+Key = Any  # the value of a single `by` field, or a tuple of values for several
+
+
+@dataclass(slots=True)
+class Fire:
+    """A window that reached its condition: the runtime turns it into an Alert (or suppresses it)."""
+
+    key: Key
+    first_ms: int
+    last_ms: int
+    count: int
+    trigger: Event
+    samples: list[Event]
+    aggregates: dict[str, object] = field(default_factory=dict)
+
+
+def row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
+    """The key of each row (None where a `by` field is missing: such events are not correlated)."""
+    if not by:
+        return [()] * len(rows)
+    cols = [batch.keyword(f) for f in by]
+    per_field = [[c.values[i] for i in c.codes[rows].tolist()] for c in cols]
+    if len(by) == 1:
+        return per_field[0]
+    return [None if None in t else t for t in zip(*per_field)]
+
+
+def group_rows(keys: list[Key]) -> dict[Key, list[int]]:
+    """Positions (into `keys`) per key, in processing order; keys that are None are dropped."""
+    out: dict[Key, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k is not None:
+            out.setdefault(k, []).append(i)
+    return out
+
+
+class Correlator:
+    """Base: subclasses implement process(); advance() is for time-driven rules (absent)."""
+
+    def __init__(self, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        self.sample_size = sample_size
+        self.agg_fields = agg_fields  # fields whose values the message template aggregates
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def advance(self, stream_ms: int) -> list[Fire]:
+        return []
+
+    def key_count(self) -> int:
+        return len(self.state)  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _Window:
+    ts: np.ndarray  # int64 effective times, non-decreasing
+    vals: dict[str, list[object]]  # per aggregated field, aligned with ts
+    samples: list[Event]  # the last few contributing events
+
+
+def _aggregates(vals: dict[str, list[object]], lo: int, hi: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f, col in vals.items():
+        window = [v for v in col[lo:hi] if v is not None]
+        out[f"distinct({f})"] = len(set(map(str, window)))
+        nums = [v for v in window if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if nums:
+            out[f"sum({f})"] = sum(nums)
+            out[f"min({f})"] = min(nums)
+            out[f"max({f})"] = max(nums)
+    return out
+
+
+class ThresholdCorrelator(Correlator):
+    """count / distinct(field) / sum(field) >= N within W by keys."""
+
+    def __init__(self, spec: ast.Threshold, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        fields = tuple(dict.fromkeys((*agg_fields, *((spec.field,) if spec.field else ()))))
+        super().__init__(sample_size, fields)
+        self.spec = spec
+        self.state: dict[Key, _Window] = {}
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        spec = self.spec
+        keys = row_keys(batch, rows, spec.by)
+        fires: list[Fire] = []
+        ts_all = batch.ts[rows]
+        events = batch.events
+        for key, pos in group_rows(keys).items():
+            new_ts = ts_all[pos]
+            new_events = [events[rows[p]] for p in pos]
+            win = self.state.get(key)
+            if win is None:
+                win = _Window(np.empty(0, np.int64), {f: [] for f in self.agg_fields}, [])
+            base = len(win.ts)
+            T = np.concatenate([win.ts, new_ts]) if base else new_ts
+            vals = {f: win.vals[f] + [e.get(f) for e in new_events] for f in self.agg_fields}
+            reset = self._scan(key, T, vals, base, new_events, win.samples, fires)
+            keep_from = max(reset, int(np.searchsorted(T, T[-1] - spec.window_ms, "right")))
+            k = min(self.sample_size, len(T) - reset)
+            recent = (win.samples + new_events)[-k:] if k > 0 else []
+            if keep_from >= len(T):
+                self.state.pop(key, None)
+            else:
+                self.state[key] = _Window(
+                    T[keep_from:].copy(), {f: v[keep_from:] for f, v in vals.items()}, recent
+                )
+        return fires
+
+    def _scan(
+        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
+        new_events: list[Event], old_samples: list[Event], fires: list[Fire],
+    ) -> int:
+        """Find every fire among positions >= base; returns the reset position (start of the open window)."""
+        spec = self.spec
+        n = len(T)
+        lo = np.searchsorted(T, T - spec.window_ms, "right")
+        reset = 0
+        need = spec.value
+        strict = spec.op == ">"
+        if spec.kind == "count":
+            idx = np.arange(n)
+            p = base
+            while p < n:
+                start = np.maximum(lo[p:], reset)
+                cnt = idx[p:] - start + 1
+                hits = np.flatnonzero(cnt > need if strict else cnt >= need)
+                if not len(hits):
+                    break
+                p = p + int(hits[0])
+                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, base, new_events, old_samples, fires)
+                p = reset
+            return reset
+        if spec.kind == "sum":
+            col = vals[spec.field or ""]
+            V = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0 for v in col], np.float64)
+            S = np.concatenate([[0.0], np.cumsum(V)])
+            p = base
+            while p < n:
+                start = np.maximum(lo[p:], reset)
+                tot = S[p + 1 : n + 1] - S[start]
+                hits = np.flatnonzero(tot > need if strict else tot >= need)
+                if not len(hits):
+                    break
+                p = p + int(hits[0])
+                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, base, new_events, old_samples, fires)
+                p = reset
+            return reset
+        # distinct: a sliding multiset of values, one step per event
+        col = vals[spec.field or ""]
+        counts: Counter[str] = Counter()
+        left = int(lo[base]) if base < n else 0
+        for i in range(left, base):
+            if col[i] is not None:
+                counts[str(col[i])] += 1
+        for p in range(base, n):
+            while left < p and (left < reset or T[left] <= T[p] - spec.window_ms):
+                if col[left] is not None:
+                    v = str(col[left])
+                    counts[v] -= 1
+                    if not counts[v]:
+                        del counts[v]
+                left += 1
+            if col[p] is not None:
+                counts[str(col[p])] += 1
+            if (len(counts) > need) if strict else (len(counts) >= need):
+                reset = self._fire(key, T, vals, left, p, base, new_events, old_samples, fires)
+                counts.clear()
+                left = reset
+        return reset
+
+    def _fire(
+        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int, base: int,
+        new_events: list[Event], old_samples: list[Event], fires: list[Fire],
+    ) -> int:
+        history = old_samples + new_events[: p - base + 1]
+        window_len = p - start + 1
+        samples = history[-min(self.sample_size, window_len) :]
+        fires.append(
+            Fire(key, int(T[start]), int(T[p]), window_len, new_events[p - base], samples,
+                 _aggregates(vals, start, p + 1))
+        )
+        return p + 1
+
+
+class SequenceCorrelator(Correlator):
+    """Ordered steps, each with a minimum count, all within W by keys."""
+
+    def __init__(self, spec: ast.Sequence, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        super().__init__(sample_size, agg_fields)
+        self.spec = spec
+        self.step_masks: list[MaskFn] = [compile_expr(s.expr) for s in spec.steps]
+        # key -> per step: list of (ts, seq, event)
+        self.state: dict[Key, list[list[tuple[int, int, Event]]]] = {}
+        self.seq = 0
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        spec = self.spec
+        masks = [m(batch)[rows] for m in self.step_masks]
+        keys = row_keys(batch, rows, spec.by)
+        fires: list[Fire] = []
+        last = len(spec.steps) - 1
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            self.seq += 1
+            t = int(batch.ts[rows[i]])
+            event = batch.events[rows[i]]
+            steps = self.state.get(key)
+            if steps is None:
+                steps = self.state[key] = [[] for _ in spec.steps]
+            for lst in steps:
+                while lst and lst[0][0] <= t - spec.window_ms:
+                    lst.pop(0)
+            if masks[last][i]:
+                chain = self._complete(steps, (t, self.seq, event))
+                if chain is not None:
+                    fires.append(Fire(key, chain[0][0], t, len(chain), event,
+                                      [e for _, _, e in chain][-self.sample_size :],
+                                      _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
+                                                  0, len(chain))))
+                    del self.state[key]
+                    continue
+            for j in range(last + 1):
+                if masks[j][i]:
+                    lst = steps[j]
+                    lst.append((t, self.seq, event))
+                    if len(lst) > max(spec.steps[j].min_count, 1) * 4:
+                        del lst[: len(lst) - spec.steps[j].min_count * 4]
+            if not any(steps):
+                del self.state[key]
+        return fires
+
+    def _complete(self, steps: list[list[tuple[int, int, Event]]], current: tuple[int, int, Event]) -> list[Any] | None:
+        spec = self.spec
+        last = len(spec.steps) - 1
+        need = spec.steps[last].min_count
+        block = (steps[last] + [current])[-need:]
+        if len(block) < need:
+            return None
+        chain = list(block)
+        before = block[0][1]
+        for j in range(last - 1, -1, -1):
+            need = spec.steps[j].min_count
+            candidates = [x for x in steps[j] if x[1] < before]
+            if len(candidates) < need:
+                return None
+            block = candidates[-need:]
+            chain = block + chain
+            before = block[0][1]
+        return chain
+
+    def key_count(self) -> int:
+        return len(self.state)
+
+
+class AbsentCorrelator(Correlator):
+    """Fires when a key that was seen stays silent for longer than W of event time."""
+
+    def __init__(self, spec: ast.Absent, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        super().__init__(sample_size, agg_fields)
+        self.spec = spec
+        self.state: dict[Key, tuple[int, Event]] = {}  # key -> (last seen, last event)
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        keys = row_keys(batch, rows, self.spec.by)
+        fires: list[Fire] = []
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            t = int(batch.ts[rows[i]])
+            prev = self.state.get(key)
+            if prev is not None and t - prev[0] > self.spec.window_ms:
+                fires.append(self._silence(key, prev))
+            self.state[key] = (t, batch.events[rows[i]])
+        return fires
+
+    def advance(self, stream_ms: int) -> list[Fire]:
+        w = self.spec.window_ms
+        gone = sorted(((t, k) for k, (t, _) in self.state.items() if stream_ms - t > w), key=lambda x: (x[0], repr(x[1])))
+        return [self._silence(k, self.state.pop(k)) for _, k in gone]
+
+    def _silence(self, key: Key, prev: tuple[int, Event]) -> Fire:
+        t, event = prev
+        return Fire(key, t, t + self.spec.window_ms, 0, event, [event], {"silent_ms": self.spec.window_ms})
+
+
+class FirstSeenCorrelator(Correlator):
+    """A value of `field` never seen for the key before, once the key has a learning history."""
+
+    MAX_VALUES_PER_KEY = 10_000
+
+    def __init__(self, spec: ast.FirstSeen, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        super().__init__(sample_size, agg_fields)
+        self.spec = spec
+        self.state: dict[Key, tuple[int, set[str]]] = {}  # key -> (first seen, values seen)
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        keys = row_keys(batch, rows, self.spec.by)
+        col = batch.keyword(self.spec.field)
+        values = [col.values[c] for c in col.codes[rows].tolist()]
+        fires: list[Fire] = []
+        for i, key in enumerate(keys):
+            value = values[i]
+            if key is None or value is None:
+                continue
+            t = int(batch.ts[rows[i]])
+            v = str(value)
+            st = self.state.get(key)
+            if st is None:
+                self.state[key] = (t, {v})
+                continue
+            first, seen = st
+            if v in seen:
+                continue
+            if t - first >= self.spec.learn_ms:
+                event = batch.events[rows[i]]
+                fires.append(Fire((key, v), t, t, 1, event, [event], {}))
+            if len(seen) < self.MAX_VALUES_PER_KEY:
+                seen.add(v)
+        return fires
+
+
+class SpikeCorrelator(Correlator):
+    """Count in the current window-sized bucket exceeds factor x the mean of the baseline buckets."""
+
+    def __init__(self, spec: ast.Spike, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+        super().__init__(sample_size, agg_fields)
+        self.spec = spec
+        self.nb = spec.baseline_ms // spec.window_ms
+        # key -> (first bucket seen, {bucket: count}, bucket already fired)
+        self.state: dict[Key, tuple[int, dict[int, int], int]] = {}
+
+    def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
+        spec = self.spec
+        keys = row_keys(batch, rows, spec.by)
+        fires: list[Fire] = []
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            t = int(batch.ts[rows[i]])
+            b = t // spec.window_ms
+            first, counts, fired = self.state.get(key, (b, {}, -1))
+            counts[b] = counts.get(b, 0) + 1
+            for old in [x for x in counts if x < b - self.nb]:
+                del counts[old]
+            self.state[key] = (first, counts, fired)
+            if fired == b or b - first < self.nb:
+                continue
+            baseline = sum(counts.get(x, 0) for x in range(b - self.nb, b)) / self.nb
+            if counts[b] >= spec.min_count and counts[b] > spec.factor * baseline:
+                event = batch.events[rows[i]]
+                fires.append(Fire(key, b * spec.window_ms, t, counts[b], event, [event],
+                                  {"baseline": round(baseline, 3), "factor": spec.factor}))
+                self.state[key] = (first, counts, b)
+        return fires
+
+
+def make_correlator(corr: ast.Correlation, sample_size: int, agg_fields: tuple[str, ...]) -> Correlator:
+    match corr:
+        case ast.Threshold():
+            return ThresholdCorrelator(corr, sample_size, agg_fields)
+        case ast.Sequence():
+            return SequenceCorrelator(corr, sample_size, agg_fields)
+        case ast.Absent():
+            return AbsentCorrelator(corr, sample_size, agg_fields)
+        case ast.FirstSeen():
+            return FirstSeenCorrelator(corr, sample_size, agg_fields)
+        case ast.Spike():
+            return SpikeCorrelator(corr, sample_size, agg_fields)
+    raise TypeError(f"unknown correlation {corr!r}")
