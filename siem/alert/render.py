@@ -45,7 +45,8 @@ def cap(text: str, limit: int) -> str:
 
 def neutralise(text: str, limit: int, single_line: bool = False) -> str:
     """Attacker text made inert for any channel, at most ``limit`` characters (plus a truncation note)."""
-    text = cap(text, limit)
+    original = len(text)
+    text = text[:limit]
     text = text.replace("\r\n", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
     text = _ANSI.sub(lambda m: "\\x1b" + m.group(0)[1:], text)
     text = _CONTROL.sub(_visible, text)
@@ -54,7 +55,9 @@ def neutralise(text: str, limit: int, single_line: bool = False) -> str:
     text = _SLACK_MENTION.sub("<\u200b", text)
     if single_line:
         text = text.replace("\n", " ").replace("\t", " ")
-    return cap(text, limit)
+    if original > limit or len(text) > limit:
+        text = text[:limit] + f"... [truncated {max(original - limit, 0) or len(text) - limit} chars]"
+    return text
 
 
 def template_values(fields: Mapping[str, object], limit: int) -> dict[str, str]:

@@ -1,0 +1,87 @@
+"""Rendering attacker text into notifications: neutralised, capped, escaped per channel, ids attached."""
+
+from __future__ import annotations
+
+import pytest
+
+from siem.alert.render import augment_url, body_format, encode_body, neutralise, render
+
+
+def test_ansi_escape_loses_its_escape_character():
+    """ESC [2J arrives as visible text, no raw ESC left."""
+    out = neutralise("a\x1b[2Jb\x1b]8;;http://evil\x07link", 100)
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith("a\\x1b[2Jb")
+
+
+def test_control_characters_become_visible():
+    """NUL, BEL, DEL and C1 controls are written as \\xNN; newline and tab stay."""
+    assert neutralise("a\x00b\x07c\x7fd\x85e\n\tf", 100) == "a\\x00b\\x07c\\x7fd\\x85e\n\tf"
+
+
+def test_crlf_and_line_separators_are_plain_newlines():
+    """CR LF, U+2028 and U+2029 are newlines; a lone CR is visible."""
+    assert neutralise("a\r\nb\u2028c\u2029d\re", 100) == "a\nb\nc\nd\\x0de"
+
+
+def test_bidi_overrides_are_replaced():
+    """U+202E and the isolates cannot reorder what the reader sees."""
+    out = neutralise("invoice\u202efdp.exe \u2066x\u2069", 100)
+    assert all(c not in out for c in "\u202e\u2066\u2069") and out.count("\ufffd") == 3
+
+
+@pytest.mark.parametrize("text", ["@channel", "@here", "@everyone", "@Channel", "<!channel>", "<!here>", "<@U123>"])
+def test_chat_mentions_are_neutralised(text):
+    """Mentions that page whole channels no longer parse as mentions."""
+    out = neutralise(f"hi {text} there", 100)
+    assert text not in out and "\u200b" in out
+
+
+def test_ordinary_at_signs_stay():
+    """E-mail addresses and @ elsewhere are untouched."""
+    assert neutralise("root@host.example sent @channels?", 100) == "root@host.example sent @channels?"
+
+
+def test_one_megabyte_field_is_capped_with_a_note():
+    """A 1 MB value is cut to the cap and says how much was cut."""
+    out = neutralise("A" * 1_000_000, 2000)
+    assert out.startswith("A" * 2000) and out.endswith("... [truncated 998000 chars]") and len(out) < 2100
+
+
+def test_title_is_one_line():
+    """A title cannot carry a newline (no header injection in email subjects)."""
+    title, _ = render("$title", "$message", {"title": "x\r\nBcc: victim@example.org", "message": ""}, 100, 1000)
+    assert "\n" not in title and "\r" not in title
+
+
+def test_template_substitution_has_no_attribute_access():
+    """Template syntax in attacker text is not evaluated, and format-style fields are literal."""
+    title, body = render("$title", "{message.__class__} $message", {"title": "${message}", "message": "$title"},
+                         100, 1000)
+    assert title == "${message}" and body == "{message.__class__} $title"
+
+
+def test_email_body_is_html_escaped():
+    """For mailto the body goes as HTML with every tag escaped."""
+    assert body_format("mailto://h?to=a@b.c") == "html" and body_format("json://h/x") == "text"
+    html = encode_body("<script>alert(1)</script> & co", "html")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
+
+
+def test_json_url_gets_alert_id_fields_and_headers():
+    """json:// URLs carry alert id, group id and an idempotency key as body fields and headers."""
+    url = augment_url("json://127.0.0.1:8080/hook", "n1", "a1", "g1")
+    assert url == ("json://127.0.0.1:8080/hook?:alert_id=a1&:group_id=g1&:notification_id=n1"
+                   "&+X-Siem-Alert-Id=a1&+Idempotency-Key=n1")
+
+
+def test_pagerduty_and_opsgenie_get_dedup_keys_unless_set():
+    """PagerDuty gets dedup=<group id>, Opsgenie alias=<group id>; a key the user set is kept."""
+    assert augment_url("pagerduty://key@rkey", "n", "a", "g1").endswith("?dedup=g1")
+    assert augment_url("opsgenie://apikey/@user", "n", "a", "g1").endswith("?alias=g1")
+    assert augment_url("pagerduty://key@rkey?dedup=mine", "n", "a", "g1") == "pagerduty://key@rkey?dedup=mine"
+
+
+def test_email_url_is_left_alone():
+    """Email cannot deduplicate; its URL is unchanged."""
+    assert augment_url("mailto://h?to=a@b.c", "n", "a", "g") == "mailto://h?to=a@b.c"
