@@ -8,9 +8,11 @@ command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 command -v sec >/dev/null || need+=(sec)
 command -v logger >/dev/null || need+=(bsdutils)
 command -v openssl >/dev/null || need+=(openssl)
+# systemd-analyze (verify, security) and systemd-sysusers for tests/test_deploy_systemd.py
+command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-  echo "install-test-deps: not root; missing Debian packages: ${need[*]} (tests that need them will be skipped)" >&2
+  echo "install-test-deps: not root; missing Debian packages: ${need[*]} (tests that need them will fail)" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
