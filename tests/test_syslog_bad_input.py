@@ -1,0 +1,271 @@
+"""Bad input over real sockets (RELIABILITY.md cases 1-9): the server survives, counts, and keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from siem import metrics
+from siem.collect import RawRecord
+from siem.collect.syslog import HEADER_SLACK, SyslogConfig
+from syslog_support import dropped, errors, send_tcp, serving, wait_until
+
+TCP = SyslogConfig(protocol="tcp", port=0)
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+async def _stream(payload: bytes, config: SyslogConfig = TCP) -> tuple[list[bytes], dict[str, float]]:
+    async with serving(config) as (server, sink):
+        await send_tcp(server.port, payload)
+        await wait_until(lambda: server.connection_count == 0 and server.buffered_bytes() == 0)
+        await wait_until(lambda: metrics.value("siem_received_bytes_total", input=server.name) == len(payload))
+        counts = {r: dropped(server, r) for r in ("oversized", "truncated")} | {"bad_frame": errors(server, "bad_frame")}
+        return sink.data, counts
+
+
+@pytest.mark.timeout(30)
+def test_mixed_framing_on_one_connection() -> None:
+    """Case 1: octet-counted and LF-framed messages interleaved on one connection all arrive, in order."""
+    data, counts = run(_stream(b"9 <13>one 1<13>two\n9 <13>three<13>four\n"))
+    assert (data, counts) == ([b"<13>one 1", b"<13>two", b"<13>three", b"<13>four"],
+                              {"oversized": 0, "truncated": 0, "bad_frame": 0})
+
+
+@pytest.mark.timeout(30)
+def test_bad_octet_counts_are_counted_and_kept() -> None:
+    """Case 2: leading zero, non-digit, 11 digits: each frame kept as an LF frame, counted as bad_frame."""
+    data, counts = run(_stream(b"07 <13>a\n1x2 <13>b\n12345678901 <13>c\n5 after"))
+    assert (data, counts) == ([b"07 <13>a", b"1x2 <13>b", b"12345678901 <13>c", b"after"],
+                              {"oversized": 0, "truncated": 0, "bad_frame": 3})
+
+
+@pytest.mark.timeout(30)
+def test_octet_count_above_max_is_truncated_and_stream_stays_in_sync() -> None:
+    """Case 2: a count above max_message_bytes delivers max bytes, skips the rest, counts oversized."""
+    config = SyslogConfig(protocol="tcp", port=0, max_message_bytes=1024)
+    data, counts = run(_stream(b"5000 " + b"O" * 5000 + b"8 <13>next", config))
+    assert (data, counts) == ([b"O" * 1024, b"<13>next"], {"oversized": 1, "truncated": 0, "bad_frame": 0})
+
+
+@pytest.mark.timeout(30)
+def test_truncated_octet_frame_then_close() -> None:
+    """Case 3: a count larger than the bytes that follow, then close: partial frame delivered, counted."""
+    data, counts = run(_stream(b"6 <13>ok100 <13>cut short"))
+    assert (data, counts) == ([b"<13>ok", b"<13>cut short"], {"oversized": 0, "truncated": 1, "bad_frame": 0})
+
+
+@pytest.mark.timeout(30)
+def test_no_trailing_lf_embedded_nul_and_crlf() -> None:
+    """Case 4: CRLF and NUL terminate frames; a last frame without LF is delivered at close."""
+    data, counts = run(_stream(b"<13>crlf\r\n<13>nul\x00<13>no newline at close"))
+    assert (data, counts) == ([b"<13>crlf", b"<13>nul", b"<13>no newline at close"],
+                              {"oversized": 0, "truncated": 0, "bad_frame": 0})
+
+
+async def _endless_line(total: int) -> tuple[list[bytes], float, int]:
+    async with serving(TCP) as (server, sink):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        block = b"x" * (1024 * 1024)
+        for _ in range(total // len(block)):
+            writer.write(block)
+            await writer.drain()
+        writer.write(b"\n<13>after the flood\n")
+        writer.close()
+        await writer.wait_closed()
+        await wait_until(lambda: len(sink.records) >= 2)
+        return sink.data, dropped(server, "oversized"), server.peak_buffered
+
+
+@pytest.mark.timeout(60)
+def test_ten_mib_line_without_delimiter_keeps_memory_bounded() -> None:
+    """Case 5: 10 MiB with no LF: one max-size message, counted; the server never held more than max + slack."""
+    data, oversized, peak = run(_endless_line(10 * 1024 * 1024))
+    assert data == [b"x" * 65536, b"<13>after the flood"]
+    assert oversized == 1
+    assert peak <= 65536 + HEADER_SLACK
+
+
+async def _idle_flood(limit: int, idle: int) -> tuple[list[bytes], float, int, int]:
+    config = SyslogConfig(protocol="tcp", port=0, max_connections=limit)
+    async with serving(config) as (server, sink):
+        idlers = []
+        for _ in range(idle):
+            idlers.append(await asyncio.open_connection("127.0.0.1", server.port))
+        await wait_until(lambda: errors(server, "evicted") >= idle - limit)
+        peak_conns = server.connection_count
+        _, writer = await send_tcp(server.port, b"<13>healthy client\n")
+        await wait_until(lambda: len(sink.records) >= 1)
+        evicted = errors(server, "evicted")
+        for _, w in idlers:
+            w.close()
+        return sink.data, evicted, peak_conns, limit
+
+
+@pytest.mark.timeout(60)
+def test_idle_connections_beyond_limit_do_not_lock_out_a_healthy_client() -> None:
+    """Case 6: 150 idle connections at a limit of 50: the oldest silent ones are evicted, a sender gets through."""
+    data, evicted, conns, limit = run(_idle_flood(50, 150))
+    assert data == [b"<13>healthy client"]
+    assert evicted == 150 - 50 + 1  # the healthy client evicted one more silent connection
+    assert conns == limit
+
+
+async def _full_of_senders(limit: int) -> tuple[bytes, float, list[bytes]]:
+    config = SyslogConfig(protocol="tcp", port=0, max_connections=limit)
+    async with serving(config) as (server, sink):
+        senders = []
+        for i in range(limit):
+            senders.append(await send_tcp(server.port, b"<13>sender %d\n" % i, close=False))
+        await wait_until(lambda: len(sink.records) == limit)
+        reader, writer = await send_tcp(server.port, b"<13>one too many\n", close=False)
+        try:
+            refused = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:  # the server aborts the refused connection (RST)
+            refused = b""
+        await wait_until(lambda: errors(server, "connection_limit") >= 1)
+        count = errors(server, "connection_limit")
+        for _, w in senders + [(reader, writer)]:
+            w.close()
+        return refused, count, sink.data
+
+
+@pytest.mark.timeout(60)
+def test_connection_beyond_limit_of_active_senders_is_refused() -> None:
+    """When every connection has delivered messages, one more is closed at once and counted."""
+    refused, count, data = run(_full_of_senders(10))
+    assert (refused, count) == (b"", 1)
+    assert sorted(data) == sorted(b"<13>sender %d" % i for i in range(10))
+
+
+async def _idle_timeout() -> tuple[bytes, float]:
+    config = SyslogConfig(protocol="tcp", port=0, idle_timeout_ms=300)
+    async with serving(config) as (server, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"<13>partial, never finished")
+        await writer.drain()
+        got = await asyncio.wait_for(reader.read(), 10)
+        await wait_until(lambda: errors(server, "idle_timeout") >= 1)
+        writer.close()
+        return got, errors(server, "idle_timeout")
+
+
+@pytest.mark.timeout(30)
+def test_idle_connection_is_closed_after_idle_timeout() -> None:
+    """Case 6 (slowloris): a connection silent for idle_timeout is closed by the server and counted."""
+    assert run(_idle_timeout()) == (b"", 1)
+
+
+async def _udp_bad() -> tuple[list[bytes], float, float]:
+    config = SyslogConfig(protocol="udp", port=0, max_message_bytes=1024)
+    async with serving(config) as (server, sink):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        payloads = [b"", b"\n", b"U" * 60000, b"<13>fine\n"]
+        for p in payloads:
+            sock.sendto(p, ("127.0.0.1", server.port))
+        sock.close()
+        await wait_until(lambda: len(sink.records) >= 2 and dropped(server, "empty") >= 2)
+        return sink.data, dropped(server, "empty"), dropped(server, "oversized")
+
+
+@pytest.mark.timeout(30)
+def test_udp_zero_length_and_oversized_datagrams() -> None:
+    """Case 8: empty datagrams are dropped and counted; a 60000-byte one is truncated to max and counted."""
+    data, empty, oversized = run(_udp_bad())
+    assert (data, empty, oversized) == ([b"U" * 1024, b"<13>fine"], 2, 1)
+
+
+async def _udp_slow_sink() -> tuple[float, int, int]:
+    release = asyncio.Event()
+    records: list[RawRecord] = []
+
+    async def slow_sink(record: RawRecord) -> None:
+        await release.wait()
+        records.append(record)
+
+    config = SyslogConfig(protocol="udp", port=0, queue_size=5)
+    async with serving(config, sink=slow_sink) as (server, _):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sent = 0
+        for i in range(50):
+            payload = b"<13>burst %d" % i
+            sent += len(payload)
+            sock.sendto(payload, ("127.0.0.1", server.port))
+        sock.close()
+        await wait_until(lambda: metrics.value("siem_received_bytes_total", input=server.name) == sent)
+        full = dropped(server, "queue_full")
+        release.set()
+        await wait_until(lambda: len(records) >= 50 - full)
+        await asyncio.sleep(0.05)
+        return full, len(records), 50
+
+
+@pytest.mark.timeout(30)
+def test_udp_burst_beyond_slow_sink_is_dropped_and_counted() -> None:
+    """Case 8: the datagram callback never waits; a stuck sink makes the bounded queue drop, counted."""
+    full, delivered, sent = run(_udp_slow_sink())
+    assert full == sent - 5 - 1  # 5 queued, 1 held by the stuck sink
+    assert delivered == 6
+
+
+async def _tcp_backpressure() -> tuple[int, int, int, int]:
+    release = asyncio.Event()
+    records: list[RawRecord] = []
+
+    async def slow_sink(record: RawRecord) -> None:
+        await release.wait()
+        records.append(record)
+
+    async with serving(TCP, sink=slow_sink) as (server, _):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        line = b"<13>" + b"p" * 95 + b"\n"
+        cap = 64 * 1024 * 1024
+        block = line * 1000
+        sent = 0
+        stalled = 0
+        while sent < cap and stalled < 50:  # a writer that cannot write for 50 x 10 ms is blocked
+            try:
+                sent += sock.send(block[sent % len(block) :])
+                stalled = 0
+            except BlockingIOError:
+                stalled += 1
+                await asyncio.sleep(0.01)
+        held = server.buffered_bytes()
+        release.set()
+        # finish the last block so every line is whole (through the loop: the server shares it)
+        await asyncio.get_running_loop().sock_sendall(sock, block[sent % len(block) :])
+        sent += (len(block) - sent % len(block)) % len(block)
+        sock.close()
+        lines = sent // len(line)
+        await wait_until(lambda: len(records) >= lines, 60)
+        return sent, cap, held, lines - len(records)
+
+
+@pytest.mark.timeout(90)
+def test_slow_sink_slows_the_tcp_sender_not_memory() -> None:
+    """A stuck sink stops the reads: the sender blocks (TCP window) long before 64 MiB; then all arrives."""
+    sent, cap, held, missing = run(_tcp_backpressure())
+    assert sent < cap
+    assert held <= 65536 + HEADER_SLACK
+    assert missing == 0
+
+
+async def _replay() -> list[tuple[bytes, str]]:
+    async with serving(TCP) as (server, sink):
+        for _ in range(2):  # a sender that reconnects and sends the same message again
+            await send_tcp(server.port, b"<13>same message\n")
+        await wait_until(lambda: len(sink.records) >= 2)
+        return [(r.data, r.origin) for r in sink.records]
+
+
+@pytest.mark.timeout(30)
+def test_replayed_message_after_reconnect_is_delivered_again() -> None:
+    """Case 9: TCP is at-least-once; a replay after reconnect arrives twice, from two origins (dedup is later)."""
+    got = run(_replay())
+    assert [d for d, _ in got] == [b"<13>same message"] * 2
+    assert got[0][1] != got[1][1] and all(o.startswith("127.0.0.1:") for _, o in got)
