@@ -16,6 +16,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
@@ -164,12 +165,29 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def serve(host: str, port: int) -> None:
-    """Serve /metrics on host:port from a daemon thread."""
-    start_http_server(port, addr=host, registry=REGISTRY)
+def serve(host: str, port: int) -> int:
+    """Serve /metrics on host:port from a daemon thread; returns the bound port (useful with port 0)."""
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return int(server.server_port)
 
 
 def value(name: str, **labels: str) -> float:
     """Current value of a sample (for tests and `siem status`); 0.0 when absent."""
     got = REGISTRY.get_sample_value(name, labels)
     return 0.0 if got is None else got
+
+
+def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(sample name, labels, value) for every sample of a text exposition, e.g. a daemon's /metrics
+    (for `siem status`). Raises ValueError on text that is not an exposition."""
+    try:
+        families = _parse_text(text)
+    except Exception as exc:  # the parser raises assorted errors on garbage
+        raise ValueError(f"not a Prometheus text exposition: {exc}") from exc
+    return [(s.name, dict(s.labels), float(s.value)) for family in families for s in family.samples]
+
+
+def _parse_text(text: str) -> list[Metric]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return list(text_string_to_metric_families(text))
