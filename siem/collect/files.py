@@ -550,6 +550,7 @@ class _File:
     at_path: bool = True  # matched by the last scan
     idle_since_ms: int | None = None
     io_error: bool = False
+    inherited: bool = False  # offset taken from a copy's original: the copy may still be growing to it
 
     @property
     def key(self) -> str:
@@ -770,12 +771,13 @@ class FileTailer:
         if prior is not None:
             f.offset = prior.offset
             f.done = prior.done and prior.gz and is_gz
+            f.inherited = (prior.dev, prior.ino) != (f.dev, f.ino)
         elif first and self.config.start_at == "end":
             if is_gz:
                 f.done = True
             elif fd is not None:
                 f.offset = _last_line_end(fd, st.st_size)
-        if not is_gz and f.offset > st.st_size:
+        if not is_gz and f.offset > st.st_size and not f.inherited:
             f.offset = 0  # shrank since we knew it: truncated
         f.read_pos = f.offset
         if f.gz and not f.done:
@@ -857,6 +859,10 @@ class FileTailer:
     async def _read_plain(self, f: _File, fd: int, sink: Sink) -> bool:
         try:
             st = os.fstat(fd)
+            if f.inherited:
+                if st.st_size < f.read_pos:
+                    return False  # a copy still being written, not yet as long as what we read of the original
+                f.inherited = False
             if st.st_size < f.read_pos:
                 self._truncated(f, fd, "size below our offset")
             elif (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
