@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,6 +59,8 @@ async def wait_until(pred: Callable[[], bool], consumers: list[KafkaConsumerLog]
     while not pred():
         if loop.time() > deadline:
             raise TimeoutError("condition not reached")
+        if not consumers:
+            await asyncio.sleep(0.05)
         for c in consumers:
             batch = await c.poll(timeout_ms=50)
             if sink is not None:
@@ -199,6 +205,62 @@ def test_two_members_share_partitions_and_a_closed_ones_move(kafka_broker: Tansu
         assert a_calls[0] == ("assigned", [0, 1, 2, 3])
         assert a_calls[-2:] == [("assigned", [0, 1, 2, 3]), ("revoked", [0, 1, 2, 3])]
         assert {r.value["seq"] for _, r in seen} == set(range(400))
+
+    run(main)
+
+
+_CHILD_MEMBER = textwrap.dedent("""
+    import asyncio, sys
+    from siem.log.kafka import KafkaConfig, KafkaConsumerLog
+
+    class Tell:
+        async def on_partitions_revoked(self, partitions):
+            pass
+        async def on_partitions_assigned(self, partitions):
+            print("assigned", " ".join(str(tp.partition) for tp in sorted(partitions)), flush=True)
+
+    async def main():
+        config = KafkaConfig(bootstrap_servers=(sys.argv[1],), fetch_max_wait_ms=100, session_timeout_ms=3000,
+                             heartbeat_interval_ms=300)
+        async with KafkaConsumerLog(config, "correlator", [sys.argv[2]], Tell(), group_id=sys.argv[3]) as c:
+            while True:
+                await c.poll(timeout_ms=100)  # never commits
+
+    asyncio.run(main())
+""")
+
+
+def test_killed_members_partitions_move_to_the_survivor(kafka_broker: TansuBroker) -> None:
+    """A member killed with SIGKILL (no goodbye to the group): after its session times out, the other
+    member is assigned its partitions and reads their uncommitted records."""
+    topic, group = name("matches"), name("g")
+    c = cfg(kafka_broker)
+    calls: list = []
+
+    async def main() -> None:
+        await ensure_topics(c, [topic], partitions=4)
+        await produce(c, topic, [(b"k%d" % i, {"seq": i}) for i in range(200)])
+        child = subprocess.Popen([sys.executable, "-c", _CHILD_MEMBER, kafka_broker.bootstrap, topic, group],
+                                 stdout=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        loop = asyncio.get_running_loop()
+        reader = loop.run_in_executor(None, lambda: lines.extend(child.stdout))  # type: ignore[arg-type]
+        try:
+            await wait_until(lambda: "assigned 0 1 2 3\n" in lines, [], timeout_s=30)
+            seen: list = []
+            async with KafkaConsumerLog(c, "correlator", [topic], Recorder("a", calls), group_id=group) as a:
+                await wait_until(lambda: 0 < len(a.assignment) < 4, [a], sink=seen)
+                child_share = set(range(4)) - {tp.partition for tp in a.assignment}
+                assert lines[-1].split()[1:] == [str(p) for p in sorted(child_share)]
+                child.send_signal(signal.SIGKILL)
+                await wait_until(lambda: len(a.assignment) == 4, [a], timeout_s=40, sink=seen)
+                await wait_until(lambda: {r.value["seq"] for _, r in seen} == set(range(200)), [a], sink=seen)
+            assert ("a", "assigned", [0, 1, 2, 3]) in calls
+            assert any(r.partition in child_share for _, r in seen)
+        finally:
+            child.kill()
+            child.wait()
+            await reader
 
     run(main)
 
