@@ -484,3 +484,43 @@ def test_config_builds_interval_log(tmp_path: Path) -> None:
     assert cfg is not None
     with cfg.build(tmp_path / "log") as log:
         assert log.fsync_interval_ms == 250
+
+
+_FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from siem.errors import StateError
+    from siem.log.local import LocalLog
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))
+    log = LocalLog(sys.argv[1], segment_bytes=8192)
+    n = 0
+    while True:
+        try:
+            batch = [b"r%d-" % i + b"y" * 60 for i in range(n, n + 7)]
+            if sys.argv[2] == "rotating" and n >= 35:  # ~3 KiB written: the big record needs a new segment
+                batch[-1] = b"r%d-" % (n + 6) + b"y" * 6000
+            n = log.append_many(batch)
+        except StateError as exc:
+            print("refused", n, log.end_offset, exc, flush=True)
+            break
+    log.close()
+""")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["same-segment", "rotating"])
+def test_append_refused_by_the_disk_leaves_the_log_unchanged(tmp_path: Path, mode: str) -> None:
+    """A batch the filesystem refuses part-way (file size limit, like a full disk), also one that had
+    already rotated into a new segment, raises StateError and is not appended at all: no partial batch,
+    no leftover segment, no torn record after reopening."""
+    out = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path), mode], cwd=REPO, capture_output=True,
+                         text=True, timeout=25)
+    words = out.stdout.split()
+    assert words[:1] == ["refused"], out.stdout + out.stderr
+    accepted, end = int(words[1]), int(words[2])
+    assert accepted == end and accepted % 7 == 0 and accepted > 0
+    with LocalLog(tmp_path, segment_bytes=8192) as log:
+        assert log.recovery.torn_at is None
+        assert log.end_offset == accepted
+        assert [o for o, _ in log.read(0, 10_000)] == list(range(accepted))
+        assert log.segments == [0]

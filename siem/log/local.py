@@ -307,26 +307,60 @@ class LocalLog:
             return self._end
         with self._mutex:
             self._check_open()
-            chunk: list[bytes] = []
-            chunk_bytes = 0
-            chunk_positions: list[int] = []
-            for p in payloads:
-                fr = frame(p)
-                if self._size + chunk_bytes > 0 and self._size + chunk_bytes + len(fr) > self.segment_bytes:
-                    self._write(chunk, chunk_positions)
-                    chunk, chunk_bytes, chunk_positions = [], 0, []
-                    self._rotate()
-                chunk_positions.append(self._size + chunk_bytes)
-                chunk.append(fr)
-                chunk_bytes += len(fr)
-            self._write(chunk, chunk_positions)
+            active0, size0, end0 = self._segments[-1], self._size, self._end
+            try:
+                chunk: list[bytes] = []
+                chunk_bytes = 0
+                chunk_positions: list[int] = []
+                for p in payloads:
+                    fr = frame(p)
+                    if self._size + chunk_bytes > 0 and self._size + chunk_bytes + len(fr) > self.segment_bytes:
+                        self._write(chunk, chunk_positions)
+                        chunk, chunk_bytes, chunk_positions = [], 0, []
+                        self._rotate()
+                    chunk_positions.append(self._size + chunk_bytes)
+                    chunk.append(fr)
+                    chunk_bytes += len(fr)
+                self._write(chunk, chunk_positions)
+                if self.fsync_interval_ms == 0:
+                    self.sync()
+                elif self.fsync_interval_ms is not None:
+                    self.maybe_sync()
+            except StateError:
+                self._rollback(active0, size0, end0)
+                raise
             metrics.LOG_APPENDED.inc(len(payloads))
             metrics.LOG_LAG.set(self._end - self._committed)
-            if self.fsync_interval_ms == 0:
-                self.sync()
-            elif self.fsync_interval_ms is not None:
-                self.maybe_sync()
+            if self._segments[-1] is not active0:
+                self._apply_retention()
             return self._end
+
+    def _rollback(self, active0: _Segment, size0: int, end0: int) -> None:
+        """Undo a failed append_many: remove segments it created, cut the first one back to its old size.
+        A batch is appended entirely or not at all. If even that fails the log closes itself; reopening
+        it runs crash recovery."""
+        try:
+            if self._segments[-1] is not active0:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                i = next(k for k, seg in enumerate(self._segments) if seg is active0)
+                for seg in self._segments[i + 1:]:
+                    seg.path.unlink(missing_ok=True)
+                del self._segments[i + 1:]
+            if self._fd is None:
+                self._fd = self._open_rw(active0.path)
+            os.ftruncate(self._fd, size0)
+        except (OSError, StateError, StopIteration) as exc:
+            log.error("log %s: cannot undo a failed append (%s); closing the log", self.directory, exc)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            return
+        self._size, self._end = size0, end0
+        self._durable = min(self._durable, end0)
+        active0.index = [e for e in active0.index if e[0] <= end0]
+        self._cursor = None
 
     def _write(self, frames: list[bytes], positions: list[int]) -> None:
         if not frames:
@@ -361,8 +395,8 @@ class LocalLog:
             self.sync()
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
         self._segments.append(self._create_segment(self._end))
-        self._apply_retention()
 
     def sync(self) -> None:
         """fdatasync the active segment now (whatever the policy)."""
