@@ -250,7 +250,7 @@ class LiveStatus:
 
 # --- the command ----------------------------------------------------------------------------------
 
-DEFAULT_URL = "http://127.0.0.1:9464/metrics"
+DEFAULT_URL = "http://127.0.0.1:9108/metrics"
 
 
 def fetch(url: str, timeout_s: float = 5.0) -> str:
@@ -263,22 +263,45 @@ def fetch(url: str, timeout_s: float = 5.0) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help=f"the daemon's metrics endpoint (the [metrics] address; default {DEFAULT_URL})")
+    parser.add_argument("--config", metavar="PATH",
+                        help="read the metrics address from this config file ([daemon] metrics_address)")
+    parser.add_argument("--url", help=f"the daemon's metrics endpoint (default {DEFAULT_URL})")
     parser.add_argument("--interval", type=float, default=2.0,
                         help="seconds between the two scrapes used for rates; 0 shows totals only (default 2)")
+
+
+def metrics_url(args: argparse.Namespace) -> str:
+    """--url, else the metrics address of --config, else the default address."""
+    if getattr(args, "url", None):
+        return str(args.url)
+    if getattr(args, "config", None):
+        from siem.config import load_config  # noqa: PLC0415 - only for --config
+
+        host_port = load_config(args.config).daemon.metrics_host_port
+        if host_port is None:
+            raise ValueError(f"{args.config}: metrics are turned off (daemon.metrics_address = \"\")")
+        host, port = host_port
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}/metrics"
+    return DEFAULT_URL
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from siem.errors import ConfigError
+
     try:
-        first = fetch(args.url)
+        url = metrics_url(args)
+        first = fetch(url)
         second = None
         if args.interval > 0:
             time.sleep(args.interval)
-            second = fetch(args.url)
+            second = fetch(url)
         text = summarize(second, first, args.interval) if second is not None else summarize(first)
+    except ConfigError as exc:
+        print(f"siem status: invalid config:\n{exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"siem status: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import argparse
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -167,7 +168,7 @@ def test_status_command_reads_a_metrics_endpoint(capsys: pytest.CaptureFixture[s
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        code = status.run(argparse.Namespace(url=f"http://127.0.0.1:{port}/metrics", interval=0.0))
+        code = status.run(argparse.Namespace(url=f"http://127.0.0.1:{port}/metrics", config=None, interval=0.0))
     finally:
         proc.kill()
         proc.wait()
@@ -179,5 +180,14 @@ def test_status_command_reads_a_metrics_endpoint(capsys: pytest.CaptureFixture[s
 @pytest.mark.timeout(60)
 def test_status_command_reports_an_unreachable_daemon(capsys: pytest.CaptureFixture[str]) -> None:
     """Nothing listening: exit status 1 and a message naming the URL."""
-    code = status.run(argparse.Namespace(url="http://127.0.0.1:1/metrics", interval=0.0))
+    code = status.run(argparse.Namespace(url="http://127.0.0.1:1/metrics", config=None, interval=0.0))
     assert (code, capsys.readouterr().err.startswith("siem status: cannot read http://127.0.0.1:1/metrics")) == (1, True)
+
+
+def test_metrics_url_comes_from_the_config(tmp_path: Path) -> None:
+    """--config gives the URL of the daemon's metrics_address; a wildcard address is reached locally."""
+    config = tmp_path / "siem.toml"
+    config.write_text('[daemon]\nmetrics_address = "0.0.0.0:9300"\n')
+    urls = [status.metrics_url(argparse.Namespace(url=u, config=c)) for u, c in
+            ((None, str(config)), ("http://h:1/metrics", str(config)), (None, None))]
+    assert urls == ["http://127.0.0.1:9300/metrics", "http://h:1/metrics", "http://127.0.0.1:9108/metrics"]
