@@ -239,7 +239,7 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLS} FROM outbox WHERE state='pending' AND next_attempt_ms <= ? "
-                "ORDER BY next_attempt_ms LIMIT ?",
+                "ORDER BY next_attempt_ms, created_ms, id LIMIT ?",
                 (now_ms, limit + len(exclude)),
             ).fetchall()
         return [r for r in map(_row, rows) if r.id not in exclude][:limit]

@@ -82,6 +82,7 @@ class AlertPipeline:
         self.limiter = RateLimiter()
         self._last_prune_ms = 0
         self._inflight: set[str] = set()
+        self._busy_dests: set[str] = set()  # url fingerprints with a send in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -300,19 +301,27 @@ class AlertPipeline:
     # --- delivery ----------------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
-        """Attempt every due row once (up to retry.parallel at a time); returns how many were attempted."""
+        """Attempt every due row once and wait for the results; returns how many were attempted.
+        Destinations run in parallel (up to retry.parallel), each destination's rows one after another in
+        the order they were queued, so a receiver sees a group's NEW before its UPDATEs."""
         rows = self.outbox.due(self.now_ms(), 10_000, self._inflight)
+        by_dest: dict[str, list[Row]] = {}
+        for r in rows:
+            if r.url_fp not in self._busy_dests:
+                by_dest.setdefault(r.url_fp, []).append(r)
         sem = asyncio.Semaphore(self.config.retry.parallel)
 
-        async def one(row: Row) -> None:
+        async def one_destination(queue: list[Row]) -> None:
             async with sem:
-                await self._deliver(row)
+                for row in queue:
+                    await self._deliver(row)
 
-        await asyncio.gather(*(one(r) for r in rows))
-        return len(rows)
+        await asyncio.gather(*(one_destination(q) for q in by_dest.values()))
+        return sum(len(q) for q in by_dest.values())
 
     async def _deliver(self, row: Row) -> None:
         self._inflight.add(row.id)
+        self._busy_dests.add(row.url_fp)
         try:
             url = self._dest.get(row.route, {}).get(row.url_fp)
             if row.attempts > 0:
@@ -327,6 +336,7 @@ class AlertPipeline:
                 self._record(row, res, self.now_ms())
         finally:
             self._inflight.discard(row.id)
+            self._busy_dests.discard(row.url_fp)
 
     def _record(self, row: Row, res: SendResult, now: int) -> None:
         if res.ok:
@@ -400,8 +410,15 @@ class AlertPipeline:
                     log.error("alerting: %s", exc)
                 free = parallel - len(self._tasks)
                 if free > 0:
-                    for row in self.outbox.due(self.now_ms(), free, self._inflight):
+                    picked = 0
+                    for row in self.outbox.due(self.now_ms(), free * 8, self._inflight):
+                        if picked == free:
+                            break
+                        if row.url_fp in self._busy_dests:
+                            continue  # one row at a time per destination keeps their order
+                        picked += 1
                         self._inflight.add(row.id)
+                        self._busy_dests.add(row.url_fp)
                         task = asyncio.create_task(self._deliver(row))
                         self._tasks.add(task)
                         task.add_done_callback(self._task_done)
