@@ -650,13 +650,13 @@ class SyslogServer:
                 transport.abort()
 
     async def _handshake(self, writer: asyncio.StreamWriter, conn: _Conn) -> bool:
-        timeout_s = self.config.handshake_timeout_ms / 1000
+        # No wait_for around start_tls: it must run now, in this task, so that reading pauses before the
+        # ClientHello arrives (a wrapping task would let the plain stream reader swallow it). asyncio's own
+        # ssl_handshake_timeout aborts a handshake that takes too long with ConnectionAbortedError.
         try:
-            await asyncio.wait_for(
-                writer.start_tls(self._ssl, ssl_handshake_timeout=timeout_s),  # type: ignore[arg-type]
-                timeout_s + 1,
-            )
-        except (TimeoutError, asyncio.TimeoutError):
+            await writer.start_tls(self._ssl,  # type: ignore[arg-type]
+                                   ssl_handshake_timeout=self.config.handshake_timeout_ms / 1000)
+        except (TimeoutError, ConnectionAbortedError):
             self._error("handshake_timeout")
             return False
         except (ssl.SSLError, ConnectionError, OSError, EOFError):
