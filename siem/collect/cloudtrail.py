@@ -1,0 +1,390 @@
+"""CloudTrail log files on disk: watch a directory tree, read each ``.json`` / ``.json.gz`` once.
+
+The layout is what CloudTrail delivers to S3 and ``aws s3 sync`` (or rclone) copies to disk::
+
+    <directory>/AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/<account>_CloudTrail_<region>_<time>_<id>.json.gz
+
+Any file below ``directory`` whose name ends in ``.json`` or ``.json.gz`` is read; names starting with a dot
+(temporary files of sync tools) are not. Files of the digest and Insights deliveries are ignored: anything
+with a path component ``CloudTrail-Digest`` or ``CloudTrail-Insight`` or a name containing
+``_CloudTrail-Digest_`` / ``_CloudTrail-Insight_`` (digests hold hashes, not events; Insights events are a
+different record type that the cloudtrail parser does not map).
+
+A file is read once its size and mtime were equal in two consecutive scans (so a file still being
+downloaded is not read half-way). Which files are done is remembered as ``path -> (size, mtime_ns)`` in
+``<state_dir>/cloudtrail-<name>.json`` (written atomically): a file that later has another size or mtime
+(re-downloaded, replaced) is read again in full - CloudTrail objects are immutable, so that only happens
+when something rewrote it, and at-least-once is the safer side. Entries for files that disappeared are
+forgotten (unless a scan finds no file at all, e.g. an unmounted directory).
+
+Each element of ``Records`` becomes one :class:`RawRecord` (``format = "cloudtrail"``, ``data`` = the
+record as compact JSON, ``origin`` = the file path). Decoding is bounded: ``.gz`` files are streamed through
+:class:`siem.collect.files.BoundedGunzip` with ``max_object_bytes`` of output and ``max_ratio`` at most, so
+a gzip bomb is refused after at most ``max_object_bytes`` of output; plain files larger than
+``max_object_bytes`` are refused unread. Every bad file is counted in ``siem_input_errors_total{reason}``
+and marked done (it is not retried until it changes); nothing escapes :meth:`CloudTrailCollector.run`:
+
+=====================  ================================================================================
+reason                 file
+=====================  ================================================================================
+``bomb``               decompresses past ``max_object_bytes`` or ``max_ratio``: refused, nothing emitted
+``truncated_gzip``     gzip stream cut short: refused
+``bad_gzip``           not gzip despite ``.gz``, corrupt data, bad CRC or length: refused
+``trailing_garbage``   junk after a complete gzip member: counted, the (CRC-checked) records are read
+``oversized``          a plain ``.json`` over ``max_object_bytes``: refused
+``invalid_json``       not JSON (or nested deeper than the JSON decoder allows): refused
+``no_records``         JSON that is not an object with ``Records``: refused
+``bad_records``        ``Records`` is not a list: refused
+``too_many_records``   more than ``max_records``: the first ``max_records`` are read, the rest counted
+                       in ``siem_input_dropped_total{reason="too_many_records"}``
+``io``                 cannot read the file (permission, vanished): retried at the next scan
+=====================  ================================================================================
+
+Multi-member gzip is read whole; an empty ``Records`` list is a correct, empty file. Records that are not
+objects are passed on as they are (the parser keeps them as error events). Duplicate keys keep the last
+value. JSON that orjson refuses (integers beyond 64 bits, lone surrogate escapes) is decoded by the standard
+library instead and re-encoded exactly, so one odd value does not lose a file.
+
+Delivery: a file's records are handed to the sink in order; the position ``(file, records delivered)`` is
+part of :meth:`CloudTrailCollector.positions`, so a restart after a clean stop continues inside a file
+without repeats. Crash safety follows the same protocol as the file tailer (``autocommit=False``,
+``positions()`` before making the sink durable, ``commit()`` after): at-least-once end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from siem import metrics
+from siem.collect import RawRecord, Sink
+from siem.collect.files import BoundedGunzip, GzipError, TableReader, state_file_name
+from siem.errors import Issue, StateError
+from siem.statefile import read_json, write_json_atomic
+from siem.timeutil import Clock, monotonic_ms, wall_ms
+
+log = logging.getLogger(__name__)
+
+_IGNORED_DIRS = frozenset({"CloudTrail-Digest", "CloudTrail-Insight"})
+_IGNORED_NAME_PARTS = ("_CloudTrail-Digest_", "_CloudTrail-Insight_")
+COMMIT_EVERY_MS = 1000
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTrailConfig:
+    """``[inputs.<name>]`` with ``type = "cloudtrail"``."""
+
+    directory: str
+    poll_interval_ms: int = 5000
+    max_object_bytes: int = 256 * 1024**2
+    max_ratio: float = 1000.0
+    max_records: int = 1_000_000
+
+
+_KEYS = ("directory", "poll_interval", "max_object_bytes", "max_ratio", "max_records")
+
+
+def config_from_toml(table: dict, where: str) -> tuple[CloudTrailConfig | None, list[Issue]]:
+    """Validate one ``[inputs.<name>]`` table of type cloudtrail; every problem is returned, none raised."""
+    r = TableReader(table, where, _KEYS)
+    directory = r.string("directory", None)
+    if directory is None:
+        r.bad("directory", "missing-key", "required (the directory CloudTrail files are synced to)")
+    elif not os.path.isabs(directory):
+        r.bad("directory", "bad-value", f"{directory!r} is not an absolute path")
+    config = CloudTrailConfig(
+        directory=directory or "",
+        poll_interval_ms=r.duration_ms("poll_interval", 5000, 10, 3_600_000),
+        max_object_bytes=r.size("max_object_bytes", 256 * 1024**2, 1024, 16 * 1024**3),
+        max_ratio=r.number("max_ratio", 1000.0, 2.0, 1e6),
+        max_records=r.integer("max_records", 1_000_000, 1, 100_000_000),
+    )
+    if r.issues:
+        return None, r.issues
+    return config, []
+
+
+# ------------------------------------------------------------------------------------------------------
+# synchronous core
+
+
+def is_cloudtrail_file(relpath: str) -> bool:
+    """True for the event files of the layout; False for digests, Insights, temporaries and others."""
+    parts = relpath.replace(os.sep, "/").split("/")
+    name = parts[-1]
+    if name.startswith(".") or not (name.endswith(".json") or name.endswith(".json.gz")):
+        return False
+    if any(p in _IGNORED_DIRS for p in parts[:-1]):
+        return False
+    return not any(s in name for s in _IGNORED_NAME_PARTS)
+
+
+def read_object(path: str, max_bytes: int, max_ratio: float) -> tuple[bytes | None, list[str]]:
+    """The decompressed bytes of one file (None when refused) and the problems met (metric reasons)."""
+    with open(path, "rb") as f:
+        if not path.endswith(".gz"):
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                return None, ["oversized"]
+            return f.read(max_bytes + 1), []
+        gz = BoundedGunzip(f, max_bytes=max_bytes, max_ratio=max_ratio)
+        out = bytearray()
+        try:
+            while piece := gz.read(1024 * 1024):
+                out += piece
+        except GzipError as exc:
+            if exc.reason != "trailing_garbage":
+                return None, [exc.reason]
+            return bytes(out), [exc.reason]
+        return bytes(out), []
+
+
+def _encode(record: object) -> bytes:
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # e.g. a lone surrogate from the stdlib fallback decoder
+        return json.dumps(record, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one file yielded: its records (None when the file was refused), problems, records over the cap."""
+
+    records: list[bytes] | None
+    problems: list[str]
+    dropped: int = 0
+
+
+def decode_records(raw: bytes, max_records: int) -> Decoded:
+    """The first ``max_records`` ``Records`` of one CloudTrail file, each as compact JSON."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            return Decoded(None, ["invalid_json"])
+    if not isinstance(doc, dict) or "Records" not in doc:
+        return Decoded(None, ["no_records"])
+    records = doc["Records"]
+    if not isinstance(records, list):
+        return Decoded(None, ["bad_records"])
+    if len(records) > max_records:
+        return Decoded([_encode(r) for r in records[:max_records]], ["too_many_records"], len(records) - max_records)
+    return Decoded([_encode(r) for r in records], [])
+
+
+def load_file(path: str, max_bytes: int, max_ratio: float, max_records: int) -> Decoded:
+    """read_object + decode_records for one file."""
+    raw, problems = read_object(path, max_bytes, max_ratio)
+    if raw is None:
+        return Decoded(None, problems)
+    got = decode_records(raw, max_records)
+    return Decoded(got.records, problems + got.problems, got.dropped)
+
+
+# ------------------------------------------------------------------------------------------------------
+# runtime
+
+
+class CloudTrailCollector:
+    """Watches ``config.directory``; see the module docstring for what is read and guaranteed."""
+
+    def __init__(self, config: CloudTrailConfig, name: str, state_dir: str | Path, *, autocommit: bool = True,
+                 clock: Clock = wall_ms) -> None:
+        self.config = config
+        self.name = name
+        self.state_path = Path(state_dir) / state_file_name("cloudtrail", name)
+        self.autocommit = autocommit
+        self._clock = clock
+        self._done: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns)
+        self._current: tuple[str, int, int, int] | None = None  # (relpath, size, mtime_ns, records delivered)
+        self._seen: dict[str, tuple[int, int]] = {}  # size/mtime of the previous scan, to let files settle
+        self._io_errors: set[str] = set()
+        self._loaded = False
+        self._dirty = False
+        self._last_commit_ms = 0
+        self._missing_dir = False
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Future[None] | None = None
+        self._received = metrics.EVENTS_RECEIVED.labels(input=name, format="cloudtrail")
+        self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
+        self._last = metrics.INPUT_LAST_EVENT.labels(input=name)
+
+    # -- public -----------------------------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        """Scan every ``poll_interval`` until :meth:`stop` or cancellation."""
+        self._running = asyncio.get_running_loop().create_future()
+        try:
+            self._load()
+            while not self._stopping.is_set():
+                await self._scan_once(sink)
+                if self.autocommit and self._dirty:
+                    self._autocommit()
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self.config.poll_interval_ms / 1000)
+                except TimeoutError:
+                    pass
+        finally:
+            if self.autocommit:
+                self._autocommit()
+            if not self._running.done():
+                self._running.set_result(None)
+
+    async def stop(self) -> None:
+        """Finish after the record being delivered; persist positions when ``autocommit``."""
+        self._stopping.set()
+        if self._running is not None:
+            await asyncio.shield(self._running)
+
+    def positions(self) -> dict:
+        """A JSON-able snapshot covering exactly the records already handed to the sink."""
+        current = None
+        if self._current is not None:
+            rel, size, mtime, n = self._current
+            current = {"path": rel, "size": size, "mtime_ns": mtime, "records": n}
+        return {"version": STATE_VERSION, "done": {p: list(v) for p, v in self._done.items()}, "current": current}
+
+    def commit(self, positions: dict) -> None:
+        write_json_atomic(self.state_path, positions)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            data = read_json(self.state_path)
+            if data is None:
+                return
+            self._done = {str(p): (int(v[0]), int(v[1])) for p, v in data["done"].items()}
+            cur = data.get("current")
+            if cur:
+                self._current = (str(cur["path"]), int(cur["size"]), int(cur["mtime_ns"]), int(cur["records"]))
+        except (StateError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            log.error("input %s: state file %s unusable (%s); reading every file again", self.name,
+                      self.state_path, exc)
+            self._error("corrupt_state")
+            self._done, self._current = {}, None
+
+    def _autocommit(self) -> None:
+        try:
+            self.commit(self.positions())
+            self._dirty = False
+        except StateError as exc:
+            log.error("input %s: %s", self.name, exc)
+            self._error("state_write")
+        self._last_commit_ms = monotonic_ms()
+
+    def _error(self, reason: str) -> None:
+        metrics.INPUT_ERRORS.labels(input=self.name, reason=reason).inc()
+
+    # -- scanning and reading ---------------------------------------------------------------------
+
+    def _list(self) -> dict[str, tuple[int, int]] | None:
+        """Every candidate file below the directory as relpath -> (size, mtime_ns); None if unreadable."""
+        root = self.config.directory
+        if not os.path.isdir(root):
+            if not self._missing_dir:
+                self._missing_dir = True
+                self._error("missing_directory")
+                log.warning("input %s: directory %s does not exist (yet)", self.name, root)
+            return None
+        self._missing_dir = False
+        found: dict[str, tuple[int, int]] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in _IGNORED_DIRS and not d.startswith(".")]
+            for fn in filenames:
+                full = os.path.join(dirpath, fn)
+                rel = os.path.relpath(full, root)
+                if not is_cloudtrail_file(rel):
+                    continue
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue
+                found[rel] = (st.st_size, st.st_mtime_ns)
+        return found
+
+    async def _scan_once(self, sink: Sink) -> None:
+        found = await asyncio.to_thread(self._list)
+        if found is None:
+            return
+        if found:  # forget files that are gone (not when everything vanished: an unmounted directory)
+            for rel in [p for p in self._done if p not in found]:
+                del self._done[rel]
+                self._dirty = True
+        ready = []
+        for rel, sig in sorted(found.items()):
+            if self._done.get(rel) == sig:
+                continue
+            if self._seen.get(rel) != sig:
+                self._seen[rel] = sig
+                continue
+            ready.append((rel, sig))
+        self._seen = {rel: sig for rel, sig in self._seen.items() if rel in found and self._done.get(rel) != sig}
+        for rel, sig in ready:
+            if self._stopping.is_set():
+                return
+            await self._read_file(rel, sig, sink)
+            if self.autocommit and monotonic_ms() - self._last_commit_ms >= COMMIT_EVERY_MS:
+                self._autocommit()
+
+    async def _read_file(self, rel: str, sig: tuple[int, int], sink: Sink) -> None:
+        path = os.path.join(self.config.directory, rel)
+        try:
+            got = await asyncio.to_thread(load_file, path, self.config.max_object_bytes, self.config.max_ratio,
+                                          self.config.max_records)
+        except OSError as exc:
+            if rel not in self._io_errors:
+                self._io_errors.add(rel)
+                self._error("io")
+                log.warning("input %s: cannot read %s: %s; retrying", self.name, path, exc)
+            self._seen.pop(rel, None)
+            return
+        self._io_errors.discard(rel)
+        records = got.records
+        for reason in got.problems:
+            self._error(reason)
+            log.warning("input %s: %s: %s%s", self.name, path, reason,
+                        "" if records is not None else "; file refused")
+        if got.dropped:
+            metrics.INPUT_DROPPED.labels(input=self.name, reason="too_many_records").inc(got.dropped)
+        if records is None:
+            self._mark_done(rel, sig)
+            return
+        skip = 0
+        if self._current is not None and self._current[:3] == (rel, *sig):
+            skip = self._current[3]  # resuming inside this file after a stop
+        self._current = (rel, sig[0], sig[1], skip)
+        name = self.name
+        for i in range(skip, len(records)):
+            data = records[i]
+            await sink(RawRecord(input=name, format="cloudtrail", data=data, received_ms=self._clock(), origin=path))
+            self._received.inc()
+            self._bytes.inc(len(data))
+            self._current = (rel, sig[0], sig[1], i + 1)
+            self._dirty = True
+            if i % 1000 == 999:
+                await asyncio.sleep(0)  # a sink that never blocks must not starve the other tasks
+            if self._stopping.is_set() and i + 1 < len(records):
+                return  # stop inside the file: positions() says how far
+        if len(records) > skip:
+            self._last.set(time.time())
+        self._mark_done(rel, sig)
+
+    def _mark_done(self, rel: str, sig: tuple[int, int]) -> None:
+        self._done[rel] = sig
+        self._current = None
+        self._seen.pop(rel, None)
+        self._dirty = True
