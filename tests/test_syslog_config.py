@@ -103,6 +103,15 @@ def test_missing_cert_file_is_named() -> None:
                       "file-not-found: inputs.syslog.key_file: no such file: /nonexistent/k.pem"]
 
 
+def test_credential_path_missing_is_only_a_warning(tmp_path: Path) -> None:
+    """A key under /run/credentials/ exists only inside the service: a warning, the config is still built."""
+    (tmp_path / "c.pem").write_text("x")
+    config, issues = load(f'protocol = "tls"\ncert_file = "{tmp_path}/c.pem"\n'
+                          'key_file = "/run/credentials/siem.service/tls-key"')
+    assert config is not None and config.key_file == "/run/credentials/siem.service/tls-key"
+    assert [i.split(":")[0] for i in issues] == ["file-not-found"]
+
+
 def test_tls_keys_on_plain_tcp_are_errors() -> None:
     """TLS settings on a tcp input are a mistake, not silently ignored."""
     _, issues = load('protocol = "tcp"\nverify_client = true')

@@ -208,7 +208,12 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     def path(key: str) -> str | None:
         value = get(key, str, None)
         if value is not None and not os.path.isfile(value):
-            bad(key, "file-not-found", f"no such file: {value}")
+            if value.startswith("/run/credentials/"):  # exists only inside the running service
+                issues.append(Issue("file-not-found", f"{where}.{key}: no such file here: {value} (a systemd "
+                                                      "credential exists only while the service runs)",
+                                    severity="warning"))
+            else:
+                bad(key, "file-not-found", f"no such file: {value}")
         return value
 
     cert_file, key_file, ca_file = path("cert_file"), path("key_file"), path("ca_file")
@@ -243,7 +248,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
             if key in table:
                 bad(key, "udp-only", "only applies to protocol = \"udp\"")
 
-    if issues:
+    if any(i.severity == "error" for i in issues):
         return None, issues
     return SyslogConfig(
         protocol=protocol, address=tuple(addresses), port=port, format=fmt, framing=framing,
@@ -251,7 +256,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
         handshake_timeout_ms=handshake_ms, queue_size=queue_size, receive_buffer_bytes=rcvbuf,
         cert_file=cert_file, key_file=key_file, ca_file=ca_file, verify_client=verify_client,
         min_tls_version=min_tls, permitted_peers=tuple(peers),
-    ), []
+    ), issues
 
 
 # ------------------------------------------------------------------------------------------------------
