@@ -45,10 +45,10 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(n)
+                if receiver.status == 200:  # recorded on receipt, before the (possibly held) answer
+                    receiver.requests.append((self.path, dict(self.headers), json.loads(body)))
                 receiver.entered.set()
                 receiver.hold.wait(30)
-                if receiver.status == 200:
-                    receiver.requests.append((self.path, dict(self.headers), json.loads(body)))
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -174,6 +174,7 @@ def test_json_webhook_receives_title_message_and_alert_id(tmp_path, hook):
     assert f"alert id: {a.id}" in body["message"]
     assert body["alert_id"] == a.id and body["group_id"] == a.id
     assert headers["X-Siem-Alert-Id"] == a.id and headers["Idempotency-Key"] == body["notification_id"]
+    assert body["type"] == "failure"  # apprise notify type for high severity
 
 
 @pytest.mark.timeout(60)
@@ -257,6 +258,59 @@ def test_receiver_down_restart_receiver_up_delivers_every_alert_exactly_once(tmp
     got = [b["alert_id"] for _, _, b in receiver.requests]
     assert sorted(got) == sorted(a.id for a in alerts)  # every alert, each once
     assert len(list(iter_log(tmp_path / "alerts/alerts.jsonl"))) == 10  # and logged once
+
+
+CHILD = """
+import asyncio, sys
+from siem.alert.config import config_from_toml
+from siem.alert.pipeline import AlertPipeline
+from siem.alert.record import Alert
+cfg, _ = config_from_toml({"group_wait": "0s", "log_fsync": True,
+                           "routes": [{"name": "hook", "urls": [sys.argv[2]]}], "default_route": "hook"})
+p = AlertPipeline(cfg, sys.argv[1], now_ms=lambda: 1_716_000_000_000)
+p.submit(Alert(id="a1b2c3", rule_id="ssh_bruteforce", title="t", severity="high", tags=(),
+               group=(("source.ip", "192.0.2.9"),), first_ms=0, last_ms=0, count=1, message="m"))
+asyncio.run(p.deliver_due())
+print("NOT KILLED")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_between_send_and_mark_sent_redelivers_once_with_the_same_key(tmp_path):
+    """The receiver SIGKILLs the sending process before answering; after a restart the notification is
+    delivered once more with the same idempotency key and alert id (at-least-once, never a new key)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    victim: dict[str, int] = {}
+    receiver = HttpReceiver()
+    receiver.hold.clear()
+    try:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), receiver.url()],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        victim["pid"] = child.pid
+        assert receiver.entered.wait(60)  # the request is at the receiver, the sender awaits the answer
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+        receiver.hold.set()
+        assert child.returncode == -signal.SIGKILL
+        cfg = make_config([{"name": "hook", "urls": [receiver.url()]}])
+        clock = Clock()
+
+        async def restart() -> None:
+            p = AlertPipeline(cfg, tmp_path, now_ms=clock)
+            await drain(p, clock)
+            assert [r.state for r in p.outbox.rows()] == ["sent"]
+            await p.close()
+
+        asyncio.run(restart())
+    finally:
+        receiver.close()
+    keys = {h["Idempotency-Key"] for _, h, _ in receiver.requests}
+    assert len(receiver.requests) == 2 and len(keys) == 1  # the killed attempt and the one redelivery
+    assert {b["alert_id"] for _, _, b in receiver.requests} == {"a1b2c3"}
 
 
 @pytest.mark.timeout(60)

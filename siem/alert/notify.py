@@ -54,7 +54,11 @@ class SendResult:
     error: str
 
 
-def send(url: str, title: str, body: str, body_format: str) -> SendResult:
+# apprise's notify types colour and label the message on many channels.
+_NOTIFY_TYPE = {"critical": "failure", "high": "failure", "medium": "warning", "low": "info", "info": "info"}
+
+
+def send(url: str, title: str, body: str, body_format: str, severity: str = "") -> SendResult:
     """Deliver to one apprise URL. Never raises; the error text never contains the URL."""
     import apprise
 
@@ -66,7 +70,8 @@ def send(url: str, title: str, body: str, body_format: str) -> SendResult:
         if not ap.add(url):
             return SendResult(False, True, "apprise cannot use this URL")
         fmt = apprise.NotifyFormat.HTML if body_format == "html" else apprise.NotifyFormat.TEXT
-        result = ap.notify(body=body or " ", title=title, body_format=fmt)
+        ntype = apprise.NotifyType(_NOTIFY_TYPE.get(severity, "info"))
+        result = ap.notify(body=body or " ", title=title, body_format=fmt, notify_type=ntype)
         if bool(result):
             return SendResult(True, False, "")
         lines = [neutralise(m, 300, single_line=True) for m in _local.sink]

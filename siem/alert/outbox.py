@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     route TEXT NOT NULL,
     url_fp TEXT NOT NULL,
     kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
     notification TEXT NOT NULL,
     alert_id TEXT NOT NULL,
     group_id TEXT NOT NULL,
@@ -78,6 +79,7 @@ class Row:
     route: str
     url_fp: str
     kind: str
+    severity: str
     notification: str
     alert_id: str
     group_id: str
@@ -162,7 +164,11 @@ class Outbox:
 
     def begin(self) -> None:
         self._lock.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def commit(self) -> None:
         try:
@@ -215,16 +221,16 @@ class Outbox:
                 log.error("alerting database: group %r is corrupt and was dropped", key)
         return out
 
-    def enqueue(self, *, route: str, url_fp: str, kind: str, notification: str, alert_id: str, group_id: str,
+    def enqueue(self, *, route: str, url_fp: str, kind: str, severity: str, notification: str, alert_id: str, group_id: str,
                 alert_ids: tuple[str, ...], title: str, body: str, body_format: str, now_ms: int,
                 fallback_of: str | None = None) -> tuple[str, bool]:
         """Insert a pending row; (row id, inserted). Idempotent by row id."""
         rid = row_id(notification, route, url_fp)
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO outbox (id, route, url_fp, kind, notification, alert_id, group_id, alert_ids, "
-            "title, body, body_format, created_ms, next_attempt_ms, fallback_of) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rid, route, url_fp, kind, notification, alert_id, group_id, orjson.dumps(list(alert_ids)).decode(),
+            "INSERT OR IGNORE INTO outbox (id, route, url_fp, kind, severity, notification, alert_id, group_id, "
+            "alert_ids, title, body, body_format, created_ms, next_attempt_ms, fallback_of) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid, route, url_fp, kind, severity, notification, alert_id, group_id, orjson.dumps(list(alert_ids)).decode(),
              title, body, body_format, now_ms, now_ms, fallback_of),
         )
         return rid, cur.rowcount == 1

@@ -239,7 +239,7 @@ class AlertPipeline:
             title, body = render(title_tpl or route.title_template, body_tpl or route.body_template, fields,
                                  self.config.field_max_chars, self.config.body_max_chars)
             _, inserted = self.outbox.enqueue(
-                route=route.name, url_fp=fp, kind=kind, notification=key, alert_id=alert_id, group_id=group_id,
+                route=route.name, url_fp=fp, kind=kind, severity=str(fields.get("severity", "")), notification=key, alert_id=alert_id, group_id=group_id,
                 alert_ids=alert_ids, title=title, body=body, body_format=body_format(url), now_ms=now,
                 fallback_of=fallback_of,
             )
@@ -331,7 +331,7 @@ class AlertPipeline:
             else:
                 target = augment_url(url, row.id, row.alert_id, row.group_id)
                 res = await asyncio.to_thread(send, target, row.title, encode_body(row.body, row.body_format),
-                                              row.body_format)
+                                              row.body_format, row.severity)
             if not self._closed:
                 self._record(row, res, self.now_ms())
         finally:
@@ -371,7 +371,8 @@ class AlertPipeline:
                     dests = self._dest.get(fb.name, {})
                     for fp, url in dests.items():
                         self.outbox.enqueue(
-                            route=fb.name, url_fp=fp, kind=row.kind, notification=row.id + ":fallback",
+                            route=fb.name, url_fp=fp, kind=row.kind, severity=row.severity,
+                            notification=row.id + ":fallback",
                             alert_id=row.alert_id, group_id=row.group_id, alert_ids=row.alert_ids,
                             title=neutralise(f"[undeliverable via {row.route}] {row.title}", 250, single_line=True),
                             body=row.body, body_format=body_format(url), now_ms=now, fallback_of=row.id,
