@@ -1,0 +1,594 @@
+"""The daemon in embedded mode (``role = "all"``): every stage in one process, LocalLog in between.
+
+::
+
+    collectors --sink--> intake queue (bounded) --writer--> LocalLog --engine--> AlertPipeline
+      syslog / files        back-pressure          parse, append,     read from the     alert log first,
+      / cloudtrail ...      (UDP counts drops)     then commit file   checkpointed      dedup by alert id,
+                                                   positions          offset, batch,    notifications
+                                                                      checkpoint
+
+Tasks on one asyncio loop; the blocking parts (parsing + append + fsync, engine evaluation, checkpoint
+writes) run in worker threads so the loop keeps reading sockets and pinging the watchdog.
+
+Crash safety (kill -9 at any moment):
+
+* a record is *accepted* when the writer's append returned; file positions are committed only after the
+  lines they cover are appended and fsync'ed, so a restart re-reads from the last commit (at-least-once);
+* the engine's window state and the log offset it covers are written together, atomically
+  (siem.log.checkpoint), and only after every alert of the events below that offset is in the alert log;
+* after a restart the engine restores the checkpoint and re-reads the log from its offset; evaluation does
+  not depend on batch boundaries, so it emits the same alerts with the same ids, and the alert pipeline
+  drops the ids it already has. No alert is lost, none is written or notified twice.
+
+Signals: SIGTERM/SIGINT drain (stop collectors, write what is queued, evaluate what is logged, final
+checkpoint) and exit 0; SIGHUP reloads config and rules (an invalid set keeps the old one running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siem import metrics
+from siem.alert.config import resolve_route_urls
+from siem.alert.pipeline import AlertPipeline
+from siem.alert.record import Alert
+from siem.collect import RawRecord
+from siem.config import Config, InputSpec, load_config
+from siem.dsl.loader import RuleSet, load_rules
+from siem.engine.runtime import Engine
+from siem.errors import ConfigError, InputError, RuleError, SiemError, StateError
+from siem.log.checkpoint import load_checkpoint, save_checkpoint
+from siem.log.codec import decode_events, encode_events
+from siem.log.local import DirLock, LocalLog
+from siem.logsetup import register_secret
+from siem.schema import Event
+from siem.service import Notifier, watchdog_loop
+from siem.statefile import write_json_atomic
+from siem.timeutil import monotonic_ms, wall_ms
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"  # pid, bound ports: for `siem status`, `siem reload` and tests
+PID_FILE = "siem.pid"
+_FILE_COMMIT_EVERY_MS = 500
+_RETRY_S = 1.0
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunningInput:
+    """A started collector: how to stop it, what it bound, and (files) its positions hook."""
+
+    spec: InputSpec
+    obj: Any
+    task: asyncio.Task[None] | None = None
+    port: int | None = None
+    tailer: Any = None  # a FileTailer (autocommit off): positions() / commit()
+
+
+async def start_input(spec: InputSpec, state_dir: Path, sink: Any) -> RunningInput:
+    """Build and start one collector; returns once its sockets are bound (network inputs)."""
+    if spec.type == "syslog":
+        from siem.collect.syslog import SyslogServer  # noqa: PLC0415
+
+        server = SyslogServer(spec.config, spec.name)  # type: ignore[arg-type]
+        await server.start(sink)
+        return RunningInput(spec, server, port=server.port)
+    if spec.type == "files":
+        from siem.collect.files import FileTailer  # noqa: PLC0415
+
+        tailer = FileTailer(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
+        task = asyncio.create_task(tailer.run(sink), name=f"input-{spec.name}")
+        return RunningInput(spec, tailer, task=task, tailer=tailer)
+    if spec.type == "cloudtrail":
+        from siem.collect.cloudtrail import CloudTrailCollector  # noqa: PLC0415
+
+        obj: Any = CloudTrailCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
+    elif spec.type == "journald":
+        from siem.collect import journald  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        obj = journald.JournaldCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[attr-defined]
+    else:
+        raise ValueError(f"unknown input type {spec.type!r}")
+    task = asyncio.create_task(obj.run(sink), name=f"input-{spec.name}")
+    tailer = obj if hasattr(obj, "positions") and hasattr(obj, "commit") else None
+    return RunningInput(spec, obj, task=task, tailer=tailer)
+
+
+async def stop_input(inp: RunningInput) -> None:
+    try:
+        if hasattr(inp.obj, "stop"):
+            await inp.obj.stop()
+        if inp.task is not None:
+            if not inp.task.done():
+                inp.task.cancel()
+            await asyncio.gather(inp.task, return_exceptions=True)
+    except Exception:  # noqa: BLE001 - one input failing to stop must not keep the others running
+        log.exception("stopping input failed", extra={"input": inp.spec.name})
+
+
+# --- the daemon ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Stats:
+    events_in: int = 0
+    alerts: int = 0
+    last_events_in: int = 0
+    last_status_ms: int = field(default_factory=monotonic_ms)
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier(None)
+        d = config.daemon
+        self.state_dir = Path(d.state_dir)
+        self.intake: asyncio.Queue[RawRecord | None] = asyncio.Queue(d.intake_queue_size)
+        self.enqueued = 0  # records put on the intake queue so far
+        self.written = 0  # records taken off it and appended to the log
+        self.inputs: dict[str, RunningInput] = {}
+        self.stats = _Stats()
+        self._file_snaps: dict[str, tuple[int, dict]] = {}
+        self._last_file_commit_ms = 0
+        self._appended = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._writer_done = asyncio.Event()
+        self._reload_rules: RuleSet | None = None
+        self._reloading = False
+        self._queue_gauge = metrics.QUEUE_DEPTH.labels(queue="intake")
+        self._lock: DirLock | None = None
+        self.log: LocalLog | None = None
+        self.engine: Engine | None = None
+        self.pipeline: AlertPipeline | None = None
+        self.metrics_port: int | None = None
+        self.next_offset = 0
+        self._ckpt_offset = -1  # offset of the last checkpoint written
+        self._ctx: Any = None
+
+    # --- startup ----------------------------------------------------------------------------------
+
+    def open_state(self, ruleset: RuleSet) -> None:
+        """Lock the state directory, open the log, restore the checkpoint, open the alert pipeline."""
+        d = self.config.daemon
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
+        self._lock = DirLock(self.state_dir)
+        self.log = self.config.log.build(self.state_dir / "log")
+        engine = Engine(ruleset, lateness_ms=d.lateness_ms, future_skew_ms=d.future_skew_ms)
+        ckpt = load_checkpoint(self.state_dir)
+        if ckpt is not None:
+            engine.restore(ckpt.state)
+            self.next_offset = ckpt.offset
+            if ckpt.offset > self.log.end_offset:
+                self.log.advance_to(ckpt.offset)
+            self.log.commit(min(ckpt.offset, self.log.end_offset))
+            log.info("restored checkpoint", extra={"offset": ckpt.offset, "log_end": self.log.end_offset})
+        else:
+            self.next_offset = self.log.start_offset
+        self.engine = engine
+        self._ckpt_offset = self.next_offset
+        self.pipeline = AlertPipeline(self.config.alerting, self.state_dir)
+        for route in self.config.alerting.routes:
+            for url in resolve_route_urls(route)[0]:
+                register_secret(url)
+        metrics.RULES_LOADED.set(len(ruleset.rules))
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        from siem.parse import ParseContext  # noqa: PLC0415
+
+        self._ctx = ParseContext(tz=ZoneInfo(d.timezone), now_ms=None)
+
+    def close_state(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    async def sink(self, record: RawRecord) -> None:
+        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake."""
+        await self.intake.put(record)
+        self.enqueued += 1
+
+    async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
+        for spec in specs:
+            self.inputs[spec.name] = await start_input(spec, self.state_dir, self.sink)
+            inp = self.inputs[spec.name]
+            log.info("input started", extra={"input": spec.name, "type": spec.type,
+                                             **({"port": inp.port} if inp.port is not None else {})})
+
+    def write_run_file(self) -> None:
+        write_json_atomic(self.state_dir / RUN_FILE, {
+            "pid": os.getpid(),
+            "metrics_port": self.metrics_port,
+            "metrics_address": self.config.daemon.metrics_address,
+            "inputs": {n: {"type": i.spec.type, "port": i.port} for n, i in self.inputs.items()},
+            "config": self.config_path,
+        })
+        (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+    # --- the writer: intake queue -> parse -> log -------------------------------------------------
+
+    async def writer(self) -> None:
+        max_events = self.config.daemon.batch_max_events
+        done = False
+        while not done:
+            first = await self.intake.get()
+            items: list[RawRecord] = []
+            if first is None:
+                done = True
+            else:
+                items.append(first)
+            while len(items) < max_events and not self.intake.empty():
+                nxt = self.intake.get_nowait()
+                if nxt is None:
+                    done = True
+                    break
+                items.append(nxt)
+            self._queue_gauge.set(self.intake.qsize())
+            if items:
+                await self._append(items)
+                self.written += len(items)
+                self.stats.events_in += len(items)
+                self._appended.set()
+            self._commit_files(force=done)
+        self._writer_done.set()
+
+    async def _append(self, items: list[RawRecord]) -> None:
+        """Parse and append; a refusing disk is retried (intake waits meanwhile), never dropped."""
+        payloads = await asyncio.to_thread(self._encode, items)
+        while True:
+            try:
+                await asyncio.to_thread(self._log().append_many, payloads)
+                return
+            except InputError as exc:  # a record above max_record_bytes: keep the others
+                log.error("log append refused a record: %s", exc)
+                limit = self._log().max_record_bytes
+                metrics.INPUT_DROPPED.labels(input="log", reason="oversized").inc(
+                    sum(1 for p in payloads if len(p) > limit))
+                payloads = [p for p in payloads if len(p) <= limit]
+            except StateError as exc:
+                log.error("cannot append to the log, retrying: %s", exc)
+                await asyncio.sleep(_RETRY_S)
+
+    def _encode(self, items: list[RawRecord]) -> list[bytes]:
+        from siem.parse import parse  # noqa: PLC0415
+
+        events: list[Event] = []
+        ctx = self._ctx
+        for rec in items:
+            ev = parse(rec.format, rec.data, ctx, rec.input)
+            ev["event.ingested"] = rec.received_ms
+            if rec.origin and rec.input in self.inputs and self.inputs[rec.input].spec.type == "files":
+                ev.setdefault("log.file.path", rec.origin)
+            events.append(ev)
+        return encode_events(events)
+
+    def _commit_files(self, force: bool = False) -> None:
+        """Commit file positions whose lines are all in the log (and fsync'ed); snapshot new ones."""
+        now = monotonic_ms()
+        if not force and now - self._last_file_commit_ms < _FILE_COMMIT_EVERY_MS:
+            return
+        self._last_file_commit_ms = now
+        lg = self._log()
+        for name, inp in list(self.inputs.items()):
+            if inp.tailer is None:
+                continue
+            snap = self._file_snaps.get(name)
+            if snap is not None and self.written >= snap[0]:
+                try:
+                    if lg.durable_offset < lg.end_offset:
+                        lg.sync()
+                    inp.tailer.commit(snap[1])
+                except SiemError as exc:
+                    log.error("cannot commit file positions: %s", exc, extra={"input": name})
+                    continue
+                del self._file_snaps[name]
+            if name not in self._file_snaps:
+                self._file_snaps[name] = (self.enqueued, inp.tailer.positions())
+
+    # --- the engine: log -> rules -> alerts -> checkpoint -----------------------------------------
+
+    async def engine_loop(self) -> None:
+        d = self.config.daemon
+        lg, engine = self._log(), self._engine()
+        batch: list[Event] = []
+        batch_end = self.next_offset
+        first_read_ms = 0
+        since_ckpt_records = 0
+        last_ckpt_ms = monotonic_ms()
+        last_input_ms = monotonic_ms()
+        live = False
+        while True:
+            if self._reload_rules is not None:
+                rules, self._reload_rules = self._reload_rules, None
+                await asyncio.to_thread(engine.replace_rules, rules)
+            want = d.batch_max_events - len(batch)
+            records = await asyncio.to_thread(lg.read, batch_end, want) if want > 0 else []
+            if records:
+                if not batch:
+                    first_read_ms = monotonic_ms()
+                batch.extend(e for _, e in decode_events(records))
+                batch_end = records[-1][0] + 1
+                last_input_ms = monotonic_ms()
+            caught_up = batch_end >= lg.end_offset
+            idle_intake = self.intake.empty() and self.written == self.enqueued
+            due = batch and (len(batch) >= d.batch_max_events
+                             or monotonic_ms() - first_read_ms >= d.batch_max_wait_ms
+                             or (caught_up and idle_intake))
+            if due or (not batch and batch_end > self.next_offset):
+                n = len(batch)
+                alerts = await asyncio.to_thread(self._evaluate, batch, batch_end)
+                live = self._is_live(batch, live)
+                since_ckpt_records += n
+                batch = []
+                self.stats.alerts += alerts
+            elif caught_up and not batch and live and monotonic_ms() - last_input_ms >= d.idle_advance_ms:
+                # nothing arrives: move event time on with the wall clock so `absent` rules and window
+                # expiry work without traffic (only for a live stream; a backfill must not jump ahead)
+                self.stats.alerts += await asyncio.to_thread(self._advance, wall_ms() - d.lateness_ms)
+                last_input_ms = monotonic_ms()
+            now = monotonic_ms()
+            if self.next_offset > self._ckpt_offset and (
+                    since_ckpt_records >= d.checkpoint_records or now - last_ckpt_ms >= d.checkpoint_interval_ms):
+                await asyncio.to_thread(self.checkpoint)
+                since_ckpt_records, last_ckpt_ms = 0, now
+            metrics.CHECKPOINT_AGE.set((now - last_ckpt_ms) / 1000)
+            if self._writer_done.is_set() and caught_up and not batch and batch_end >= lg.end_offset:
+                return
+            if caught_up and not batch:
+                self._appended.clear()
+                if lg.end_offset > batch_end:
+                    continue
+                try:
+                    await asyncio.wait_for(self._appended.wait(), timeout=d.batch_max_wait_ms / 1000)
+                except TimeoutError:
+                    pass
+            elif batch and not records:
+                await asyncio.sleep(min(d.batch_max_wait_ms / 1000, 0.01))
+
+    def _is_live(self, batch: list[Event], was_live: bool) -> bool:
+        """The stream is live when its newest event time is within live_horizon of the wall clock."""
+        if not batch:
+            return was_live
+        engine = self._engine()
+        return engine.max_ts >= wall_ms() - self.config.daemon.live_horizon_ms
+
+    def _evaluate(self, batch: list[Event], end_offset: int) -> int:
+        """Evaluate one batch (worker thread), hand the alerts to the pipeline, advance next_offset."""
+        started = time.perf_counter()
+        alerts = self._engine().process(batch) if batch else []
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._submit(alerts)
+        self.next_offset = end_offset
+        return len(alerts)
+
+    def _advance(self, to_ms: int) -> int:
+        alerts = self._engine().advance(to_ms)
+        self._submit(alerts)
+        return len(alerts)
+
+    def _submit(self, alerts: list[Alert]) -> None:
+        if not alerts:
+            return
+        now = wall_ms()
+        for a in alerts:
+            ingested = [e.get("event.ingested") for e in a.events]
+            latest = max((t for t in ingested if isinstance(t, int)), default=None)
+            if latest is not None:
+                metrics.EVENT_TO_ALERT_SECONDS.observe(max(now - latest, 0) / 1000)
+        self._pipeline().submit_many(alerts)  # alert log (fsync'ed) before the checkpoint moves past them
+
+    def checkpoint(self) -> None:
+        """Window state + the offset it covers, atomically; then the log may drop what is below."""
+        engine, lg = self._engine(), self._log()
+        offset = self.next_offset
+        if lg.durable_offset < offset:
+            lg.sync()
+        save_checkpoint(self.state_dir, offset, engine.snapshot())
+        lg.commit(offset)
+        self._ckpt_offset = offset
+        for rule, n in engine.window_keys().items():
+            metrics.WINDOW_KEYS.labels(rule=rule).set(n)
+        log.debug("checkpoint", extra={"offset": offset})
+
+    # --- reload -----------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read config and rules; apply only when everything is valid."""
+        if self._reloading:
+            log.warning("reload already in progress; ignoring this SIGHUP")
+            return False
+        self._reloading = True
+        self.notifier.reloading("reloading configuration and rules")
+        try:
+            try:
+                config, ruleset = await asyncio.to_thread(_load_all, self.config_path)
+            except (ConfigError, RuleError) as exc:
+                metrics.RELOADS.labels(result="failure").inc()
+                log.error("reload failed, the running rules and config stay: %s", exc,
+                          extra={"issues": [i.render() for i in exc.issues if i.severity == "error"]})
+                return False
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
+                metrics.RELOADS.labels(result="failure").inc()
+                log.exception("reload failed, the running rules and config stay: %s", exc)
+                return False
+            self._reload_rules = ruleset
+            self._appended.set()
+            restart_needed = [name for name in ("daemon", "log", "alerting", "kafka")
+                              if getattr(config, name) != getattr(self.config, name)]
+            if restart_needed:
+                log.warning("reload: changes to [%s] take effect after a restart", "], [".join(restart_needed))
+            await self._apply_inputs(config.inputs)
+            self.config = _with_inputs(self.config, config.inputs)
+            metrics.RELOADS.labels(result="success").inc()
+            metrics.RULES_LOADED.set(len(ruleset.rules))
+            self.write_run_file()
+            log.info("reloaded", extra={"rules": len(ruleset.rules), "inputs": len(config.inputs)})
+            return True
+        finally:
+            self._reloading = False
+            self.notifier.ready(self.status_line())
+
+    async def _apply_inputs(self, specs: tuple[InputSpec, ...]) -> None:
+        wanted = {s.name: s for s in specs}
+        for name, inp in list(self.inputs.items()):
+            if wanted.get(name) != inp.spec:
+                await stop_input(inp)
+                self._commit_files(force=True)
+                self._file_snaps.pop(name, None)
+                del self.inputs[name]
+                log.info("input stopped", extra={"input": name})
+        for name, spec in wanted.items():
+            if name not in self.inputs:
+                try:
+                    await self.start_inputs((spec,))
+                except (OSError, SiemError) as exc:
+                    log.error("input could not start: %s", exc, extra={"input": name})
+
+    # --- status -----------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        now = monotonic_ms()
+        s = self.stats
+        dt = max(now - s.last_status_ms, 1) / 1000
+        rate = (s.events_in - s.last_events_in) / dt
+        s.last_events_in, s.last_status_ms = s.events_in, now
+        lag = self._log().end_offset - self.next_offset if self.log is not None else 0
+        return (f"{rate:.0f} events/s, {s.events_in} events, {s.alerts} alerts, "
+                f"lag {lag} records, queue {self.intake.qsize()}")
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _log(self) -> LocalLog:
+        if self.log is None:
+            raise StateError("the log is not open")
+        return self.log
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise StateError("the engine is not started")
+        return self.engine
+
+    def _pipeline(self) -> AlertPipeline:
+        if self.pipeline is None:
+            raise StateError("the alert pipeline is not open")
+        return self.pipeline
+
+    # --- the whole life ---------------------------------------------------------------------------
+
+    async def serve(self, ruleset: RuleSet) -> int:
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.open_state, ruleset)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            hp = self.config.daemon.metrics_host_port
+            if hp is not None:
+                self.metrics_port = metrics.serve(hp[0], hp[1])
+                log.info("metrics listening", extra={"address": f"{hp[0]}:{self.metrics_port}"})
+            await self.start_inputs(self.config.inputs)
+            writer = asyncio.create_task(self.writer(), name="writer")
+            engine = asyncio.create_task(self.engine_loop(), name="engine")
+            alerts = asyncio.create_task(self._pipeline().run(), name="alerting")
+            watchdog = asyncio.create_task(
+                watchdog_loop(self.notifier, self.status_line,
+                              status_every_s=self.config.daemon.status_interval_ms / 1000), name="watchdog")
+            tasks = [writer, engine, alerts, watchdog]
+            loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+            loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            self.write_run_file()
+            self.notifier.ready(f"running: {len(self.inputs)} inputs, {len(ruleset.rules)} rules")
+            log.info("siem running", extra={"inputs": len(self.inputs), "rules": len(ruleset.rules),
+                                            "offset": self.next_offset})
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stop, writer, engine], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            stop.cancel()
+            # drain: no new input, everything queued written, everything logged evaluated, checkpoint
+            self.notifier.stopping("draining")
+            log.info("stopping: draining queues")
+            for inp in list(self.inputs.values()):
+                await stop_input(inp)
+            await self.intake.put(None)
+            await writer
+            self._appended.set()
+            await engine
+            await asyncio.to_thread(self.checkpoint)
+            log.info("stopped cleanly", extra={"offset": self.next_offset})
+            return 0
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for inp in list(self.inputs.values()):
+                await stop_input(inp)
+            if self.pipeline is not None:
+                await self.pipeline.close()
+            await asyncio.to_thread(self.close_state)
+            self.notifier.close()
+
+
+def _with_inputs(config: Config, inputs: tuple[InputSpec, ...]) -> Config:
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(config, inputs=inputs)
+
+
+def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
+    config = load_config(config_path)
+    return config, load_rules(config.daemon.rules)
+
+
+def run_daemon(config_path: str | None) -> int:
+    """`siem run`: load everything, serve until SIGTERM. Exit codes: 0 clean, 2 bad config/rules,
+    1 state or runtime failure."""
+    try:
+        config, ruleset = _load_all(config_path)
+    except (ConfigError, RuleError) as exc:
+        from siem.logsetup import setup_logging  # noqa: PLC0415
+
+        setup_logging()
+        log.error("cannot start: invalid %s", "rules" if isinstance(exc, RuleError) else "configuration",
+                  extra={"issues": [i.render() for i in exc.issues if i.severity == "error"]})
+        import sys  # noqa: PLC0415
+
+        print(str(exc), file=sys.stderr)
+        return 2
+    from siem.logsetup import setup_logging  # noqa: PLC0415
+
+    setup_logging(config.daemon.log_level, config.daemon.log_format)
+    if config.daemon.role != "all":
+        from siem.roles import run_role  # noqa: PLC0415
+
+        return run_role(config, ruleset, config_path)
+    for w in config.warnings:
+        log.warning("config: %s", w.message)
+    notifier = Notifier.from_env()
+    daemon = Daemon(config, config_path, notifier)
+    try:
+        return asyncio.run(daemon.serve(ruleset))
+    except StateError as exc:
+        log.error("cannot run: %s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot run: %s", exc)
+        return 1

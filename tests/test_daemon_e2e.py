@@ -1,0 +1,85 @@
+"""End to end: the real daemon as a subprocess, fed over TCP syslog and a tailed file, writes alerts."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from daemon_support import SSH_RULES, DaemonProc, sshd_line, wait_for
+
+
+def _now_ts(offset_s: float = 0.0) -> str:
+    return datetime.fromtimestamp(time.time() + offset_s, UTC).strftime("%b %e %H:%M:%S")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    (tmp_path / "logs").mkdir()
+    d = DaemonProc.create(
+        tmp_path, SSH_RULES,
+        inputs={
+            "syslog_tcp": {"type": "syslog", "protocol": "tcp", "address": "127.0.0.1", "port": 0},
+            "auth_files": {"type": "files", "format": "syslog", "paths": [str(tmp_path / "logs" / "*.log")],
+                           "poll_interval": "50ms"},
+        },
+        daemon={"lateness": "1s", "idle_advance": "300ms"},
+    )
+    yield d
+    d.close()
+
+
+@pytest.mark.timeout(90)
+def test_tcp_and_file_events_meet_in_one_window(daemon: DaemonProc) -> None:
+    """Failures from one source arriving partly over TCP syslog and partly in a tailed file give one alert."""
+    daemon.start()
+    daemon.send_tcp("syslog_tcp", [b"<38>" + sshd_line(_now_ts(), "203.0.113.5", n) for n in range(3)])
+    with open(daemon.base / "logs" / "auth.log", "ab") as f:
+        f.write(b"".join(sshd_line(_now_ts(), "203.0.113.5", n) + b"\n" for n in range(3, 6)))
+    alerts = daemon.wait_alerts(1)
+    assert [(a["rule"], a["group"]) for a in alerts] == [("ssh_bruteforce", {"source.ip": "203.0.113.5"})]
+    assert alerts[0]["count"] == 5
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_alerts_per_source_from_file_and_tcp(daemon: DaemonProc) -> None:
+    """A source seen only in the file and one seen only over TCP each raise their own alert."""
+    daemon.start()
+    with open(daemon.base / "logs" / "auth.log", "ab") as f:
+        f.write(b"".join(sshd_line(_now_ts(), "198.51.100.1", n) + b"\n" for n in range(6)))
+    daemon.send_tcp("syslog_tcp", [b"<38>" + sshd_line(_now_ts(), "198.51.100.2", n) for n in range(6)])
+    alerts = daemon.wait_alerts(2)
+    assert sorted(a["group"]["source.ip"] for a in alerts) == ["198.51.100.1", "198.51.100.2"]
+    assert all(a["severity"] == "high" and a["message"].startswith("5 failed SSH logins") for a in alerts)
+    time.sleep(1.0)  # the sixth failure of each source is inside the same window: no second alert
+    assert len(daemon.alerts()) == 2
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_file_lines_written_while_stopped_are_read_after_restart(daemon: DaemonProc) -> None:
+    """Lines appended while the daemon is down are picked up at the next start, from the committed offset."""
+    daemon.start()
+    log_file = daemon.base / "logs" / "auth.log"
+    with open(log_file, "ab") as f:
+        f.write(b"".join(sshd_line(_now_ts(), "192.0.2.77", n) + b"\n" for n in range(3)))
+    wait_for(lambda: b"siem_log_appended_records_total 3.0" in _scrape(daemon), 20, "3 records in the log")
+    assert daemon.terminate() == 0
+    with open(log_file, "ab") as f:
+        f.write(b"".join(sshd_line(_now_ts(), "192.0.2.77", n) + b"\n" for n in range(3, 6)))
+    daemon.start()
+    alerts = daemon.wait_alerts(1)
+    assert [(a["group"], a["count"]) for a in alerts] == [({"source.ip": "192.0.2.77"}, 5)]
+    assert daemon.terminate() == 0
+
+
+def _scrape(daemon: DaemonProc) -> bytes:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(daemon.metrics_url(), timeout=5) as r:
+            return r.read()
+    except OSError:
+        return b""
