@@ -13,6 +13,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("rules", "siem.dsl.commands", "check or test rule files"),
     ("alerts", "siem.alert.commands", "list logged alerts or show one with its notifications"),
     ("notify", "siem.alert.notify_command", "send a test notification through an alerting route"),
+    ("run", "siem.ctl.run", "run the daemon in the foreground"),
+    ("config", "siem.ctl.config", "validate a config file (siem config check)"),
+    ("reload", "siem.ctl.reload", "reload rules and config of the running daemon (SIGHUP)"),
+    ("status", "siem.ctl.status", "summary of the running daemon from its metrics"),
 ]
 
 
