@@ -52,3 +52,18 @@ def test_corrupt_line_is_skipped_when_reading(tmp_path):
     path = tmp_path / "alerts.jsonl"
     path.write_bytes(mk(0).dumps() + b"\n{not json\n" + mk(1).dumps() + b"\n")
     assert [a.first_ms for a in iter_log(path)] == [0, 1]
+
+
+def test_alert_with_numpy_and_odd_values_is_logged(tmp_path):
+    """Aggregates holding numpy scalars, sets and bytes (as an engine may produce) are written, not refused."""
+    import numpy as np
+
+    a = Alert(id="x1", rule_id="r", title="t", severity="low", tags=(), group=(), first_ms=0, last_ms=0, count=1,
+              message="m", aggregates={"count": np.int64(7), "mean": np.float64(1.5), "users": {"b", "a"}},
+              events=({"raw": b"\xff\x00"},))
+    log = AlertLog(tmp_path / "alerts.jsonl", max_bytes=1 << 20, keep=1)
+    log.append([a.dumps()])
+    log.close()
+    (back,) = iter_log(tmp_path / "alerts.jsonl")
+    assert back.aggregates == {"count": 7, "mean": 1.5, "users": ["a", "b"]}
+    assert back.events == ({"raw": "\\xff\x00"},)

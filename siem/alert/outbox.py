@@ -208,7 +208,8 @@ class Outbox:
         if state is None:
             self._db.execute("DELETE FROM groups WHERE key=?", (key,))
         else:
-            self._db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (key, orjson.dumps(state).decode()))
+            data = orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str)
+            self._db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (key, data.decode()))
 
     def load_groups(self) -> list[dict[str, object]]:
         with self._lock:

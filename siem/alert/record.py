@@ -12,6 +12,14 @@ from siem.timeutil import iso_ms
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
+def _json_fallback(obj: object) -> object:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(str(x) for x in obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "backslashreplace")
+    return str(obj)
+
+
 def alert_id(rule_id: str, group: tuple[tuple[str, str], ...], window_start_ms: int) -> str:
     """Deterministic: the same rule, key and window always give the same id, so replays never notify twice."""
     text = "\x1f".join([rule_id, *(f"{k}={v}" for k, v in group), str(window_start_ms)])
@@ -54,7 +62,10 @@ class Alert:
         }
 
     def dumps(self) -> bytes:
-        return orjson.dumps(self.to_json(), option=orjson.OPT_NON_STR_KEYS)
+        """One JSON object. numpy scalars/arrays in aggregates or sample events are serialised natively;
+        anything else orjson cannot encode (sets, bytes, datetimes from odd sources) becomes its str()."""
+        return orjson.dumps(self.to_json(), option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+                            default=_json_fallback)
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> "Alert":
