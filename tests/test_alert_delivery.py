@@ -577,3 +577,69 @@ def test_alerts_list_and_show(tmp_path, hook, capsys):
     assert commands.run(parser.parse_args(["show", scan.id[:10], "--state-dir", str(tmp_path)])) == 0
     shown = capsys.readouterr().out
     assert f'"id": "{scan.id}"' in shown and "sent    route=hook kind=first attempts=1" in shown
+
+
+@pytest.mark.timeout(60)
+def test_alerts_list_since_and_limit(tmp_path, hook, capsys):
+    """--since keeps alerts emitted after the cut; --limit keeps the newest."""
+    import argparse
+    import dataclasses
+
+    from siem.alert import commands
+    from siem.timeutil import wall_ms
+
+    clock = Clock()
+    p = AlertPipeline(make_config([{"name": "hook", "urls": [hook.url()]}]), tmp_path, now_ms=clock)
+    now = wall_ms()
+    old = [dataclasses.replace(mk(i, ip=f"10.1.0.{i}"), emitted_ms=now - 3 * 3_600_000) for i in range(3)]
+    new = [dataclasses.replace(mk(i, ip=f"10.2.0.{i}"), emitted_ms=now - 60_000) for i in range(3)]
+    p.submit_many(old + new)
+    asyncio.run(p.close())
+    parser = argparse.ArgumentParser()
+    commands.add_arguments(parser)
+    assert commands.run(parser.parse_args(["list", "--state-dir", str(tmp_path), "--since", "1h"])) == 0
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == [a.id for a in new]
+    assert commands.run(parser.parse_args(["list", "--state-dir", str(tmp_path), "--limit", "2", "--json"])) == 0
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [a.id for a in new[1:]]
+
+
+@pytest.mark.timeout(60)
+def test_corrupt_outbox_is_moved_aside_and_alerting_continues(tmp_path, hook, caplog):
+    """A garbage outbox file is kept as *.corrupt-*, logged at ERROR, and a fresh one takes alerts again."""
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "outbox.sqlite").write_bytes(b"this is not a database" * 100)
+    clock = Clock()
+    with caplog.at_level(logging.ERROR):
+        p = AlertPipeline(make_config([{"name": "hook", "urls": [hook.url()]}]), tmp_path, now_ms=clock)
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+    assert len(list((tmp_path / "alerts").glob("outbox.sqlite.corrupt-*"))) == 1
+    p.submit(mk(1))
+
+    async def go() -> None:
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(go())
+    assert [b["alert_id"] for _, _, b in hook.requests] == [mk(1).id]
+
+
+@pytest.mark.timeout(60)
+def test_pending_row_whose_url_left_the_config_goes_to_the_fallback(tmp_path, hook):
+    """After a config change removes a destination, its queued notification is sent to the fallback route."""
+    port = free_port()
+    clock = Clock()
+    old = make_config([{"name": "pager", "urls": [f"json://127.0.0.1:{port}/gone"]}])
+    p = AlertPipeline(old, tmp_path, now_ms=clock)
+    p.submit(mk(1))
+    asyncio.run(p.close())
+    new = make_config([{"name": "pager", "urls": [hook.url("/pager-new")]},
+                       {"name": "backup", "urls": [hook.url("/backup")], "rules": ["none"]}],
+                      fallback_route="backup")
+    p = AlertPipeline(new, tmp_path, now_ms=clock)
+
+    async def go() -> None:
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(go())
+    assert [(path, b["alert_id"]) for path, _, b in hook.requests] == [("/backup", mk(1).id)]

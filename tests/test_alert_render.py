@@ -85,3 +85,12 @@ def test_pagerduty_and_opsgenie_get_dedup_keys_unless_set():
 def test_email_url_is_left_alone():
     """Email cannot deduplicate; its URL is unchanged."""
     assert augment_url("mailto://h?to=a@b.c", "n", "a", "g") == "mailto://h?to=a@b.c"
+
+
+def test_apprise_reads_the_dedup_keys_we_add():
+    """The installed apprise turns our URL parameters into PagerDuty's dedup key and Opsgenie's alias."""
+    import apprise
+
+    pd = apprise.Apprise.instantiate(augment_url("pagerduty://ikey@apikey", "n", "a", "grp1"))
+    og = apprise.Apprise.instantiate(augment_url("opsgenie://apikey/@user", "n", "a", "grp1"))
+    assert (pd.dedup, og.alias) == ("grp1", "grp1")
