@@ -10,6 +10,8 @@ command -v logger >/dev/null || need+=(bsdutils)
 command -v openssl >/dev/null || need+=(openssl)
 # systemd-analyze (verify, security) and systemd-sysusers for tests/test_deploy_systemd.py
 command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null || need+=(systemd)
+# systemd-journal-remote writes the real journal files that tests/test_journald.py follows with journalctl
+[ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install-test-deps: not root; missing Debian packages: ${need[*]} (tests that need them will fail)" >&2
