@@ -643,3 +643,41 @@ def test_pending_row_whose_url_left_the_config_goes_to_the_fallback(tmp_path, ho
 
     asyncio.run(go())
     assert [(path, b["alert_id"]) for path, _, b in hook.requests] == [("/backup", mk(1).id)]
+
+
+@pytest.mark.timeout(60)
+def test_rate_limit_window_survives_a_restart(tmp_path, hook):
+    """A window filled before a restart still limits after it, and its summary is still sent."""
+    clock = Clock()
+    cfg = make_config([{"name": "hook", "urls": [hook.url()]}], rate_limit={"max_notifications": 2, "per": "10m"})
+
+    async def life(alerts: list[Alert], advance_ms: int = 0) -> None:
+        p = AlertPipeline(cfg, tmp_path, now_ms=clock)
+        p.submit_many(alerts)
+        await drain(p, clock)
+        clock.advance(advance_ms)
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(life([mk(0, ip="10.9.0.1"), mk(0, ip="10.9.0.2")]))
+    asyncio.run(life([mk(0, ip="10.9.0.3")], advance_ms=10 * M))
+    titles = [b["title"] for _, _, b in hook.requests]
+    assert len(titles) == 3 and titles[-1] == "[siem] +1 more alerts suppressed by the rate limit on route hook"
+
+
+@pytest.mark.timeout(60)
+def test_reconfigure_switches_routes_without_a_restart(tmp_path, hook):
+    """After reconfigure() new notifications follow the new routes and templates."""
+    clock = Clock()
+    p = AlertPipeline(make_config([{"name": "a", "urls": [hook.url("/a")]}]), tmp_path, now_ms=clock)
+    notes = p.reconfigure(make_config([{"name": "b", "urls": [hook.url("/b")], "title_template": "B: $title"}],
+                                      outbox_path="elsewhere.sqlite"))
+    assert notes == ["alerting.outbox_path changes after a restart"]
+    p.submit(mk(1))
+
+    async def go() -> None:
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(go())
+    assert [(path, b["title"]) for path, _, b in hook.requests] == [("/b", "B: SSH brute force")]

@@ -19,8 +19,8 @@ Grouping. Alerts that share a rule id and group key (the rule's ``by`` values) f
 
 Rate limit. Per route, at most ``max_notifications`` alert notifications per sliding window ``per``; the
 rest are counted, and when the window frees up ONE summary notification ("+K more alerts suppressed by the
-rate limit") goes out on the route. Summaries, heartbeats and fallbacks are not limited. Rate-limit state is
-in memory only: after a restart the window starts empty (at most one extra window of notifications).
+rate limit") goes out on the route. Summaries, heartbeats and fallbacks are not limited. The limiter's
+state is serialisable (``to_json``/``load``) and the pipeline keeps it in the outbox database.
 """
 
 from __future__ import annotations
@@ -214,9 +214,25 @@ class RateLimiter:
 
     def __init__(self) -> None:
         self._w: dict[str, _Window] = {}
+        self.changed = False  # since the caller last persisted to_json()
+
+    def to_json(self) -> dict[str, object]:
+        return {r: {"sent": list(w.sent), "alerts": w.suppressed_alerts, "notifications": w.suppressed_notifications,
+                    "by_rule": w.by_rule} for r, w in self._w.items()}
+
+    def load(self, d: dict[str, object]) -> None:
+        self._w = {}
+        for route, v in d.items():
+            if isinstance(v, dict):
+                self._w[route] = _Window(sent=deque(int(x) for x in v.get("sent", [])),
+                                         suppressed_alerts=int(v.get("alerts", 0)),
+                                         suppressed_notifications=int(v.get("notifications", 0)),
+                                         by_rule={str(k): int(n) for k, n in dict(v.get("by_rule", {})).items()})
+        self.changed = False
 
     def allow(self, route: str, max_n: int, per_ms: int, n: Notification, now_ms: int) -> bool:
         w = self._w.setdefault(route, _Window())
+        self.changed = True
         while w.sent and w.sent[0] <= now_ms - per_ms:
             w.sent.popleft()
         if w.suppressed_notifications == 0 and len(w.sent) < max_n:
@@ -244,6 +260,7 @@ class RateLimiter:
             w.by_rule = {}
             w.sent.clear()
             w.sent.append(now_ms)  # the summary itself counts as one sent in the new window
+            self.changed = True
         return out
 
     def next_due_ms(self, per_ms_of: dict[str, int]) -> int | None:

@@ -20,12 +20,15 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+import orjson
 
 from siem import metrics
 from siem.alert.alertlog import AlertLog, log_files, read_alerts
@@ -53,17 +56,8 @@ class AlertPipeline:
         self.now_ms = now_ms
         self._rng = rng or random.Random()
         self._core = threading.RLock()  # grouper, limiter and log: submit may come from another thread
-        self._dest: dict[str, dict[str, str]] = {}
-        for r in config.routes:
-            urls, issues = resolve_route_urls(r, environ)
-            for issue in issues:
-                log.error("%s", issue.message)
-            self._dest[r.name] = {url_fingerprint(u): u for u in urls}
-            if not urls:
-                log.error("alerting route %r has no usable destination: its notifications go to the fallback "
-                          "route", r.name)
-        self._per_ms = {r.name: (r.rate_limit or config.rate_limit).per_ms  # type: ignore[union-attr]
-                        for r in config.routes if (r.rate_limit or config.rate_limit) is not None}
+        self._environ = environ
+        self._dest, self._per_ms = self._destinations(config)
         self.log = AlertLog(self._path(config.log_path), config.log_max_bytes, config.log_keep, config.log_fsync)
         try:
             self.outbox = Outbox(self._path(config.outbox_path))
@@ -80,6 +74,12 @@ class AlertPipeline:
                 log.error("alerting database: a group has an unknown shape and was dropped")
         self.grouper.load(groups)
         self.limiter = RateLimiter()
+        saved = self.outbox.get_meta("ratelimit")
+        if saved:
+            try:
+                self.limiter.load(orjson.loads(saved))
+            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+                log.error("alerting database: rate-limit state is corrupt; starting with empty windows")
         self._last_prune_ms = 0
         self._inflight: set[str] = set()
         self._busy_dests: set[str] = set()  # url fingerprints with a send in flight
@@ -89,6 +89,42 @@ class AlertPipeline:
         self._closed = False
         self._recover()
         metrics.OUTBOX_DEPTH.set(self.outbox.depth())
+
+    def _destinations(self, config: AlertingConfig) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+        dest: dict[str, dict[str, str]] = {}
+        for r in config.routes:
+            urls, issues = resolve_route_urls(r, self._environ)
+            for issue in issues:
+                log.error("%s", issue.message)
+            dest[r.name] = {url_fingerprint(u): u for u in urls}
+            if not urls:
+                log.error("alerting route %r has no usable destination: its notifications go to the fallback "
+                          "route", r.name)
+        per_ms = {}
+        for r in config.routes:
+            rl = r.rate_limit or config.rate_limit
+            if rl is not None:
+                per_ms[r.name] = rl.per_ms
+        return dest, per_ms
+
+    def reconfigure(self, config: AlertingConfig) -> list[str]:
+        """Apply a reloaded (already validated) config: routes, URLs (secrets re-read), templates, timers,
+        rate limits, retry and heartbeat take effect at once; queued rows keep their rendered text. The
+        alert log and outbox paths cannot move while running: returns a note for each such key."""
+        notes = [f"alerting.{k} changes after a restart" for k in ("log_path", "outbox_path")
+                 if getattr(config, k) != getattr(self.config, k)]
+        dest, per_ms = self._destinations(config)
+        with self._core:
+            self.config = config if not notes else dataclasses.replace(
+                config, log_path=self.config.log_path, outbox_path=self.config.outbox_path)
+            self._dest, self._per_ms = dest, per_ms
+            self.grouper.group_wait_ms = config.group_wait_ms
+            self.grouper.group_interval_ms = config.group_interval_ms
+            self.grouper.repeat_interval_ms = config.repeat_interval_ms
+            self.grouper.max_groups = config.max_groups
+            self.log.max_bytes, self.log.keep, self.log.fsync = config.log_max_bytes, config.log_keep, config.log_fsync
+        self._wake_worker()
+        return notes
 
     def _path(self, p: str) -> Path:
         path = Path(p)
@@ -151,6 +187,8 @@ class AlertPipeline:
                 self.outbox.save_group(key, g.to_json() if g is not None else None)
             if pos is not None:
                 self.outbox.set_meta("log_pos", f"{pos[0]}:{pos[1]}")
+            if self.limiter.changed:
+                self.outbox.set_meta("ratelimit", orjson.dumps(self.limiter.to_json()).decode())
             if prune:
                 self.outbox.prune(now - self.config.dedup_retention_ms, now - self.config.sent_retention_ms)
             self.outbox.commit()
@@ -160,6 +198,7 @@ class AlertPipeline:
                 raise StateError(f"alerting database {self.outbox.path}: {exc}") from exc
             raise
         self.grouper.dirty.clear()
+        self.limiter.changed = False
         metrics.OUTBOX_DEPTH.set(self.outbox.depth())
 
     def _recover(self) -> None:
