@@ -162,3 +162,33 @@ async def _rsyslog_roundtrip(tmp_path: Path, framing: str) -> Counter[int]:
 def test_rsyslog_forwards_every_message_once(tmp_path: Path, framing: str) -> None:
     """logger -> rsyslogd (imtcp) -> omfwd over TCP -> our server: every message exactly once."""
     assert exactly_once(asyncio.run(_rsyslog_roundtrip(tmp_path, framing)))
+
+
+# --- several bind addresses --------------------------------------------------------------------------
+
+async def _two_addresses(protocol: str) -> tuple[list[bytes], list[str]]:
+    import socket
+
+    config = SyslogConfig(protocol=protocol, address=("127.0.0.1", "::1"), port=0)
+    async with serving(config) as (server, sink):
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            payload = b"<13>via " + host.encode() + b"\n"
+            if protocol == "udp":
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.sendto(payload, (host, server.port))
+            else:
+                _, writer = await asyncio.open_connection(host, server.port)
+                writer.write(payload)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+            await wait_until(lambda: any(host.encode() in d for d in sink.data))
+        return sink.data, [r.origin.rsplit(":", 1)[0] for r in sink.records]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_listens_on_every_configured_address(protocol: str) -> None:
+    """address = ["127.0.0.1", "::1"]: both are bound on the same port; origins name the peer."""
+    data, origins = asyncio.run(_two_addresses(protocol))
+    assert (data, origins) == ([b"<13>via 127.0.0.1", b"<13>via ::1"], ["127.0.0.1", "[::1]"])
