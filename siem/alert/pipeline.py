@@ -372,7 +372,8 @@ class AlertPipeline:
                 res = await asyncio.to_thread(send, target, row.title, encode_body(row.body, row.body_format),
                                               row.body_format, row.severity)
             if not self._closed:
-                self._record(row, res, self.now_ms())
+                # The database update fsyncs (synchronous=FULL): keep it off the event loop as well.
+                await asyncio.to_thread(self._record, row, res, self.now_ms())
         finally:
             self._inflight.discard(row.id)
             self._busy_dests.discard(row.url_fp)
@@ -445,7 +446,7 @@ class AlertPipeline:
         try:
             while True:
                 try:
-                    self.tick()
+                    await asyncio.to_thread(self.tick)  # may commit (fsync): not on the event loop
                 except StateError as exc:
                     log.error("alerting: %s", exc)
                 free = parallel - len(self._tasks)
