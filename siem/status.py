@@ -158,6 +158,8 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
     received = s.by("siem_events_received_total", "input")
     failed = s.by("siem_events_failed_total", "input")
     dropped = s.by("siem_input_dropped_total", "input")
+    for name, n in s.by("siem_input_kernel_dropped_total", "input").items():
+        dropped[name] = dropped.get(name, 0.0) + n
     conns = s.by("siem_input_connections", "input")
     last = s.by("siem_input_last_event_timestamp_seconds", "input")
     rates = rate.by("siem_events_received_total", "input")
@@ -176,7 +178,7 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
     failed_share = s.total("siem_events_failed_total") / total_received if total_received else 0.0
     total_rate = rate("siem_events_received_total")
     lines.append(f"{'total':<20} {_num(total_received):>9} {_num(s.total('siem_events_failed_total')):>8} "
-                 f"{_num(s.total('siem_input_dropped_total')):>8} "
+                 f"{_num(sum(dropped.values())):>8} "
                  f"{('-' if total_rate is None else f'{total_rate:.1f}'):>9}         parse errors {failed_share:.1%}")
 
     # engine
@@ -225,7 +227,7 @@ def status_line(now: Snapshot, previous: Snapshot | None, interval_s: float | No
     errors = ""
     if received and failed is not None:
         errors = f", {failed / received:.1%} parse errors"
-    dropped = rate("siem_input_dropped_total")
+    dropped = (rate("siem_input_dropped_total") or 0.0) + (rate("siem_input_kernel_dropped_total") or 0.0)
     drops = f", {dropped:.1f} dropped/s" if dropped else ""
     return (f"{intake}{errors}{drops}, {now.total('siem_alerts_fired_total'):.0f} alerts, "
             f"outbox {now.total('siem_outbox_depth'):.0f}, log lag {now.total('siem_log_lag_records'):.0f}")
