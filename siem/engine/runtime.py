@@ -221,6 +221,7 @@ class Engine:
             else:
                 fires = rule.correlator.process(batch, rows)
             alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
+        alerts.sort(key=lambda a: (a.last_ms, a.rule_id, a.id))
         return alerts
 
     def _advance_time(self, stream_ms: int) -> list[Alert]:

@@ -1,0 +1,122 @@
+"""Errors a rule author can act on: file:line:col, what was expected, a caret; all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from siem.cli import main
+from siem.dsl.loader import load_rules, load_texts
+from siem.errors import RuleError
+
+BROKEN = Path(__file__).parent / "data" / "rules" / "broken.rules"
+
+
+def issues_of(src: str) -> list[tuple[int, int, str]]:
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": src})
+    return [(i.location.line, i.location.column, i.code) for i in exc.value.issues if i.severity == "error"]
+
+
+def test_broken_file_lists_every_problem_with_line_and_column() -> None:
+    """One run reports the syntax error, unknown names, type errors, duplicates and bad thresholds."""
+    with pytest.raises(RuleError) as exc:
+        load_rules([BROKEN])
+    got = {(i.location.line, i.location.column, i.code) for i in exc.value.issues if i.severity == "error"}
+    assert got == {
+        (4, 12, "syntax"),
+        (8, 8, "unknown-field"),
+        (8, 8, "bad-cidr"),
+        (8, 36, "type"),
+        (8, 75, "regex"),
+        (9, 3, "window"),
+        (9, 3, "impossible-threshold"),
+        (11, 1, "duplicate-rule"),
+        (11, 17, "unknown-macro"),
+        (11, 32, "unknown-list"),
+        (12, 19, "type"),
+        (13, 18, "regex"),
+        (13, 43, "window"),
+        (14, 18, "type"),
+        (14, 33, "type"),
+    }
+
+
+def test_syntax_error_names_what_was_expected_with_a_caret() -> None:
+    """The rendered issue shows path:line:col, the expectation and a caret under the spot."""
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": "rule r {\n  when user.name == \n}\n"})
+    text = str(exc.value)
+    assert text.splitlines()[0].startswith("r.rules:3:1: error[syntax]: syntax error: expected literal")
+    assert text.splitlines()[-1].strip() == "^"
+
+
+def test_unknown_field_suggests_the_close_name() -> None:
+    """A typo in a field name gets a did-you-mean."""
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": 'rule r { when source.ipp == "1.1.1.1" }'})
+    assert "did you mean 'source.ip'" in str(exc.value)
+
+
+def test_macro_cycle_is_an_error() -> None:
+    """A macro that refers to itself is reported, not expanded forever."""
+    src = "macro a = b or user.name == \"x\"\nmacro b = a\nrule r { when a }"
+    assert ("macro-cycle" in {c for _, _, c in issues_of(src)})
+
+
+def test_backtracking_regex_features_are_refused() -> None:
+    """Backreferences and lookaround are not linear-time: refused at load time."""
+    assert {c for *_, c in issues_of(r"rule r { when url.path matches /(a)\1/ }")} == {"regex"}
+    assert {c for *_, c in issues_of(r"rule r { when url.path matches /a(?!b)/ }")} == {"regex"}
+
+
+def test_catastrophic_pattern_is_accepted_and_linear() -> None:
+    """(a+)+$ is fine under RE2: it compiles and runs in linear time."""
+    from tests.engine_support import ev, run
+
+    src = "rule r { when url.path matches /(a+)+$/ }"
+    assert run(src, [ev(0, url__path="a" * 50_000 + "!")]) == []
+
+
+def test_deep_nesting_is_refused() -> None:
+    """Parentheses beyond the depth limit are an error, not a stack overflow."""
+    src = "rule r { when " + "(" * 100 + 'user.name == "x"' + ")" * 100 + " }"
+    assert {c for *_, c in issues_of(src)} == {"too-deep"}
+
+
+def test_sequence_needs_two_steps_and_threshold_at_least_one() -> None:
+    """Impossible sequences and thresholds are load-time errors."""
+    src = 'rule r { sequence within 5m by source.ip { user.name == "a" count >= 0 } }'
+    assert {c for *_, c in issues_of(src)} == {"short-sequence", "impossible-threshold"}
+
+
+def test_unused_list_is_a_warning_not_an_error() -> None:
+    """Warnings never stop loading."""
+    rs = load_texts({"r.rules": 'list unused = ["a"]\nrule r { when user.name == "x" }'})
+    assert [w.code for w in rs.warnings] == ["unused"]
+
+
+def test_rules_check_exits_nonzero_and_prints_all(capsys: pytest.CaptureFixture[str]) -> None:
+    """`siem rules check` on the broken file exits 1 and prints every problem."""
+    assert main(["rules", "check", str(BROKEN)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error[") == 15
+    assert f"{BROKEN}:4:12: error[syntax]" in err
+
+
+def test_rules_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file passes with exit 0."""
+    (tmp_path / "ok.rules").write_text('rule r { when user.name == "x" }\n')
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    assert "ok: 1 rules" in capsys.readouterr().out
+
+
+def test_rules_test_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`siem rules test` runs embedded cases and exits 1 when one fails."""
+    (tmp_path / "t.rules").write_text(
+        'rule r { when user.name == "x"\n expect fire { {"user.name": "x"} }\n expect nofire { {"user.name": "x"} } }\n'
+    )
+    assert main(["rules", "test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL r [expect nofire]" in out and "1 passed, 1 failed" in out
