@@ -124,6 +124,12 @@ def test_stream_keys_on_udp_are_errors() -> None:
     assert issues == ['stream-only: inputs.syslog.max_connections: only applies to protocol = "tcp" or "tls"']
 
 
+def test_unknown_format_is_named() -> None:
+    """format must be a key of the parser registry; the known ones are listed."""
+    _, issues = load('format = "sylog"')
+    assert len(issues) == 1 and issues[0].startswith("unknown-format: inputs.syslog.format: unknown format 'sylog'")
+
+
 def test_wrong_type_value_is_refused() -> None:
     """type, when present, must be "syslog"."""
     _, issues = load('type = "files"')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from siem.collect.syslog import SyslogConfig
+from siem import metrics
+from siem.collect.syslog import SyslogConfig, SyslogServer
+from siem.errors import ConfigError
 from syslog_support import errors, serving, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
@@ -26,6 +29,7 @@ class Certs:
     client1: tuple[Path, Path]  # CN=client1, SAN DNS:client1.example
     client2: tuple[Path, Path]  # CN=client2, same CA
     rogue: tuple[Path, Path]  # CN=client1, signed by another CA
+    renewed: tuple[Path, Path]  # a second server cert, CN=renewed, for reload tests
 
 
 def _openssl(*args: str | Path, cwd: Path) -> None:
@@ -61,6 +65,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         client1=_leaf(d, "client1", "client1", ca, client_ext + "subjectAltName=DNS:client1.example\n"),
         client2=_leaf(d, "client2", "client2", ca, client_ext),
         rogue=_leaf(d, "rogue", "client1", rogue_ca, client_ext),
+        renewed=_leaf(d, "renewed", "renewed", ca, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
     )
 
 
@@ -219,3 +224,45 @@ async def _pending_handshakes(certs: Certs) -> tuple[list[bytes], float]:
 def test_pending_handshakes_do_not_lock_out_a_valid_client(certs: Certs) -> None:
     """Case 6: 20 clients stuck before the handshake at a limit of 5; a valid TLS client still gets through."""
     assert asyncio.run(_pending_handshakes(certs)) == ([b"<13>healthy", b""], 16)
+
+
+async def _server_cn(port: int, certs: Certs) -> str:
+    ctx = client_context(certs, certs.client1)
+    ctx.check_hostname = False
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    cert = writer.get_extra_info("peercert")
+    writer.close()
+    return next(v for rdn in cert["subject"] for k, v in rdn if k == "commonName")
+
+
+async def _reload(certs: Certs, tmp_path: Path) -> tuple[str, str, str]:
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(certs.server_cert, cert)
+    shutil.copy(certs.server_key, key)
+    async with serving(tls_config(certs, cert_file=str(cert), key_file=str(key))) as (server, _):
+        before = await _server_cn(server.port, certs)
+        shutil.copy(certs.renewed[0], cert)
+        shutil.copy(certs.renewed[1], key)
+        server.reload_certificates()
+        after = await _server_cn(server.port, certs)
+        cert.write_text("garbage")
+        try:
+            server.reload_certificates()
+            refused = "reloaded garbage"
+        except ConfigError as exc:
+            refused = "ConfigError" if "server.pem" in str(exc) else str(exc)
+        kept = await _server_cn(server.port, certs)
+        return before, after, refused + " " + kept
+
+
+@pytest.mark.timeout(30)
+def test_reload_certificates_swaps_in_renewed_cert(certs: Certs, tmp_path: Path) -> None:
+    """reload_certificates(): new connections get the renewed cert; unusable files keep the running one."""
+    assert asyncio.run(_reload(certs, tmp_path)) == ("localhost", "renewed", "ConfigError renewed")
+
+
+def test_certificate_expiry_is_exported(certs: Certs) -> None:
+    """siem_tls_certificate_expiry_timestamp_seconds holds the server cert's notAfter (2 days ahead here)."""
+    server = SyslogServer(tls_config(certs), "tls_expiry_test")
+    not_after = metrics.value("siem_tls_certificate_expiry_timestamp_seconds", input=server.name)
+    assert abs(not_after - (time.time() + 2 * 86400)) < 3600

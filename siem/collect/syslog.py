@@ -441,6 +441,15 @@ def build_ssl_context(config: SyslogConfig) -> ssl.SSLContext:
     return ctx
 
 
+def certificate_not_after(path: str) -> float | None:
+    """notAfter of the first certificate in a PEM file, as epoch seconds; None when it cannot be read."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # the stdlib's only decoder
+        return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (AttributeError, KeyError, OSError, ValueError, ssl.SSLError):
+        return None
+
+
 def peer_names(peercert: dict) -> set[str]:
     """Subject CNs and DNS subjectAltNames of a verified peer certificate (``SSLSocket.getpeercert()``)."""
     names = {v for rdn in peercert.get("subject", ()) for k, v in rdn if k == "commonName"}
@@ -473,6 +482,7 @@ class SyslogServer:
         self.port: int | None = None
         self._clock = clock
         self._ssl = build_ssl_context(config) if config.protocol == "tls" else None
+        self._set_cert_expiry()
         self._peers = frozenset(p.lower() for p in config.permitted_peers)
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: list[socket.socket] = []
@@ -545,6 +555,24 @@ class SyslogServer:
         if self._queue is not None and self._queue.qsize():
             self._drop("shutdown", self._queue.qsize())
         self._servers, self._udp, self._consumer, self._queue = [], [], None, None
+        self._kernel_drops.clear()
+        self._connections.set(0)
+
+    def reload_certificates(self) -> None:
+        """Re-read cert_file, key_file and ca_file (SIGHUP after a renewal); new connections use them.
+
+        Raises ConfigError, keeping the running context, when the new files cannot be used.
+        """
+        if self.config.protocol != "tls":
+            return
+        self._ssl = build_ssl_context(self.config)
+        self._set_cert_expiry()
+
+    def _set_cert_expiry(self) -> None:
+        if self.config.protocol == "tls" and self.config.cert_file:
+            not_after = certificate_not_after(self.config.cert_file)
+            if not_after is not None:
+                metrics.TLS_CERT_EXPIRY.labels(input=self.name).set(not_after)
 
     def buffered_bytes(self) -> int:
         """Bytes currently held for unfinished frames, over all connections."""
