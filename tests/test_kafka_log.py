@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from kafka_broker import TansuBroker
@@ -21,6 +22,7 @@ from siem.log.kafka import (
     KafkaConfig,
     KafkaConsumerLog,
     KafkaProducerLog,
+    KafkaStateStore,
     config_from_toml,
     ensure_topics,
 )
@@ -80,10 +82,11 @@ def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
 # --- topics --------------------------------------------------------------------------------------------
 def test_ensure_topics_creates_missing_and_leaves_existing(kafka_broker: TansuBroker) -> None:
     """ensure_topics creates what is missing and returns nothing the second time."""
-    c = cfg(kafka_broker, topic_events=name("ev"), topic_matches=name("ma"), topic_alerts=name("al"))
+    c = cfg(kafka_broker, topic_events=name("ev"), topic_matches=name("ma"), topic_alerts=name("al"),
+            topic_state=name("st"))
 
     async def main() -> None:
-        assert sorted(await ensure_topics(c)) == sorted(c.topics)
+        assert sorted(await ensure_topics(c)) == sorted([*c.topics, c.topic_state])
         assert await ensure_topics(c) == []
 
     run(main)
@@ -391,3 +394,111 @@ def test_sasl_password_from_file_or_env(tmp_path: Path, monkeypatch: pytest.Monk
     assert a is not None and b is not None
     assert (a.security.sasl_password, b.security.sasl_password) == ("s3cret", "from-env")
     assert "s3cret" not in repr(a)
+
+
+# --- window state handed over between correlators --------------------------------------------------------
+class CountingCorrelator:
+    """A toy correlator whose window state is, per partition, the list of seqs it has counted. It
+    snapshots to the KafkaStateStore and commits when partitions are revoked, restores and seeks when
+    they are assigned: the protocol a real correlator follows."""
+
+    def __init__(self, config: KafkaConfig, topic: str, group: str, store: KafkaStateStore) -> None:
+        self.state: dict[TopicPartition, list[int]] = {}
+        self.next: dict[TopicPartition, int] = {}
+        self.store = store
+        self.consumer = KafkaConsumerLog(config, "correlator", [topic], self, group_id=group)
+
+    async def on_partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+        done = {tp: self.next[tp] for tp in partitions if tp in self.next}
+        for tp, offset in done.items():
+            await self.store.save(tp, offset, orjson.dumps(self.state.get(tp, [])))
+        await self.consumer.commit(done)
+        for tp in partitions:
+            self.state.pop(tp, None)
+            self.next.pop(tp, None)
+
+    async def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        snaps = await self.store.load(partitions)
+        for tp in partitions:
+            if tp in snaps:
+                self.state[tp] = orjson.loads(snaps[tp].state)
+                self.next[tp] = snaps[tp].offset
+                self.consumer.seek(tp, snaps[tp].offset)
+            else:
+                self.state[tp] = []
+
+    async def step(self) -> None:
+        batch = await self.consumer.poll(timeout_ms=50)
+        for r in batch.records:
+            self.state.setdefault(TopicPartition(r.topic, r.partition), []).append(r.value["seq"])
+        self.next.update(batch.positions)
+
+    def total(self) -> int:
+        return sum(len(v) for v in self.state.values())
+
+
+def test_window_state_moves_with_its_partition_exactly_once(kafka_broker: TansuBroker) -> None:
+    """Two correlators share 4 partitions, then one closes: the survivor restores the snapshots and
+    ends with every partition's state holding each of its records exactly once, in offset order."""
+    topic, group = name("matches"), name("g")
+    c = cfg(kafka_broker, topic_state=name("state"))
+    layout: dict[int, list[tuple[int, int]]] = {}
+
+    async def send(first: int, n: int) -> None:
+        async with KafkaProducerLog(c) as producer:
+            acks = await producer.send_many(topic, [(b"k%d" % i, {"seq": i}) for i in range(first, first + n)])
+        for seq, ack in zip(range(first, first + n), acks):
+            assert ack is not None
+            layout.setdefault(ack[0], []).append((ack[1], seq))
+
+    async def run_until(pred: Callable[[], bool], members: list[CountingCorrelator], timeout_s: float = 40) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not pred():
+            if loop.time() > deadline:
+                raise TimeoutError([m.total() for m in members])
+            for m in members:
+                await m.step()
+
+    async def main() -> None:
+        await ensure_topics(c, [topic], partitions=4)
+        await ensure_topics(c, [c.topic_state], partitions=2)
+        await send(0, 300)
+        async with KafkaStateStore(c, group) as store_a, KafkaStateStore(c, group) as store_b:
+            a = CountingCorrelator(c, topic, group, store_a)
+            b = CountingCorrelator(c, topic, group, store_b)
+            await a.consumer.start()
+            await run_until(lambda: a.total() >= 100, [a])
+            await b.consumer.start()
+            await run_until(lambda: bool(a.consumer.assignment) and bool(b.consumer.assignment), [a, b])
+            await send(300, 300)
+            await run_until(lambda: a.total() + b.total() >= 450, [a, b])
+            await b.consumer.stop()  # snapshots and commits its partitions on the way out
+            await run_until(lambda: len(a.consumer.assignment) == 4 and a.total() >= 600, [a])
+            await asyncio.sleep(0.5)
+            for _ in range(5):
+                await a.step()
+            got = {tp.partition: seqs for tp, seqs in a.state.items()}
+            await a.consumer.stop()
+        assert got == {p: [seq for _, seq in sorted(rows)] for p, rows in layout.items()}
+
+    run(main)
+
+
+def test_corrupt_snapshot_is_counted_and_treated_as_missing(kafka_broker: TansuBroker) -> None:
+    """A snapshot message that fails its checksum is not restored; it is counted."""
+    c = cfg(kafka_broker, topic_state=name("state"))
+    tp = TopicPartition("siem.matches", 3)
+
+    async def main() -> None:
+        await ensure_topics(c, [c.topic_state], partitions=1)
+        async with KafkaStateStore(c, "g") as store:
+            await store.save(TopicPartition("siem.matches", 2), 42, b"good")
+            async with KafkaProducerLog(c) as raw:
+                await raw.send_many(c.topic_state, [(b"g|siem.matches|3", b"SIEMCKPT" + b"\x00" * 30)])
+            before = metrics.value("siem_checkpoint_corrupt_total")
+            got = await store.load({tp, TopicPartition("siem.matches", 2)})
+        assert got == {TopicPartition("siem.matches", 2): (42, b"good")}
+        assert metrics.value("siem_checkpoint_corrupt_total") - before == 1
+
+    run(main)

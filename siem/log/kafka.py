@@ -65,6 +65,7 @@ from aiokafka.errors import (
 from siem import metrics
 from siem.errors import ConfigError, Issue, StateError
 from siem.log._toml import TableReader
+from siem.log.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from siem.log.codec import encode_event
 from siem.schema import Event
 
@@ -115,6 +116,7 @@ class KafkaConfig:
     topic_events: str = "siem.events"
     topic_matches: str = "siem.matches"
     topic_alerts: str = "siem.alerts"
+    topic_state: str = "siem.state"  # per-partition window-state snapshots of the correlators (compacted)
     dead_letter_topic: str | None = None
     group_matcher: str = "siem-matcher"
     group_correlator: str = "siem-correlator"
@@ -184,10 +186,10 @@ def config_from_toml(table: dict, where: str) -> tuple[KafkaConfig | None, list[
         reader = TableReader(value if isinstance(value, dict) else {}, f"{where}.{name}", keys)
         return reader
 
-    t = sub("topics", ("events", "matches", "alerts", "dead_letter"))
-    topics = [t.str_(k, getattr(d, f"topic_{k}")) or "" for k in ("events", "matches", "alerts")]
+    t = sub("topics", ("events", "matches", "alerts", "state", "dead_letter"))
+    topics = [t.str_(k, getattr(d, f"topic_{k}")) or "" for k in ("events", "matches", "alerts", "state")]
     dead = t.str_("dead_letter", None)
-    for k, v in zip(("events", "matches", "alerts", "dead_letter"), [*topics, dead]):
+    for k, v in zip(("events", "matches", "alerts", "state", "dead_letter"), [*topics, dead]):
         if v is not None and (not v or len(v) > 249 or not all(c.isalnum() or c in "._-" for c in v)):
             t.bad(k, "bad-value", f"{v!r} is not a valid topic name (letters, digits, '.', '_', '-')")
     g = sub("groups", ROLES)
@@ -236,7 +238,8 @@ def config_from_toml(table: dict, where: str) -> tuple[KafkaConfig | None, list[
     security = KafkaSecurity(protocol, mechanism, username, password, files["ssl_cafile"], files["ssl_certfile"],
                              files["ssl_keyfile"], bool(check_host))
     return KafkaConfig(
-        tuple(servers), client_id, topics[0], topics[1], topics[2], dead, groups[0], groups[1], groups[2],
+        tuple(servers), client_id, topics[0], topics[1], topics[2], topics[3], dead, groups[0], groups[1],
+        groups[2],
         partitions, replication, "all" if acks in ("all", -1) else "1", bool(idem), linger, batch, compression,
         max_msg, req_timeout, poll, fetch_wait, session, heartbeat, poll_interval, isolation, security,
     ), []
@@ -268,13 +271,15 @@ async def ensure_topics(config: KafkaConfig, topics: Sequence[str] | None = None
                         partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet (partition count from the config); return those created.
     Existing topics are left as they are (their partition count is not changed)."""
-    names = list(topics) if topics is not None else [*config.topics,
+    names = list(topics) if topics is not None else [*config.topics, config.topic_state,
                                                       *([config.dead_letter_topic] if config.dead_letter_topic else [])]
     admin = AIOKafkaAdminClient(**config._common())  # type: ignore[arg-type]
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [NewTopic(n, partitions or config.partitions, config.replication_factor) for n in names])
+        response = await admin.create_topics([
+            NewTopic(n, partitions or config.partitions, config.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if n == config.topic_state else None)
+            for n in names])
     finally:
         await admin.close()
     created, problems = [], []
@@ -447,7 +452,14 @@ class KafkaConsumerLog:
         log.info("kafka group %s: partitions assigned: %s", self.group, _fmt(partitions))
         self._assignment = set(partitions)
         if self.listener is not None:
-            await _call_hook(self.listener.on_partitions_assigned, partitions, "on_partitions_assigned")
+            # aiokafka may start fetching the new partitions while this hook still runs (seen with state
+            # restores that take a network round trip): hold their records back until it has finished,
+            # so no record is returned before its partition's state is restored.
+            self._consumer.pause(*partitions)
+            try:
+                await _call_hook(self.listener.on_partitions_assigned, partitions, "on_partitions_assigned")
+            finally:
+                self._consumer.resume(*(tp for tp in partitions if tp in self._consumer.assignment()))
 
     async def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> KafkaBatch:
         """The next records (poison messages skipped and counted) and the positions to commit after them."""
@@ -526,6 +538,110 @@ class KafkaConsumerLog:
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return await self._consumer.committed(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read tp from offset next (e.g. from a restored snapshot's offset in on_partitions_assigned)."""
+        self._consumer.seek(tp, offset)
+
+
+# --- per-partition state snapshots ----------------------------------------------------------------------
+class KafkaStateStore:
+    """Window-state snapshots per input partition, kept in a compacted topic (``topics.state``).
+
+    The Kafka counterpart of siem.log.checkpoint: each snapshot holds the state AND the input offset it
+    covers (same encoding, with version and CRC), keyed ``<group>|<topic>|<partition>``. The correlator:
+
+    * on_partitions_revoked / periodically: ``await store.save(tp, next_offset, engine_snapshot)``, then
+      ``await consumer.commit({tp: next_offset})`` (snapshot first: a crash between the two leaves a
+      snapshot ahead of the commit, which is safe, see below);
+    * on_partitions_assigned: ``snaps = await store.load(partitions)``; for each tp with a snapshot,
+      restore its state and ``consumer.seek(tp, snap.offset)``, so the records already inside the state
+      are not counted again even if the commit did not happen. Without a snapshot, start empty from the
+      committed offset.
+
+    A snapshot that fails its checksum is counted (siem_checkpoint_corrupt_total) and treated as missing.
+    Snapshots must fit in one message (``max_message_bytes``; raise the broker's max.message.bytes too).
+    """
+
+    def __init__(self, config: KafkaConfig, group: str) -> None:
+        self.config = config
+        self.group = group
+        self.topic = config.topic_state
+        self._producer = KafkaProducerLog(config)
+        self._consumer = AIOKafkaConsumer(
+            **config._common(),  # type: ignore[arg-type]
+            group_id=None, enable_auto_commit=False, isolation_level=config.isolation_level,
+            max_partition_fetch_bytes=max(config.max_message_bytes + 64 * 1024, 1024 * 1024),
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        try:
+            await self._producer.stop()
+        finally:
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> KafkaStateStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _key(self, tp: TopicPartition) -> bytes:
+        return f"{self.group}|{tp.topic}|{tp.partition}".encode()
+
+    async def save(self, tp: TopicPartition, offset: int, state: bytes) -> None:
+        """Store (offset, state) for tp; returns once every in-sync replica has it."""
+        raw = encode_checkpoint(offset, state)
+        [ack] = await self._producer.send_many(self.topic, [(self._key(tp), raw)])
+        if ack is None:
+            raise StateError(f"window state of {tp.topic}[{tp.partition}] is {len(raw)} bytes, above "
+                             f"max_message_bytes={self.config.max_message_bytes}")
+
+    async def load(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Checkpoint]:
+        """The latest snapshot of each partition that has one (reads the state topic to its end)."""
+        wanted = {self._key(tp): tp for tp in partitions}
+        if not wanted:
+            return {}
+        parts = self._consumer.partitions_for_topic(self.topic)
+        if parts is None:
+            await self._consumer.topics()  # refresh metadata
+            parts = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        if not tps:
+            return {}
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        ends = await self._consumer.end_offsets(tps)
+        latest: dict[TopicPartition, bytes] = {}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout_ms / 1000
+        while remaining:
+            if loop.time() > deadline:
+                raise StateError(f"timed out reading window-state topic {self.topic}")
+            data = await self._consumer.getmany(*remaining, timeout_ms=200)
+            for stp, messages in data.items():
+                for m in messages:
+                    if m.key in wanted and m.value is not None:
+                        latest[wanted[m.key]] = m.value
+                    if m.offset + 1 >= ends[stp]:
+                        remaining.discard(stp)
+            for stp in list(remaining):
+                if await self._consumer.position(stp) >= ends[stp]:
+                    remaining.discard(stp)
+        out = {}
+        for tp, raw in latest.items():
+            try:
+                out[tp] = decode_checkpoint(raw, f"window state of {tp.topic}[{tp.partition}] in {self.topic}")
+            except StateError as exc:
+                metrics.CHECKPOINT_CORRUPT.inc()
+                log.error("%s; starting that partition from its committed offset with empty state", exc)
+        return out
 
 
 async def _call_hook(fn: Callable[[set[TopicPartition]], Awaitable[None]], partitions: set[TopicPartition],
