@@ -10,11 +10,6 @@ format="syslog").inc()``. Tests may read values with ``metrics.value(name, **lab
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-from collections.abc import Iterator
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -28,7 +23,6 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily
 
 from siem import __version__
 
@@ -202,72 +196,3 @@ def _parse_text(text: str) -> list[Metric]:
 
     return list(text_string_to_metric_families(text))
 
-
-class _KernelUdpDrops:
-    """``siem_input_kernel_dropped_total{input}``: datagrams the kernel dropped on an input's UDP sockets
-    because their receive buffer was full (before siem could read them), read at scrape time from the
-    ``drops`` column of /proc/self/net/udp and udp6. Complements ``siem_input_dropped_total``, which
-    counts what siem itself had to drop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inputs: dict[int, str] = {}  # socket inode -> input name
-
-    def watch(self, input_name: str, sock: socket.socket) -> None:
-        with self._lock:
-            self._inputs[os.fstat(sock.fileno()).st_ino] = input_name
-
-    def unwatch(self, sock: socket.socket) -> None:
-        try:
-            inode = os.fstat(sock.fileno()).st_ino
-        except (OSError, ValueError):  # already closed
-            return
-        with self._lock:
-            self._inputs.pop(inode, None)
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "siem_input_kernel_dropped",
-            "Datagrams the kernel dropped on an input's UDP sockets (receive buffer full).",
-            labels=["input"],
-        )
-        with self._lock:
-            inputs = dict(self._inputs)
-        totals: dict[str, float] = {name: 0.0 for name in inputs.values()}
-        for inode, drops in _proc_udp_drops().items():
-            if inode in inputs:
-                totals[inputs[inode]] += drops
-        for name, total in sorted(totals.items()):
-            family.add_metric([name], total)
-        yield family
-
-
-def _proc_udp_drops() -> dict[int, int]:
-    """socket inode -> kernel drop count, for every UDP socket of this network namespace."""
-    out: dict[int, int] = {}
-    for path in ("/proc/self/net/udp", "/proc/self/net/udp6"):
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                next(f, None)  # header
-                for line in f:
-                    fields = line.split()
-                    if len(fields) >= 13 and fields[9].isdigit() and fields[-1].isdigit():
-                        out[int(fields[9])] = int(fields[-1])
-        except OSError:
-            continue
-    return out
-
-
-_KERNEL_UDP_DROPS = _KernelUdpDrops()
-REGISTRY.register(_KERNEL_UDP_DROPS)
-
-
-def watch_udp_socket(input_name: str, sock: socket.socket) -> None:
-    """Count the kernel's drops on ``sock`` as ``siem_input_kernel_dropped_total{input=input_name}``.
-    Call it after binding each UDP socket of an input."""
-    _KERNEL_UDP_DROPS.watch(input_name, sock)
-
-
-def unwatch_udp_socket(sock: socket.socket) -> None:
-    """Stop counting ``sock`` (call it before closing the socket)."""
-    _KERNEL_UDP_DROPS.unwatch(sock)

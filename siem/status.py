@@ -158,8 +158,6 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
     received = s.by("siem_events_received_total", "input")
     failed = s.by("siem_events_failed_total", "input")
     dropped = s.by("siem_input_dropped_total", "input")
-    for name, n in s.by("siem_input_kernel_dropped_total", "input").items():
-        dropped[name] = dropped.get(name, 0.0) + n
     conns = s.by("siem_input_connections", "input")
     last = s.by("siem_input_last_event_timestamp_seconds", "input")
     rates = rate.by("siem_events_received_total", "input")
@@ -227,7 +225,7 @@ def status_line(now: Snapshot, previous: Snapshot | None, interval_s: float | No
     errors = ""
     if received and failed is not None:
         errors = f", {failed / received:.1%} parse errors"
-    dropped = (rate("siem_input_dropped_total") or 0.0) + (rate("siem_input_kernel_dropped_total") or 0.0)
+    dropped = rate("siem_input_dropped_total")
     drops = f", {dropped:.1f} dropped/s" if dropped else ""
     return (f"{intake}{errors}{drops}, {now.total('siem_alerts_fired_total'):.0f} alerts, "
             f"outbox {now.total('siem_outbox_depth'):.0f}, log lag {now.total('siem_log_lag_records'):.0f}")

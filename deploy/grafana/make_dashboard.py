@@ -122,8 +122,7 @@ def build() -> dict[str, object]:
             "{{input}}")], "percentunit")
     L.add("timeseries", "Dropped or truncated records",
           "By input and reason (queue_full: siem could not keep up; kernel: the UDP receive buffer overflowed).",
-          [(rate("siem_input_dropped_total", "input, reason"), "{{input}} {{reason}}"),
-           (rate("siem_input_kernel_dropped_total", "input"), "{{input}} kernel")], "ops", w=8)
+          [(rate("siem_input_dropped_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=8)
     L.add("timeseries", "Input errors", "Errors the inputs survived (I/O, TLS, framing), by reason.",
           [(rate("siem_input_errors_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=8)
     L.add("timeseries", "Connections and queues", "Open stream connections and items waiting in queues.",
