@@ -7,6 +7,8 @@ import io
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siem.collect.files import (
     BoundedGunzip,
@@ -54,6 +56,18 @@ def test_long_line_is_cut_at_the_limit_and_flagged() -> None:
     s = LineSplitter(4)
     assert s.feed(b"abcdefgh", 0) == []
     assert s.feed(b"ij\nok\n", 8) == [(b"abcd", 11, True), (b"ok", 14, False)]
+
+
+def test_crlf_split_across_chunks_at_the_limit_is_not_truncated() -> None:
+    """A line exactly max_line_bytes long whose CR and LF arrive in different chunks is whole."""
+    s = LineSplitter(2)
+    assert (s.feed(b"ab\r", 0), s.feed(b"\n", 3)) == ([], [(b"ab", 4, False)])
+
+
+def test_lone_cr_at_a_chunk_end_stays_in_the_line() -> None:
+    """A CR not followed by LF is content, wherever the chunk boundary falls."""
+    s = LineSplitter(100)
+    assert (s.feed(b"a\r", 0), s.feed(b"b\n", 2)) == ([], [(b"a\rb", 4, False)])
 
 
 def test_final_returns_the_unfinished_last_line_once() -> None:
@@ -181,3 +195,15 @@ def test_config_requires_paths_and_format() -> None:
 def test_sizes_accept_units(text: int | str, n: int) -> None:
     """Sizes are integers or numbers with B/KB/KiB/MB/MiB/GB/GiB."""
     assert parse_size_bytes(text) == n
+
+
+@given(st.lists(st.sampled_from([b"a", b"b", b"\r", b"\n", b"\xff"]), max_size=60).map(b"".join),
+       st.lists(st.integers(min_value=1, max_value=20), max_size=30), st.integers(min_value=1, max_value=6))
+def test_splitting_is_independent_of_how_the_bytes_are_chunked(data: bytes, cuts: list[int], limit: int) -> None:
+    """Any chunking of a stream gives the lines, offsets and truncation flags of splitting it whole."""
+    whole = LineSplitter(limit).feed(data, 0)
+    s, got, pos = LineSplitter(limit), [], 0
+    for n in cuts + [len(data)]:
+        got += s.feed(data[pos:pos + n], pos)
+        pos = min(pos + n, len(data))
+    assert got == whole

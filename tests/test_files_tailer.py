@@ -445,3 +445,97 @@ def test_metrics_count_events_and_bytes(dirs: tuple[Path, Path]) -> None:
     assert metrics.value("siem_events_received_total", input="m", format="raw") == ev + 2
     assert metrics.value("siem_received_bytes_total", input="m") == by + 5
     assert metrics.value("siem_input_last_event_timestamp_seconds", input="m") > 0
+
+
+def test_rotation_while_stopped_is_caught_up_when_the_glob_matches_rotated_names(dirs: tuple[Path, Path]) -> None:
+    """Stop; the file grows and is renamed; a new file appears; restart: the tail of the rotated file and
+    the new file arrive, nothing twice."""
+    logs, state = dirs
+    path = logs / "app.log"
+    append(path, b"a\nb\n")
+
+    async def run_once(n: int) -> list[bytes]:
+        async with running(config(logs, "app.log*"), state) as (sink, _):
+            await settle(sink, n)
+        return sink.lines
+
+    assert asyncio.run(run_once(2)) == [b"a", b"b"]
+    append(path, b"c\n")
+    os.replace(path, logs / "app.log.1")
+    append(path, b"d\n")
+    assert sorted(asyncio.run(run_once(2))) == [b"c", b"d"]
+
+
+PERMISSION_CHILD = """
+import asyncio, json, sys
+from siem import metrics
+from siem.collect.files import FileInputConfig, FileTailer
+
+logs, state = sys.argv[1], sys.argv[2]
+lines = []
+
+async def sink(record):
+    lines.append(record.data.decode())
+
+def report():
+    errors = metrics.value("siem_input_errors_total", input="perm", reason="permission")
+    print(json.dumps({"lines": sorted(lines), "errors": errors}), flush=True)
+
+async def main():
+    cfg = FileInputConfig(paths=(logs + "/*.log",), format="raw", poll_interval_ms=20)
+    tailer = FileTailer(cfg, "perm", state)
+    task = asyncio.create_task(tailer.run(sink))
+    while len(lines) < 1:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # several scans of the unreadable file
+    report()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    while len(lines) < 2:
+        await asyncio.sleep(0.02)
+    report()
+    await tailer.stop()
+    await task
+
+asyncio.run(main())
+"""
+
+
+def test_permission_denied_is_counted_once_and_retried(tmp_path: Path) -> None:
+    """An unreadable file (the tailer running as an unprivileged user): counted once while it stays
+    unreadable, read as soon as its mode allows."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.fail("running as root needs setpriv (util-linux) to drop privileges for this test")
+    base = Path(tempfile.mkdtemp(prefix="siem-perm-"))
+    try:
+        base.chmod(0o777)
+        logs, state = base / "logs", base / "state"
+        for d in (logs, state):
+            d.mkdir()
+            d.chmod(0o777)
+        (logs / "a.log").write_bytes(b"readable\n")
+        (logs / "a.log").chmod(0o644)
+        (logs / "b.log").write_bytes(b"locked\n")
+        (logs / "b.log").chmod(0o000)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        child = subprocess.Popen([*prefix, sys.executable, "-c", PERMISSION_CHILD, str(logs), str(state)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert json.loads(child.stdout.readline()) == {"lines": ["readable"], "errors": 1.0}
+            (logs / "b.log").chmod(0o644)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert json.loads(child.stdout.readline()) == {"lines": ["locked", "readable"], "errors": 1.0}
+            assert child.wait(timeout=20) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

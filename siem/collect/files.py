@@ -367,20 +367,25 @@ class BoundedGunzip:
 
 
 class LineSplitter:
-    """Splits a byte stream into lines with a cap; keeps at most ``max_line_bytes`` between calls."""
+    """Splits a byte stream into lines with a cap; keeps at most ``max_line_bytes`` between calls.
+
+    The result does not depend on how the stream is cut into chunks (a CR at the end of a chunk is held
+    back until the next chunk shows whether an LF follows)."""
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
         self._buf = bytearray()
         self._overflow = False
+        self._cr = False  # the last chunk ended with a CR that is not in _buf yet
 
     def reset(self) -> None:
         self._buf.clear()
         self._overflow = False
+        self._cr = False
 
     @property
     def pending(self) -> bool:
-        return bool(self._buf) or self._overflow
+        return bool(self._buf) or self._overflow or self._cr
 
     def _take(self, seg: bytes | memoryview) -> None:
         if self._overflow:
@@ -395,33 +400,39 @@ class LineSplitter:
     def feed(self, data: bytes, base: int) -> list[tuple[bytes, int, bool]]:
         """Lines completed by ``data`` (which starts at stream offset ``base``) as (line, end, truncated);
         ``end`` is the stream offset just past the line's LF."""
+        if not data:
+            return []
+        if self._cr:
+            self._cr = False
+            if data[0] != 10:
+                self._take(b"\r")  # not a CRLF: the CR belongs to the line
         out: list[tuple[bytes, int, bool]] = []
         view = memoryview(data)
         start = 0
         while True:
             nl = data.find(b"\n", start)
             if nl < 0:
-                self._take(view[start:])
+                rest_end = len(data)
+                if rest_end > start and data[rest_end - 1] == 13:
+                    rest_end -= 1
+                    self._cr = True
+                self._take(view[start:rest_end])
                 break
             seg_end = nl - 1 if nl > start and data[nl - 1] == 13 else nl  # drop one CR before LF
             self._take(view[start:seg_end])
-            line = bytes(self._buf)
-            if not self._overflow and seg_end == nl and line.endswith(b"\r"):
-                line = line[:-1]  # the CR arrived at the end of the previous chunk
-            out.append((line, base + nl + 1, self._overflow))
+            out.append((bytes(self._buf), base + nl + 1, self._overflow))
             self._buf.clear()
             self._overflow = False
             start = nl + 1
         return out
 
     def final(self) -> tuple[bytes, bool] | None:
-        """The unfinished last line, at the end of a stream that will not grow; None if there is none."""
+        """The unfinished last line, at the end of a stream that will not grow; None if there is none.
+        A CR that ended the stream is dropped."""
         if not self.pending:
             return None
         line, truncated = bytes(self._buf), self._overflow
         self.reset()
-        if not truncated and line.endswith(b"\r"):
-            line = line[:-1]
         return line, truncated
 
 
