@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from siem import metrics
 from siem.alert.config import resolve_route_urls
 from siem.alert.pipeline import AlertPipeline
@@ -60,6 +62,52 @@ RUN_FILE = "run.json"  # pid, bound ports: for `siem status`, `siem reload` and 
 PID_FILE = "siem.pid"
 _FILE_COMMIT_EVERY_MS = 500
 _RETRY_S = 1.0
+MARK_KEY = "@siem.positions"  # a log record holding an input's positions, not an event
+_MARK_PREFIX = b'{"' + MARK_KEY.encode() + b'"'
+_STATE_MAGIC = b"SIEMD1\n"
+
+
+def encode_mark(input_name: str, positions: dict) -> bytes:
+    """The log record saying: input `input_name` has put exactly the records before this one."""
+    return orjson.dumps({MARK_KEY: input_name, "positions": positions})
+
+
+def scan_marks(lg: LocalLog, from_offset: int, chunk: int = 4096) -> dict[str, dict]:
+    """The last positions per input in the log from `from_offset` to its end (a restart reads only the
+    part not covered by the checkpoint)."""
+    marks: dict[str, dict] = {}
+    offset = from_offset
+    while offset < lg.end_offset:
+        records = lg.read(offset, chunk)
+        if not records:
+            break
+        for _, payload in records:
+            if payload.startswith(_MARK_PREFIX):
+                try:
+                    doc = orjson.loads(payload)
+                    marks[str(doc[MARK_KEY])] = doc["positions"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+        offset = records[-1][0] + 1
+    return marks
+
+
+def wrap_state(engine_state: bytes, marks: dict[str, dict]) -> bytes:
+    """The checkpoint's state: the input positions the checkpoint covers, then the engine snapshot."""
+    head = orjson.dumps(marks)
+    return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + engine_state
+
+
+def unwrap_state(state: bytes) -> tuple[bytes, dict[str, dict]]:
+    if not state.startswith(_STATE_MAGIC):
+        return state, {}
+    n = int.from_bytes(state[len(_STATE_MAGIC): len(_STATE_MAGIC) + 4], "big")
+    start = len(_STATE_MAGIC) + 4
+    try:
+        marks = orjson.loads(state[start: start + n])
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"checkpoint input positions are corrupt: {exc}") from exc
+    return state[start + n:], marks if isinstance(marks, dict) else {}
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -76,8 +124,9 @@ class RunningInput:
     tailer: Any = None  # a FileTailer (autocommit off): positions() / commit()
 
 
-async def start_input(spec: InputSpec, state_dir: Path, sink: Any) -> RunningInput:
-    """Build and start one collector; returns once its sockets are bound (network inputs)."""
+async def start_input(spec: InputSpec, state_dir: Path, sink: Any, positions: dict | None = None) -> RunningInput:
+    """Build and start one collector; returns once its sockets are bound (network inputs). ``positions``
+    (files, cloudtrail): where to resume, from the log; written to the input's state file first."""
     if spec.type == "syslog":
         from siem.collect.syslog import SyslogServer  # noqa: PLC0415
 
@@ -88,6 +137,8 @@ async def start_input(spec: InputSpec, state_dir: Path, sink: Any) -> RunningInp
         from siem.collect.files import FileTailer  # noqa: PLC0415
 
         tailer = FileTailer(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
+        if positions is not None:
+            tailer.commit(positions)
         task = asyncio.create_task(tailer.run(sink), name=f"input-{spec.name}")
         return RunningInput(spec, tailer, task=task, tailer=tailer)
     if spec.type == "cloudtrail":
@@ -100,8 +151,10 @@ async def start_input(spec: InputSpec, state_dir: Path, sink: Any) -> RunningInp
         obj = journald.JournaldCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[attr-defined]
     else:
         raise ValueError(f"unknown input type {spec.type!r}")
-    task = asyncio.create_task(obj.run(sink), name=f"input-{spec.name}")
     tailer = obj if hasattr(obj, "positions") and hasattr(obj, "commit") else None
+    if tailer is not None and positions is not None:
+        tailer.commit(positions)
+    task = asyncio.create_task(obj.run(sink), name=f"input-{spec.name}")
     return RunningInput(spec, obj, task=task, tailer=tailer)
 
 
@@ -140,7 +193,9 @@ class Daemon:
         self.written = 0  # records taken off it and appended to the log
         self.inputs: dict[str, RunningInput] = {}
         self.stats = _Stats()
-        self._file_snaps: dict[str, tuple[int, dict]] = {}
+        self._last_mark: dict[str, dict] = {}  # input -> the positions last appended to the log
+        self._file_committed: dict[str, dict] = {}  # input -> the positions last written to its state file
+        self.marks: dict[str, dict] = {}  # input -> positions covering the log below next_offset (engine side)
         self._last_file_commit_ms = 0
         self._appended = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -171,7 +226,8 @@ class Daemon:
         engine = Engine(ruleset, lateness_ms=d.lateness_ms, future_skew_ms=d.future_skew_ms)
         ckpt = load_checkpoint(self.state_dir)
         if ckpt is not None:
-            engine.restore(ckpt.state)
+            engine_state, self.marks = unwrap_state(ckpt.state)
+            engine.restore(engine_state)
             self.next_offset = ckpt.offset
             if ckpt.offset > self.log.end_offset:
                 self.log.advance_to(ckpt.offset)
@@ -179,6 +235,9 @@ class Daemon:
             log.info("restored checkpoint", extra={"offset": ckpt.offset, "log_end": self.log.end_offset})
         else:
             self.next_offset = self.log.start_offset
+        # where each position-keeping input resumes: the last positions in the log
+        self._last_mark = {**self.marks, **scan_marks(self.log, self.next_offset)}
+        self._file_committed = {}
         self.engine = engine
         self._ckpt_offset = self.next_offset
         self.pipeline = AlertPipeline(self.config.alerting, self.state_dir)
@@ -205,7 +264,7 @@ class Daemon:
 
     async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
         for spec in specs:
-            self.inputs[spec.name] = await start_input(spec, self.state_dir, self.sink)
+            self.inputs[spec.name] = await start_input(spec, self.state_dir, self.sink, self._last_mark.get(spec.name))
             inp = self.inputs[spec.name]
             log.info("input started", extra={"input": spec.name, "type": spec.type,
                                              **({"port": inp.port} if inp.port is not None else {})})
@@ -223,37 +282,65 @@ class Daemon:
     # --- the writer: intake queue -> parse -> log -------------------------------------------------
 
     async def writer(self) -> None:
-        max_events = self.config.daemon.batch_max_events
+        """Take everything queued, parse it, append it to the log together with the positions of the
+        inputs that have them (files, cloudtrail), in one append.
+
+        The queue is drained completely before the positions are read, in the same step of the event loop:
+        a collector is then either between records (its positions cover exactly what it has put on the
+        queue) or suspended inside a ``put`` (that record is neither queued nor covered). So each batch
+        ends with positions that cover exactly the records before them in the log: after a crash the
+        inputs resume from the last positions in the log, neither re-reading nor skipping a line."""
         done = False
         while not done:
-            first = await self.intake.get()
+            try:
+                first = await asyncio.wait_for(self.intake.get(), timeout=_FILE_COMMIT_EVERY_MS / 1000)
+            except TimeoutError:  # quiet: positions may still move (empty lines, finished files); fsync policy
+                marks = self._take_marks()
+                if marks:
+                    await self._append([], marks)
+                self._log().maybe_sync()
+                self._commit_files()
+                continue
             items: list[RawRecord] = []
             if first is None:
                 done = True
             else:
                 items.append(first)
-            while len(items) < max_events and not self.intake.empty():
+            while not self.intake.empty():
                 nxt = self.intake.get_nowait()
                 if nxt is None:
                     done = True
                     break
                 items.append(nxt)
+            marks = self._take_marks()  # same step as the drain: see the docstring
             self._queue_gauge.set(self.intake.qsize())
-            if items:
-                await self._append(items)
+            if items or marks:
+                await self._append(items, marks)
                 self.written += len(items)
                 self.stats.events_in += len(items)
                 self._appended.set()
             self._commit_files(force=done)
         self._writer_done.set()
 
-    async def _append(self, items: list[RawRecord]) -> None:
+    def _take_marks(self) -> dict[str, dict]:
+        """Positions of every input that has them and moved since the last ones logged."""
+        out = {}
+        for name, inp in self.inputs.items():
+            if inp.tailer is None:
+                continue
+            pos = inp.tailer.positions()
+            if pos != self._last_mark.get(name):
+                out[name] = pos
+        return out
+
+    async def _append(self, items: list[RawRecord], marks: dict[str, dict]) -> None:
         """Parse and append; a refusing disk is retried (intake waits meanwhile), never dropped."""
         payloads = await asyncio.to_thread(self._encode, items)
+        payloads += [encode_mark(name, pos) for name, pos in marks.items()]
         while True:
             try:
                 await asyncio.to_thread(self._log().append_many, payloads)
-                return
+                break
             except InputError as exc:  # a record above max_record_bytes: keep the others
                 log.error("log append refused a record: %s", exc)
                 limit = self._log().max_record_bytes
@@ -263,6 +350,7 @@ class Daemon:
             except StateError as exc:
                 log.error("cannot append to the log, retrying: %s", exc)
                 await asyncio.sleep(_RETRY_S)
+        self._last_mark.update(marks)
 
     def _encode(self, items: list[RawRecord]) -> list[bytes]:
         from siem.parse import parse  # noqa: PLC0415
@@ -278,27 +366,25 @@ class Daemon:
         return encode_events(events)
 
     def _commit_files(self, force: bool = False) -> None:
-        """Commit file positions whose lines are all in the log (and fsync'ed); snapshot new ones."""
+        """Also write the logged positions to the inputs' own state files (once they are fsync'ed), so a
+        lost log does not mean reading every file again. The log's positions win at a restart."""
         now = monotonic_ms()
         if not force and now - self._last_file_commit_ms < _FILE_COMMIT_EVERY_MS:
             return
         self._last_file_commit_ms = now
         lg = self._log()
-        for name, inp in list(self.inputs.items()):
-            if inp.tailer is None:
+        for name, pos in list(self._last_mark.items()):
+            inp = self.inputs.get(name)
+            if inp is None or inp.tailer is None or self._file_committed.get(name) is pos:
                 continue
-            snap = self._file_snaps.get(name)
-            if snap is not None and self.written >= snap[0]:
-                try:
-                    if lg.durable_offset < lg.end_offset:
-                        lg.sync()
-                    inp.tailer.commit(snap[1])
-                except SiemError as exc:
-                    log.error("cannot commit file positions: %s", exc, extra={"input": name})
-                    continue
-                del self._file_snaps[name]
-            if name not in self._file_snaps:
-                self._file_snaps[name] = (self.enqueued, inp.tailer.positions())
+            try:
+                if lg.durable_offset < lg.end_offset:
+                    lg.sync()
+                inp.tailer.commit(pos)
+            except SiemError as exc:
+                log.error("cannot commit input positions: %s", exc, extra={"input": name})
+                continue
+            self._file_committed[name] = pos
 
     # --- the engine: log -> rules -> alerts -> checkpoint -----------------------------------------
 
@@ -306,6 +392,7 @@ class Daemon:
         d = self.config.daemon
         lg, engine = self._log(), self._engine()
         batch: list[Event] = []
+        batch_marks: dict[str, dict] = {}
         batch_end = self.next_offset
         first_read_ms = 0
         since_ckpt_records = 0
@@ -321,7 +408,11 @@ class Daemon:
             if records:
                 if not batch:
                     first_read_ms = monotonic_ms()
-                batch.extend(e for _, e in decode_events(records))
+                for _, e in decode_events(records):
+                    if MARK_KEY in e:
+                        batch_marks[str(e[MARK_KEY])] = e.get("positions")  # type: ignore[assignment]
+                    else:
+                        batch.append(e)
                 batch_end = records[-1][0] + 1
                 last_input_ms = monotonic_ms()
             caught_up = batch_end >= lg.end_offset
@@ -331,7 +422,8 @@ class Daemon:
                              or (caught_up and idle_intake))
             if due or (not batch and batch_end > self.next_offset):
                 n = len(batch)
-                alerts = await asyncio.to_thread(self._evaluate, batch, batch_end)
+                alerts = await asyncio.to_thread(self._evaluate, batch, batch_end, batch_marks)
+                batch_marks = {}
                 live = self._is_live(batch, live)
                 since_ckpt_records += n
                 batch = []
@@ -367,13 +459,14 @@ class Daemon:
         engine = self._engine()
         return engine.max_ts >= wall_ms() - self.config.daemon.live_horizon_ms
 
-    def _evaluate(self, batch: list[Event], end_offset: int) -> int:
+    def _evaluate(self, batch: list[Event], end_offset: int, marks: dict[str, dict]) -> int:
         """Evaluate one batch (worker thread), hand the alerts to the pipeline, advance next_offset."""
         started = time.perf_counter()
         alerts = self._engine().process(batch) if batch else []
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._submit(alerts)
         self.next_offset = end_offset
+        self.marks.update(marks)
         return len(alerts)
 
     def _advance(self, to_ms: int) -> int:
@@ -398,7 +491,7 @@ class Daemon:
         offset = self.next_offset
         if lg.durable_offset < offset:
             lg.sync()
-        save_checkpoint(self.state_dir, offset, engine.snapshot())
+        save_checkpoint(self.state_dir, offset, wrap_state(engine.snapshot(), self.marks))
         lg.commit(offset)
         self._ckpt_offset = offset
         for rule, n in engine.window_keys().items():
@@ -448,8 +541,12 @@ class Daemon:
         for name, inp in list(self.inputs.items()):
             if wanted.get(name) != inp.spec:
                 await stop_input(inp)
-                self._commit_files(force=True)
-                self._file_snaps.pop(name, None)
+                if inp.tailer is not None:  # until its final positions are logged behind its last record
+                    final = inp.tailer.positions()
+                    deadline = monotonic_ms() + 10_000
+                    while self._last_mark.get(name) != final and monotonic_ms() < deadline:
+                        await asyncio.sleep(0.05)
+                    self._commit_files(force=True)
                 del self.inputs[name]
                 log.info("input stopped", extra={"input": name})
         for name, spec in wanted.items():

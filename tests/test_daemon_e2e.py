@@ -65,7 +65,8 @@ def test_file_lines_written_while_stopped_are_read_after_restart(daemon: DaemonP
     log_file = daemon.base / "logs" / "auth.log"
     with open(log_file, "ab") as f:
         f.write(b"".join(sshd_line(_now_ts(), "192.0.2.77", n) + b"\n" for n in range(3)))
-    wait_for(lambda: b"siem_log_appended_records_total 3.0" in _scrape(daemon), 20, "3 records in the log")
+    wait_for(lambda: b'siem_events_parsed_total{format="syslog",input="auth_files"} 3.0' in _scrape(daemon), 20,
+             "3 lines parsed")
     assert daemon.terminate() == 0
     with open(log_file, "ab") as f:
         f.write(b"".join(sshd_line(_now_ts(), "192.0.2.77", n) + b"\n" for n in range(3, 6)))
