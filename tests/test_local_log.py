@@ -100,6 +100,14 @@ def test_oversized_record_is_refused_and_nothing_written(tmp_path: Path) -> None
         assert segment_files(tmp_path)[0].stat().st_size == 0
 
 
+def test_lowering_max_record_bytes_keeps_existing_records(tmp_path: Path) -> None:
+    """Records larger than a newly lowered max_record_bytes are still read, not taken for corruption."""
+    with LocalLog(tmp_path) as log:
+        log.append_many([b"x" * 5000, b"y"])
+    with LocalLog(tmp_path, max_record_bytes=1024) as log:
+        assert (log.recovery.torn_at, log.read(0, 10)) == (None, [(0, b"x" * 5000), (1, b"y")])
+
+
 def test_empty_payloads_are_records(tmp_path: Path) -> None:
     """An empty payload is a valid record, distinct from zero fill."""
     with LocalLog(tmp_path) as log:

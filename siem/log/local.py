@@ -28,8 +28,8 @@ records below it.
 
 Crash recovery on open (documented decisions):
 
-* The last segment is scanned. At the first invalid frame (short header, length beyond the file or above
-  ``max_record_bytes``, CRC mismatch, zero fill) the file is truncated there: a torn tail. The cut bytes
+* The last segment is scanned. At the first invalid frame (short header, length beyond the end of the
+  file, CRC mismatch, zero fill) the file is truncated there: a torn tail. The cut bytes
   are kept in ``<segment>.bad-<pos>`` when they are not all zero, and ``metrics.LOG_CORRUPT`` counts one.
 * Sealed (older) segments are not scanned on open (that would read the whole log). If a read meets an
   invalid frame in one, the valid prefix is returned and the rest of that segment is skipped: the number
@@ -72,6 +72,9 @@ SEGMENT_SUFFIX = ".seg"
 _SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
 _INDEX_EVERY = 1024  # one (offset, position) index entry per this many records
 _CHUNK = 1 * MiB  # read buffer
+# Reading never trusts max_record_bytes (lowering the setting must not turn old records into "corruption");
+# a corrupt length cannot cause a big allocation because it is checked against the file size first.
+_READ_LIMIT = 0xFFFFFFFF
 
 
 def frame(payload: bytes) -> bytes:
@@ -178,6 +181,8 @@ class LocalLog:
             self._segments: list[_Segment] = self._list_segments()
             self.recovery = self._recover()
         except BaseException:
+            if self._fd is not None:
+                os.close(self._fd)
             self._lock.close()
             raise
         self._committed = self.start_offset
@@ -208,7 +213,7 @@ class LocalLog:
         pos, offset = 0, last.base
         last.index = [(last.base, 0)]
         torn_at = None
-        for start, nxt, _payload in _scan(fd, 0, size, self.max_record_bytes):
+        for start, nxt, _payload in _scan(fd, 0, size, _READ_LIMIT):
             if nxt is None:
                 torn_at = start
                 break
@@ -525,7 +530,7 @@ class LocalLog:
         try:
             end_pos = self._size if last else os.fstat(fd).st_size
             used = 0
-            for start, nxt, payload in _scan(fd, pos, end_pos, self.max_record_bytes):
+            for start, nxt, payload in _scan(fd, pos, end_pos, _READ_LIMIT):
                 if nxt is None:
                     self._mark_bad(seg, cur_off, seg_end_offset, f"invalid frame at byte {start} ({payload!r})")
                     return seg_end_offset
