@@ -210,3 +210,41 @@ def test_watchdog_loop_keeps_pinging_when_status_fails() -> None:
 def test_watchdog_loop_returns_when_disabled() -> None:
     """Without NOTIFY_SOCKET the loop has nothing to do and returns at once."""
     asyncio.run(asyncio.wait_for(watchdog_loop(Notifier(None), lambda: "x"), timeout=10))
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import asyncio, time
+    from siem.service import Notifier, watchdog_loop
+
+    notifier = Notifier.from_env()
+
+    async def main():
+        task = asyncio.create_task(watchdog_loop(notifier))
+        await asyncio.sleep(0.5)            # some pings flow
+        notifier.send("X_MARK=blocked")
+        time.sleep(1.0)                     # a runaway batch blocks the event loop
+        notifier.send("X_MARK=unblocked")
+        await asyncio.sleep(0.5)            # pings resume
+        task.cancel()
+        notifier.stopping()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_blocked_event_loop_stops_the_pings() -> None:
+    """While the event loop is blocked no WATCHDOG=1 is sent (so systemd can notice); pings resume after."""
+    with NotifySocket() as ns:
+        proc = subprocess.Popen([sys.executable, "-c", BLOCKER], env={**os.environ, **ns.env(watchdog_usec=100_000)})
+        try:
+            ns.wait_for("STOPPING", timeout_s=30)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+        keys = [note.get("X_MARK") or note.fields[0][0] for note in ns.received]
+    start, end = keys.index("blocked"), keys.index("unblocked")
+    assert ("WATCHDOG" in keys[:start], keys[start + 1:end], "WATCHDOG" in keys[end:]) == (True, [], True)
