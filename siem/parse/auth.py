@@ -43,8 +43,9 @@ _DISCONNECTED: Final = re.compile(
 )
 _RECEIVED_DISC: Final = re.compile(r"Received disconnect from (\S+?)(?: port (\d+))?:\s*\d+:.*", re.S)
 _CONN_CLOSED: Final = re.compile(
-    r"Connection (?:closed|reset) by (?:(?:invalid |authenticating )?user (.*) )?(\S+?)(?: port (\d+))?"
+    r"Connection (?:closed|reset) by (?:(?:invalid |authenticating )?user (.*) )?(\S+) port (\d+)"
 )
+_CONN_CLOSED_NO_PORT: Final = re.compile(r"Connection (?:closed|reset) by (\S+)")
 _CONN_FROM: Final = re.compile(r"Connection from (\S+) port (\d+) on (\S+) port (\d+).*")
 _MAX_TRIES: Final = re.compile(
     r"maximum authentication attempts exceeded for (?:(?:invalid|illegal) user )?(.*?) from (\S+) port (\d+)"
@@ -129,6 +130,10 @@ def _ssh_connection(ev: Event, body: str) -> None:
     m = _CONN_CLOSED.fullmatch(body)
     if m is not None:
         _ssh_disconnect(ev, *m.groups())
+        return
+    m = _CONN_CLOSED_NO_PORT.fullmatch(body)
+    if m is not None:
+        _ssh_disconnect(ev, None, m.group(1), None)
         return
     m = _CONN_FROM.fullmatch(body)
     if m is not None:
@@ -309,9 +314,10 @@ _OWN_DATASET: Final = {"sudo": "sudo", "su": "su", "su-l": "su", "passwd": "pass
 def pam(ev: Event, msg: str, prog: str) -> None:
     """pam_unix messages, with or without the ``pam_unix(service:type): `` prefix.
 
-    Actor and target: for su and sudo, ``user=`` / "for user X" is the target (user.target.name) and
-    the invoking user (ruser/logname, "by X") is user.name; for every other program the pam user
-    is user.name. auth_failure has event.outcome "failure" except under sshd, whose own
+    Actor and target: for su and sudo sessions, "for user X" is the target (user.target.name) and
+    "by Y" the invoking user (user.name); su's auth failure ``user=`` is the target and ruser/logname
+    the invoker; sudo's auth failure ``user=`` is the invoking user. For every other program the pam
+    user is user.name. auth_failure has event.outcome "failure" except under sshd, whose own
     "Failed password" line carries the outcome (so one attempt is not counted twice).
     """
     base = "sshd" if prog in _SSHD_NAMES else prog
@@ -322,6 +328,7 @@ def pam(ev: Event, msg: str, prog: str) -> None:
         rest = msg[m.end():]
     swap = base in _ACTOR_TARGET
     if rest.startswith("authentication failure;"):
+        swap = base in ("su", "su-l")  # sudo authenticates the invoking user; su the target
         kv = dict(_KV.findall(rest, 23))
         ev["event.action"] = "auth_failure"
         ev["event.category"] = "authentication"
