@@ -1,0 +1,151 @@
+"""The daemon under operation: reload (SIGHUP / `siem reload`), SIGTERM, sd_notify, metrics, `siem status`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from daemon_support import SSH_RULES, DaemonProc, sshd_line, wait_for
+from notify_socket import NotifySocket
+
+from siem.log.checkpoint import load_checkpoint
+from siem.metrics import parse_samples
+
+TCP = {"syslog_tcp": {"type": "syslog", "protocol": "tcp", "address": "127.0.0.1", "port": 0}}
+FAST = {"lateness": "1s", "idle_advance": "300ms"}
+
+
+def _ts() -> str:
+    return datetime.now(UTC).strftime("%b %e %H:%M:%S")
+
+
+def _failures(ip: str, n: int, start: int = 0) -> list[bytes]:
+    return [b"<38>" + sshd_line(_ts(), ip, start + i) for i in range(n)]
+
+
+def _scrape(d: DaemonProc) -> str:
+    with urllib.request.urlopen(d.metrics_url(), timeout=5) as r:
+        return r.read().decode()
+
+
+def _metric(d: DaemonProc, name: str, **labels: str) -> float:
+    try:
+        samples = parse_samples(_scrape(d))
+    except OSError:
+        return 0.0
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items()))
+
+
+def _siem(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "siem", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon=FAST)
+    yield d
+    d.close()
+
+
+@pytest.mark.timeout(90)
+def test_broken_rules_on_reload_keep_the_old_rules_firing(daemon: DaemonProc) -> None:
+    """`siem reload` with a broken rule file: the failure is counted, the old rule set keeps firing."""
+    daemon.start()
+    daemon.send_tcp("syslog_tcp", _failures("203.0.113.1", 5))
+    daemon.wait_alerts(1)
+    (daemon.base / "rules" / "test.rules").write_text(SSH_RULES.replace("count >= 5", "count >= 5 within"))
+    out = _siem("reload", "--config", str(daemon.config))
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: _metric(daemon, "siem_reloads_total", result="failure") == 1, 20, "a failed reload counted")
+    daemon.send_tcp("syslog_tcp", _failures("203.0.113.2", 5))
+    alerts = daemon.wait_alerts(2)
+    assert sorted(a["group"]["source.ip"] for a in alerts) == ["203.0.113.1", "203.0.113.2"]
+    assert _metric(daemon, "siem_reloads_total", result="success") == 0
+    assert "reload failed" in daemon.stderr()
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_valid_reload_keeps_window_state_of_unchanged_rules(daemon: DaemonProc) -> None:
+    """SIGHUP with an added rule: 3 failures before and 2 after the reload still make one 5-count alert,
+    and the new rule is live."""
+    daemon.start()
+    daemon.send_tcp("syslog_tcp", _failures("192.0.2.9", 3))
+    wait_for(lambda: _metric(daemon, "siem_rule_matches_total", rule="ssh_bruteforce") == 3, 20, "3 matches")
+    new_rule = '\nrule root_failure { severity low when ssh_failure and user.name == "oracle" }\n'
+    (daemon.base / "rules" / "test.rules").write_text(SSH_RULES + new_rule)
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: _metric(daemon, "siem_reloads_total", result="success") == 1, 20, "a successful reload")
+    assert _metric(daemon, "siem_rules_loaded") == 2
+    daemon.send_tcp("syslog_tcp", _failures("192.0.2.9", 2, start=3))
+    daemon.send_tcp("syslog_tcp", [b"<38>" + sshd_line(_ts(), "192.0.2.10", 99, user="oracle")])
+    alerts = daemon.wait_alerts(2)
+    assert sorted((a["rule"], a["count"]) for a in alerts) == [("root_failure", 1), ("ssh_bruteforce", 5)]
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_drains_checkpoints_and_exits_zero(daemon: DaemonProc) -> None:
+    """SIGTERM right after a burst: exit 0, and the checkpoint covers every record in the log."""
+    daemon.start()
+    daemon.send_tcp("syslog_tcp", _failures("198.51.100.3", 200))
+    wait_for(lambda: _metric(daemon, "siem_events_received_total", input="syslog_tcp") == 200, 20, "200 received")
+    assert daemon.terminate() == 0
+    ckpt = load_checkpoint(daemon.state_dir)
+    assert ckpt is not None
+    from siem.log.local import LocalLog
+
+    with LocalLog(daemon.state_dir / "log") as lg:
+        assert ckpt.offset == lg.end_offset >= 200
+    assert "stopped cleanly" in daemon.stderr()
+
+
+@pytest.mark.timeout(90)
+def test_notify_socket_gets_ready_watchdog_reloading_stopping(tmp_path: Path) -> None:
+    """The real daemon speaks sd_notify: READY=1 once inputs are bound, WATCHDOG=1, RELOADING=1 on SIGHUP,
+    STOPPING=1 on SIGTERM."""
+    with NotifySocket() as ns:
+        d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon=FAST, env=ns.env(watchdog_usec=1_000_000))
+        try:
+            d.start(wait_ready=False)
+            ready = ns.wait_for("READY", timeout_s=30)
+            assert ready.pid == d.proc.pid  # type: ignore[union-attr]
+            d.send_tcp("syslog_tcp", _failures("203.0.113.7", 1))  # bound before READY
+            ns.wait_for("WATCHDOG", timeout_s=5)
+            d.signal(signal.SIGHUP)
+            ns.wait_for("RELOADING", timeout_s=10)
+            assert d.terminate() == 0
+            ns.wait_for("STOPPING", timeout_s=10)
+        finally:
+            d.close()
+    assert any("STATUS" in n for n in ns.received)
+
+
+@pytest.mark.timeout(120)
+def test_metrics_move_with_traffic_and_pass_promtool(daemon: DaemonProc, tmp_path: Path) -> None:
+    """Counters on /metrics move as events flow and alerts fire; `promtool check metrics` accepts the scrape;
+    `siem status` summarises it."""
+    daemon.start()
+    before = _metric(daemon, "siem_events_received_total", input="syslog_tcp")
+    daemon.send_tcp("syslog_tcp", _failures("203.0.113.20", 6))
+    daemon.wait_alerts(1)
+    wait_for(lambda: _metric(daemon, "siem_alerts_fired_total", rule="ssh_bruteforce", severity="high") == 1, 20,
+             "alerts_fired")
+    assert (before, _metric(daemon, "siem_events_received_total", input="syslog_tcp")) == (0, 6)
+    assert _metric(daemon, "siem_events_parsed_total", input="syslog_tcp", format="syslog") == 6
+    assert _metric(daemon, "siem_log_appended_records_total") >= 6
+    assert _metric(daemon, "siem_batches_total") >= 1
+    text = _scrape(daemon)
+    out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    status = _siem("status", "--config", str(daemon.config), "--interval", "0")
+    assert status.returncode == 0, status.stderr
+    assert "syslog_tcp" in status.stdout
+    time.sleep(0)
+    assert daemon.terminate() == 0
