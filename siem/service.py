@@ -7,6 +7,7 @@ namespace). Each notification is one datagram of newline-separated ``KEY=VALUE``
     READY=1                      inputs bound and state restored (again after a reload)
     RELOADING=1 MONOTONIC_USEC=  SIGHUP received, reload starting (Type=notify-reload needs both)
     STOPPING=1                   SIGTERM received, draining
+    EXTEND_TIMEOUT_USEC=         a slow start or drain asks for more time than TimeoutStartSec/StopSec
     STATUS=<one line>            rates for `systemctl status`; the caller builds it, secrets redacted
     WATCHDOG=1                   every WATCHDOG_USEC/2 from the event loop, so a blocked loop gets killed
 
@@ -131,6 +132,11 @@ class Notifier:
     def status(self, text: str) -> bool:
         """STATUS=<text>, sanitised (see :func:`sanitize_status`)."""
         return self.send(f"STATUS={sanitize_status(text)}")
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """EXTEND_TIMEOUT_USEC: ask for ``seconds`` more before systemd gives up on a slow start (a long
+        state restore), stop or reload; repeat it while the work goes on."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={max(int(seconds * 1_000_000), 0)}")
 
     def watchdog(self) -> bool:
         """WATCHDOG=1: the event loop is alive."""

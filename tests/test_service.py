@@ -248,3 +248,13 @@ def test_blocked_event_loop_stops_the_pings() -> None:
         keys = [note.get("X_MARK") or note.fields[0][0] for note in ns.received]
     start, end = keys.index("blocked"), keys.index("unblocked")
     assert ("WATCHDOG" in keys[:start], keys[start + 1:end], "WATCHDOG" in keys[end:]) == (True, [], True)
+
+
+def test_extend_timeout_in_microseconds() -> None:
+    """extend_timeout(90) asks systemd for 90 s more, in microseconds."""
+    with NotifySocket() as ns:
+        notifier = Notifier(ns.value)
+        notifier.extend_timeout(90)
+        note = ns.wait_for("EXTEND_TIMEOUT_USEC", timeout_s=10)
+        notifier.close()
+    assert note.fields == (("EXTEND_TIMEOUT_USEC", "90000000"),)
