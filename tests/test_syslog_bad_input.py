@@ -9,8 +9,8 @@ import pytest
 
 from siem import metrics
 from siem.collect import RawRecord
-from siem.collect.syslog import HEADER_SLACK, SyslogConfig
-from syslog_support import dropped, errors, send_tcp, serving, wait_until
+from siem.collect.syslog import HEADER_SLACK, SyslogConfig, SyslogServer
+from syslog_support import dropped, errors, send_tcp, serving, unique_name, wait_until
 
 TCP = SyslogConfig(protocol="tcp", port=0)
 
@@ -292,3 +292,64 @@ def test_replayed_message_after_reconnect_is_delivered_again() -> None:
     got = run(_replay())
     assert [d for d, _ in got] == [b"<13>same message"] * 2
     assert got[0][1] != got[1][1] and all(o.startswith("127.0.0.1:") for _, o in got)
+
+
+# --- stopping -----------------------------------------------------------------------------------------
+
+def _gated_sink() -> tuple[asyncio.Event, list[RawRecord], object]:
+    gate = asyncio.Event()
+    records: list[RawRecord] = []
+
+    async def sink(record: RawRecord) -> None:
+        await gate.wait()
+        records.append(record)
+
+    return gate, records, sink
+
+
+async def _stop_while_delivering(protocol: str) -> tuple[list[bytes], float]:
+    gate, records, sink = _gated_sink()
+    config = SyslogConfig(protocol=protocol, port=0)
+    async with serving(config, sink=sink) as (server, _):
+        if protocol == "tcp":
+            _, writer = await send_tcp(server.port, b"<13>a\n<13>b\n<13>c\n<13>unfinished", close=False)
+            await wait_until(lambda: server.buffered_bytes() > 0)  # read and framed; a, b, c at the sink
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for m in (b"<13>a", b"<13>b", b"<13>c"):
+                    sock.sendto(m, ("127.0.0.1", server.port))
+            await wait_until(lambda: metrics.value("siem_received_bytes_total", input=server.name) == 15)
+        stopping = asyncio.ensure_future(server.stop())
+        await asyncio.sleep(0.05)
+        gate.set()  # the pipeline takes the records while stop() waits
+        await stopping
+        if protocol == "tcp":
+            writer.close()
+        return [r.data for r in records], dropped(server, "shutdown")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_stop_hands_over_what_was_already_read(protocol: str) -> None:
+    """stop() lets messages already read reach a slow sink; an unfinished TCP frame is counted, not sent."""
+    data, shutdown = asyncio.run(_stop_while_delivering(protocol))
+    assert data == [b"<13>a", b"<13>b", b"<13>c"]
+    assert shutdown == (1 if protocol == "tcp" else 0)
+
+
+async def _stop_with_stuck_sink() -> tuple[float, int]:
+    _, records, sink = _gated_sink()  # the gate never opens
+    server = SyslogServer(SyslogConfig(protocol="tcp", port=0), unique_name(), stop_grace_s=0.2)
+    await server.start(sink)  # type: ignore[arg-type]
+    _, writer = await send_tcp(server.port, b"<13>a\n<13>b\n<13>c\n", close=False)
+    await wait_until(lambda: server.connection_count == 1 and metrics.value(
+        "siem_received_bytes_total", input=server.name) == 18)
+    await server.stop()
+    writer.close()
+    return dropped(server, "shutdown"), len(records)
+
+
+@pytest.mark.timeout(30)
+def test_stop_with_stuck_sink_gives_up_after_grace_and_counts() -> None:
+    """A sink that never returns: stop() ends after its grace time; the 3 messages are counted as lost."""
+    assert asyncio.run(_stop_with_stuck_sink()) == (3, 0)

@@ -44,6 +44,10 @@ new one is refused (``reason="connection_limit"``). Connections silent for ``idl
 (``reason="idle_timeout"``); a TLS handshake must finish within ``handshake_timeout``. Each connection
 awaits the sink for every message, so a slow pipeline slows the reads (and, through the TCP window, the
 sender), never grows memory.
+
+Stopping: ``stop()`` closes the listeners, stops reading, and gives messages already read (TCP frames in
+hand, UDP datagrams in the queue) up to ``stop_grace_s`` to reach the sink; whatever is still in hand
+after that, and unfinished frames, is counted as ``reason="shutdown"``.
 """
 
 from __future__ import annotations
@@ -470,17 +474,20 @@ class _Conn:
     opened_ns: int
     task: asyncio.Task | None = None
     framer: Framer | None = None
-    delivered: bool = False
+    delivered: bool = False  # has handed (or is handing) a message to the sink: never evicted
+    delivering: bool = False  # awaiting the sink right now: stop() lets it finish
 
 
 class SyslogServer:
     """A running syslog listener built from a :class:`SyslogConfig`; ``name`` is the input name."""
 
-    def __init__(self, config: SyslogConfig, name: str, clock: Clock = wall_ms) -> None:
+    def __init__(self, config: SyslogConfig, name: str, clock: Clock = wall_ms, stop_grace_s: float = 5.0) -> None:
         self.config = config
         self.name = name
         self.port: int | None = None
         self._clock = clock
+        self._stop_grace_s = stop_grace_s
+        self._stopping = False
         self._ssl = build_ssl_context(config) if config.protocol == "tls" else None
         self._set_cert_expiry()
         self._peers = frozenset(p.lower() for p in config.permitted_peers)
@@ -510,6 +517,7 @@ class SyslogServer:
     async def start(self, sink: Sink) -> None:
         """Bind every address; when this returns the sockets accept traffic and ``self.port`` is known."""
         self._sink = sink
+        self._stopping = False
         port = self.config.port
         if self.config.protocol == "udp":
             self._queue = asyncio.Queue(self.config.queue_size)
@@ -533,7 +541,10 @@ class SyslogServer:
             self._consumer = asyncio.create_task(self._consume_udp(), name=f"syslog-udp-{self.name}")
 
     async def stop(self) -> None:
-        """Close the listeners and every connection; datagrams still queued are dropped and counted."""
+        """Stop accepting and reading; what was already read is handed to the sink for up to
+        ``stop_grace_s`` (the sink must still be running), then every connection is closed. Messages
+        that could not be handed over in time, and unfinished frames, are counted as reason="shutdown"."""
+        self._stopping = True
         for server in self._servers:
             server.close()
         loop = asyncio.get_running_loop()
@@ -541,10 +552,17 @@ class SyslogServer:
             loop.remove_reader(sock.fileno())
             sock.close()
         for conn in list(self._conns):
+            if not conn.delivering and conn.task is not None:
+                conn.task.cancel()  # waiting for input: nothing in hand to lose
+        pending = [c.task for c in self._conns if c.delivering and c.task is not None]
+        if self._consumer is not None and self._queue is not None:
+            pending.append(asyncio.ensure_future(self._drained(self._queue)))
+        if pending:
+            await asyncio.wait(pending, timeout=self._stop_grace_s)
+        for conn in list(self._conns):
             self._close(conn)
-        tasks = [c.task for c in self._conns if c.task is not None]
+        tasks = [c.task for c in self._conns if c.task is not None] + [t for t in pending if not t.done()]
         if self._consumer is not None:
-            self._consumer.cancel()
             tasks.append(self._consumer)
         for task in tasks:
             task.cancel()
@@ -607,6 +625,11 @@ class SyslogServer:
             for msg in messages:
                 await sink(RawRecord(input=name, format=fmt, data=msg, received_ms=received_ms, origin=origin))
                 delivered += 1
+        except asyncio.CancelledError:
+            # cut off (stop() after its grace time, or an eviction): the one in the sink may or may not be
+            # taken, the rest is not; counted as lost so nothing disappears silently
+            self._drop("shutdown", len(messages) - delivered)
+            raise
         finally:
             if delivered:
                 self._received.inc(delivered)
@@ -673,10 +696,14 @@ class SyslogServer:
             msg, origin, received_ms = await queue.get()
             try:
                 await self._deliver([msg], origin, received_ms)
-            except asyncio.CancelledError:
-                raise
             except Exception:  # noqa: BLE001 - a failing sink must not end the input
                 self._error("sink")
+            finally:
+                queue.task_done()
+
+    @staticmethod
+    async def _drained(queue: asyncio.Queue[tuple[bytes, str, int]]) -> None:
+        await queue.join()
 
     # -- TCP / TLS -------------------------------------------------------------------------------
 
@@ -714,7 +741,8 @@ class SyslogServer:
                     return
             await self._read_loop(reader, conn, origin)
         except asyncio.CancelledError:
-            pass
+            if self._stopping and conn.framer is not None and conn.framer.buffered:
+                self._drop("shutdown")
         except Exception:  # noqa: BLE001 - one bad connection must not take the server down
             self._error("connection")
         finally:
@@ -749,7 +777,7 @@ class SyslogServer:
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, origin: str) -> None:
         framer = conn.framer = Framer(self.config.max_message_bytes, self.config.framing)
         idle_s = self.config.idle_timeout_ms / 1000
-        while True:
+        while not self._stopping:
             try:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_s)
             except (TimeoutError, asyncio.TimeoutError):
@@ -770,9 +798,19 @@ class SyslogServer:
             if framed.problems:
                 self._problems(framed.problems)
             if framed.messages:
-                await self._deliver(framed.messages, origin, self._clock())
-                conn.delivered = True
+                await self._hand_over(conn, framed.messages, origin)
+        else:  # stopping: what is left of an unfinished frame is not a message
+            if framer.buffered:
+                self._drop("shutdown")
+            return
         if framed.problems:
             self._problems(framed.problems)
         if framed.messages:
-            await self._deliver(framed.messages, origin, self._clock())
+            await self._hand_over(conn, framed.messages, origin)
+
+    async def _hand_over(self, conn: _Conn, messages: list[bytes], origin: str) -> None:
+        conn.delivered = conn.delivering = True
+        try:
+            await self._deliver(messages, origin, self._clock())
+        finally:
+            conn.delivering = False
