@@ -539,3 +539,21 @@ def test_permission_denied_is_counted_once_and_retried(tmp_path: Path) -> None:
                 child.wait()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_new_file_with_the_same_header_is_not_taken_for_a_copy(dirs: tuple[Path, Path]) -> None:
+    """Two files sharing their first 300 bytes (a long header) but not what follows: the second is read
+    from its start, not from the first one's offset."""
+    logs, state = dirs
+    header = b"#" + b"h" * 298 + b"\n"
+    append(logs / "day1.log", header + b"".join(b"day1 %d\n" % i for i in range(5)))
+
+    async def body() -> None:
+        async with running(config(logs, "*.log"), state) as (sink, _):
+            await settle(sink, 6)
+            (logs / "day1.log").unlink()
+            append(logs / "day2.log", header + b"".join(b"day2 line %d\n" % i for i in range(20)))
+            await settle(sink, 27)
+        assert sink.lines[6:] == [header[:-1]] + [b"day2 line %d" % i for i in range(20)]
+
+    asyncio.run(body())

@@ -6,9 +6,11 @@ asyncio shell (:class:`FileTailer`) that polls the globs, reads, awaits the sink
 
 Identity of a file: device + inode, checked against a fingerprint (a hash of the first
 ``FINGERPRINT_BYTES`` bytes, or of the whole file while it is shorter). The fingerprint keeps a new file
-that reuses a deleted file's inode from inheriting the old offset, and it recognises a known content under
-a new inode (the copy ``copytruncate`` makes, the ``.gz`` that ``compress`` makes later) so that content is
-not read twice. Rotation shapes:
+that reuses a deleted file's inode from inheriting the old offset. A new inode whose first bytes AND whose
+``TAIL_BYTES`` bytes just before a remembered offset equal those of a file we read is taken for a copy of
+it (the copy ``copytruncate`` makes, the ``.gz`` that ``compress`` makes later) and continues at that
+offset, so that content is not read twice; files that merely share a header are read whole. A copy found
+while still shorter than our offset is read from its start (duplicates, never loss). Rotation shapes:
 
 * **rename + create** (logrotate's default): the renamed file keeps its inode; its open descriptor is read
   to its end (also whatever the writer still appends before it reopens), and it is closed once it has been
@@ -82,6 +84,7 @@ from siem.timeutil import Clock, monotonic_ms, parse_duration_ms, wall_ms
 log = logging.getLogger(__name__)
 
 FINGERPRINT_BYTES = 256
+TAIL_BYTES = 64  # the bytes just before an offset, kept to check that a copy really continues there
 READ_CHUNK = 64 * 1024
 ROUND_BUDGET = 1024 * 1024  # bytes read per file per round, so one big file cannot starve the others
 RETIRED_KEEP_MS = 7 * 86_400_000  # a rotated file's fingerprint is remembered this long (its .gz comes later)
@@ -526,17 +529,20 @@ class _Known:
     mtime_ns: int
     done: bool
     retired_ms: int
+    tail_len: int = 0  # the TAIL_BYTES (or fewer) bytes just before offset, as length + fingerprint
+    tail_fp: str = ""
 
     def to_json(self) -> dict:
         return {"path": self.path, "dev": self.dev, "ino": self.ino, "gz": self.gz, "fp_len": self.fp_len,
                 "fp": self.fp, "offset": self.offset, "size": self.size, "mtime_ns": self.mtime_ns,
-                "done": self.done, "retired_ms": self.retired_ms}
+                "done": self.done, "retired_ms": self.retired_ms, "tail_len": self.tail_len,
+                "tail_fp": self.tail_fp}
 
     @staticmethod
     def from_json(d: dict) -> _Known:
         return _Known(str(d["path"]), int(d["dev"]), int(d["ino"]), bool(d["gz"]), int(d["fp_len"]),
                       str(d["fp"]), int(d["offset"]), int(d["size"]), int(d["mtime_ns"]), bool(d["done"]),
-                      int(d["retired_ms"]))
+                      int(d["retired_ms"]), int(d.get("tail_len", 0)), str(d.get("tail_fp", "")))
 
 
 @dataclass(slots=True)
@@ -561,15 +567,25 @@ class _File:
     at_path: bool = True  # matched by the last scan
     idle_since_ms: int | None = None
     io_error: bool = False
-    inherited: bool = False  # offset taken from a copy's original: the copy may still be growing to it
+    tail: bytes = b""  # the raw bytes (at most TAIL_BYTES) just before offset
+    raw_tail: bytes = b""  # the raw bytes (at most TAIL_BYTES) just before read_pos
+    verify_tail: tuple[int, str] | None = None  # .gz continuing another file's offset: check these bytes
 
     @property
     def key(self) -> str:
         return f"{self.dev}:{self.ino}"
 
+    @property
+    def tail_len(self) -> int:
+        return len(self.tail)
+
+    @property
+    def tail_fp(self) -> str:
+        return fingerprint(self.tail)
+
     def known(self, now_ms: int) -> _Known:
         return _Known(self.path, self.dev, self.ino, self.gz, self.fp_len, self.fp, self.offset, self.size,
-                      self.mtime_ns, self.done, now_ms)
+                      self.mtime_ns, self.done, now_ms, len(self.tail), fingerprint(self.tail))
 
 
 class FileTailer:
@@ -778,18 +794,26 @@ class FileTailer:
         f = _File(path=path, dev=st.st_dev, ino=st.st_ino, gz=is_gz, fp_len=len(prefix), fp=fingerprint(prefix),
                   offset=0, read_pos=0, splitter=LineSplitter(self.config.max_line_bytes), size=st.st_size,
                   mtime_ns=st.st_mtime_ns, fd=fd)
-        prior = self._match_known(f, prefix)
+        prior = self._match_known(f, prefix, fd)
         if prior is not None:
             f.offset = prior.offset
-            f.done = prior.done and prior.gz and is_gz
-            f.inherited = (prior.dev, prior.ino) != (f.dev, f.ino)
+            same_inode = (prior.dev, prior.ino) == (f.dev, f.ino)
+            f.done = prior.done and prior.gz and is_gz and same_inode
+            if is_gz and not same_inode and prior.offset > 0:
+                f.verify_tail = (prior.tail_len, prior.tail_fp)
         elif first and self.config.start_at == "end":
             if is_gz:
                 f.done = True
             elif fd is not None:
                 f.offset = _last_line_end(fd, st.st_size)
-        if not is_gz and f.offset > st.st_size and not f.inherited:
+        if not is_gz and f.offset > st.st_size:
             f.offset = 0  # shrank since we knew it: truncated
+        if fd is not None and f.offset > 0:
+            try:
+                f.tail = os.pread(fd, min(TAIL_BYTES, f.offset), f.offset - min(TAIL_BYTES, f.offset))
+            except OSError:
+                f.tail = b""
+        f.raw_tail = f.tail
         f.read_pos = f.offset
         if f.gz and not f.done:
             f.size = -1  # make the first round open the reader
@@ -806,10 +830,11 @@ class FileTailer:
                   mtime_ns=st.st_mtime_ns, done=True)
         self._live[f.key] = f
 
-    def _match_known(self, f: _File, prefix: bytes) -> _Known | _File | None:
+    def _match_known(self, f: _File, prefix: bytes, fd: int | None) -> _Known | _File | None:
         """The remembered file this one continues: same inode with the same start (a reopened or resumed
-        file), else the same content under another inode (a copy or a compressed rotation), taking the
-        furthest offset among those."""
+        file), else the same content under another inode (a copy or a compressed rotation): same first
+        bytes, and for a plain file also the same bytes just before the remembered offset (checked later
+        for a .gz, see _read_gz). The furthest such offset wins."""
         for i, k in enumerate(self._known):
             if (k.dev, k.ino) == (f.dev, f.ino) and k.gz == f.gz and k.fp_len <= len(prefix) \
                     and fingerprint(prefix[: k.fp_len]) == k.fp:
@@ -819,8 +844,11 @@ class FileTailer:
             return None
         best: _Known | _File | None = None
         for c in [*self._known, *self._live.values()]:
-            if c.fp_len == len(prefix) and c.fp == f.fp and (best is None or c.offset > best.offset):
-                best = c
+            if c.fp_len != len(prefix) or c.fp != f.fp or (best is not None and c.offset <= best.offset):
+                continue
+            if c.offset > 0 and fd is not None and not _tail_matches(fd, f.size, c.offset, c.tail_len, c.tail_fp):
+                continue
+            best = c
         return best
 
     def _retire(self, f: _File) -> None:
@@ -870,10 +898,6 @@ class FileTailer:
     async def _read_plain(self, f: _File, fd: int, sink: Sink) -> bool:
         try:
             st = os.fstat(fd)
-            if f.inherited:
-                if st.st_size < f.read_pos:
-                    return False  # a copy still being written, not yet as long as what we read of the original
-                f.inherited = False
             if st.st_size < f.read_pos:
                 self._truncated(f, fd, "size below our offset")
             elif (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
@@ -893,7 +917,7 @@ class FileTailer:
                 f.read_pos += len(data)
                 budget -= len(data)
                 progressed = True
-                await self._deliver(f, f.splitter.feed(data, base), sink)
+                await self._deliver(f, f.splitter.feed(data, base), sink, data, base)
                 if self._stopping.is_set():
                     break
             f.io_error = False
@@ -913,7 +937,7 @@ class FileTailer:
             elif now - f.idle_since_ms >= self.config.rotate_wait_ms:
                 last = f.splitter.final()
                 if last is not None:
-                    await self._deliver(f, [(last[0], f.read_pos, last[1])], sink)
+                    await self._deliver(f, [(last[0], f.read_pos, last[1])], sink, b"", f.read_pos)
                 self._retire(f)
         return False
 
@@ -924,6 +948,7 @@ class FileTailer:
         if f.fp_len > 0 and f.offset > 0:
             self._known.append(f.known(self._clock()))
         f.offset = f.read_pos = 0
+        f.tail = f.raw_tail = b""
         prefix = _fd_prefix(fd, FINGERPRINT_BYTES)
         f.fp_len, f.fp = len(prefix), fingerprint(prefix)
         f.splitter.reset()
@@ -940,25 +965,36 @@ class FileTailer:
                 f.gz_reader = BoundedGunzip(f.gz_file, max_bytes=self.config.max_gz_bytes,
                                             max_ratio=self.config.max_gz_ratio)
                 skip = f.offset  # resume: decompress and discard what was delivered before
+                tail = b""
                 while skip > 0:
                     piece = f.gz_reader.read(min(skip, READ_CHUNK))
                     if not piece:
                         break
                     skip -= len(piece)
+                    tail = (tail + piece)[-TAIL_BYTES:]
+                if f.verify_tail is not None and (skip > 0 or (len(tail), fingerprint(tail)) != f.verify_tail):
+                    # not the content we read before after all (only the first bytes were equal): all of it
+                    log.info("input %s: %s is not a copy of what we read; reading it whole", self.name, f.path)
+                    f.verify_tail = None
+                    f.offset = 0
+                    self._close(f)
+                    return True
+                f.verify_tail = None
                 f.read_pos = f.offset
+                f.tail = f.raw_tail = tail
             budget = ROUND_BUDGET
             while budget > 0:
                 data = f.gz_reader.read(READ_CHUNK)
                 if not data:
                     last = f.splitter.final()
                     if last is not None:
-                        await self._deliver(f, [(last[0], f.read_pos, last[1])], sink)
+                        await self._deliver(f, [(last[0], f.read_pos, last[1])], sink, b"", f.read_pos)
                     self._gz_finished(f)
                     return False
                 base = f.read_pos
                 f.read_pos += len(data)
                 budget -= len(data)
-                await self._deliver(f, f.splitter.feed(data, base), sink)
+                await self._deliver(f, f.splitter.feed(data, base), sink, data, base)
                 if self._stopping.is_set():
                     break
             return True  # budget used up: more is waiting
@@ -967,7 +1003,7 @@ class FileTailer:
             log.warning("input %s: %s: %s; lines before the problem were delivered", self.name, f.path, exc)
             last = f.splitter.final() if exc.reason == "trailing_garbage" else None
             if last is not None:
-                await self._deliver(f, [(last[0], f.read_pos, last[1])], sink)
+                await self._deliver(f, [(last[0], f.read_pos, last[1])], sink, b"", f.read_pos)
             self._gz_finished(f)
             return False
         except OSError as exc:
@@ -983,7 +1019,13 @@ class FileTailer:
         f.splitter.reset()
         self._dirty = True
 
-    async def _deliver(self, f: _File, lines: list[tuple[bytes, int, bool]], sink: Sink) -> None:
+    async def _deliver(self, f: _File, lines: list[tuple[bytes, int, bool]], sink: Sink, data: bytes,
+                       base: int) -> None:
+        """Hand lines to the sink, moving the offset (and the bytes just before it) after each one.
+        ``data`` is the chunk read at stream offset ``base`` that completed these lines."""
+        prev = f.raw_tail  # the bytes just before base
+        if data:
+            f.raw_tail = (prev + data[-TAIL_BYTES:])[-TAIL_BYTES:]
         if not lines:
             return
         name, fmt, origin = self.name, self.config.format, f.path
@@ -994,9 +1036,23 @@ class FileTailer:
                 await sink(RawRecord(input=name, format=fmt, data=line, received_ms=self._clock(), origin=origin))
                 self._received.inc()
                 self._bytes.inc(len(line))
-            f.offset = end
+            k = end - base
+            tail = data[max(k - TAIL_BYTES, 0):k]
+            if len(tail) < TAIL_BYTES:
+                tail = (prev + tail)[-TAIL_BYTES:]
+            f.offset, f.tail = end, tail
         self._dirty = True
         self._last.set(time.time())
+
+
+def _tail_matches(fd: int, size: int, offset: int, tail_len: int, tail_fp: str) -> bool:
+    """Whether the file behind fd holds the remembered bytes just before offset."""
+    if tail_len <= 0 or size < offset or tail_len > offset:
+        return False
+    try:
+        return fingerprint(os.pread(fd, tail_len, offset - tail_len)) == tail_fp
+    except OSError:
+        return False
 
 
 def _last_line_end(fd: int, size: int) -> int:
