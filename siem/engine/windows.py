@@ -17,6 +17,7 @@ alerts do not depend on how events were cut into batches (tests/test_engine_prop
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,7 @@ class Correlator:
 
 @dataclass(slots=True)
 class _Window:
-    ts: np.ndarray  # int64 effective times, non-decreasing
+    ts: list[int]  # effective times, non-decreasing
     vals: dict[str, list[object]]  # per aggregated field, aligned with ts
     samples: list[Event]  # the last few contributing events
 
@@ -114,27 +115,36 @@ class ThresholdCorrelator(Correlator):
         spec = self.spec
         keys = row_keys(batch, rows, spec.by)
         fires: list[Fire] = []
-        ts_all = batch.ts[rows]
+        ts_all = batch.ts[rows].tolist()
         events = batch.events
+        window_ms = spec.window_ms
+        # a count window cannot fire with fewer events than the threshold: plain lists, no numpy
+        cannot_fire_below = int(spec.value) + (spec.op == ">") if spec.kind == "count" else 0
+        agg_fields = self.agg_fields
         for key, pos in group_rows(keys).items():
-            new_ts = ts_all[pos]
-            new_events = [events[rows[p]] for p in pos]
             win = self.state.get(key)
-            if win is None:
-                win = _Window(np.empty(0, np.int64), {f: [] for f in self.agg_fields}, [])
-            base = len(win.ts)
-            T = np.concatenate([win.ts, new_ts]) if base else new_ts
-            vals = {f: win.vals[f] + [e.get(f) for e in new_events] for f in self.agg_fields}
-            reset = self._scan(key, T, vals, base, new_events, win.samples, fires)
-            keep_from = max(reset, int(np.searchsorted(T, T[-1] - spec.window_ms, "right")))
-            k = min(self.sample_size, len(T) - reset)
-            recent = (win.samples + new_events)[-k:] if k > 0 else []
+            old_ts: list[int] = win.ts if win is not None else []
+            new_ts = [ts_all[p] for p in pos]
+            new_events = [events[rows[p]] for p in pos]
+            base = len(old_ts)
+            T = old_ts + new_ts
+            old_vals = win.vals if win is not None else {f: [] for f in agg_fields}
+            vals = {f: old_vals[f] + [e.get(f) for e in new_events] for f in agg_fields} if agg_fields else old_vals
+            old_samples = win.samples if win is not None else []
+            if len(T) < cannot_fire_below:
+                reset = 0
+            else:
+                reset = self._scan(key, np.array(T, dtype=np.int64), vals, base, new_events, old_samples, fires)
+            keep_from = max(reset, bisect_right(T, T[-1] - window_ms))
             if keep_from >= len(T):
                 self.state.pop(key, None)
-            else:
-                self.state[key] = _Window(
-                    T[keep_from:].copy(), {f: v[keep_from:] for f, v in vals.items()}, recent
-                )
+                continue
+            k = min(self.sample_size, len(T) - reset)
+            recent = (old_samples + new_events)[-k:] if k > 0 else []
+            if keep_from:
+                T = T[keep_from:]
+                vals = {f: v[keep_from:] for f, v in vals.items()}
+            self.state[key] = _Window(T, vals, recent)
         return fires
 
     def _scan(
