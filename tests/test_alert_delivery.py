@@ -681,3 +681,22 @@ def test_reconfigure_switches_routes_without_a_restart(tmp_path, hook):
 
     asyncio.run(go())
     assert [(path, b["title"]) for path, _, b in hook.requests] == [("/b", "B: SSH brute force")]
+
+
+@pytest.mark.timeout(60)
+def test_alerts_list_finds_the_state_dir_through_the_config(tmp_path, hook, capsys):
+    """`siem alerts list --config siem.toml` reads [daemon] state_dir (relative to the file) and [alerting]."""
+    import argparse
+
+    from siem.alert import commands
+
+    state = tmp_path / "state"
+    p = AlertPipeline(make_config([{"name": "hook", "urls": [hook.url()]}], log_path="a/log.jsonl"), state)
+    p.submit(mk(3))
+    asyncio.run(p.close())
+    conf = tmp_path / "siem.toml"
+    conf.write_text('[daemon]\nstate_dir = "state"\n[alerting]\nlog_path = "a/log.jsonl"\n')
+    parser = argparse.ArgumentParser()
+    commands.add_arguments(parser)
+    assert commands.run(parser.parse_args(["list", "--config", str(conf)])) == 0
+    assert mk(3).id in capsys.readouterr().out

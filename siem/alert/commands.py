@@ -38,9 +38,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", default=os.environ.get("SIEM_STATE_DIR", DEFAULT_STATE_DIR),
-                   help=f"state directory (default $SIEM_STATE_DIR or {DEFAULT_STATE_DIR})")
-    p.add_argument("--config", help="siem.toml, to find the alert log and outbox paths of its [alerting] table")
+    p.add_argument("--state-dir", default=None,
+                   help=f"state directory (default: [daemon] state_dir of --config, else $SIEM_STATE_DIR, else "
+                        f"{DEFAULT_STATE_DIR} or ./state, whichever exists)")
+    p.add_argument("--config", help="siem.toml: its state_dir and the alert log and outbox paths of [alerting]")
+
+
+def _resolve(args: argparse.Namespace) -> tuple[AlertingConfig | None, Path]:
+    """The alerting config and state directory the command reads."""
+    state_dir: str | None = args.state_dir
+    cfg: AlertingConfig | None = None
+    if args.config:
+        from siem.config import load_config  # the whole daemon config, for [daemon] state_dir
+        from siem.errors import ConfigError
+
+        try:
+            full = load_config(args.config)
+            cfg = full.alerting
+            state_dir = state_dir or full.daemon.state_dir
+        except ConfigError as exc:
+            print(f"{args.config}: the configuration has errors; reading only its [alerting] table:\n{exc}",
+                  file=sys.stderr)
+    if cfg is None:
+        cfg, errors = load_alerting(args.config)
+        for e in errors:
+            print(e, file=sys.stderr)
+    if state_dir is None:
+        state_dir = os.environ.get("SIEM_STATE_DIR")
+    if state_dir is None:
+        state_dir = next((d for d in (DEFAULT_STATE_DIR, "state") if Path(d).is_dir()), DEFAULT_STATE_DIR)
+    return cfg, Path(state_dir)
 
 
 def load_alerting(path: str | None) -> tuple[AlertingConfig | None, list[str]]:
@@ -83,19 +110,17 @@ def _line(a: Alert) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, errors = load_alerting(args.config)
-    for e in errors:
-        print(e, file=sys.stderr)
+    cfg, state_dir = _resolve(args)
     if cfg is None:
         return 2
     log_path = Path(cfg.log_path)
     if not log_path.is_absolute():
-        log_path = Path(args.state_dir) / log_path
+        log_path = state_dir / log_path
     if args.alerts_command == "list":
         return _list(args, log_path)
     outbox_path = Path(cfg.outbox_path)
     if not outbox_path.is_absolute():
-        outbox_path = Path(args.state_dir) / outbox_path
+        outbox_path = state_dir / outbox_path
     return _show(args, log_path, outbox_path)
 
 
