@@ -50,7 +50,10 @@ def _escape_table(keep: str) -> dict[int, str]:
             table[code] = _NAMED_ESCAPES.get(char, f"\\x{code:02x}")
     # Unicode line/paragraph separators and the bidirectional embeddings, overrides and isolates
     # ("Trojan Source"): they reorder or break what an operator sees.
-    for code in [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]:
+    # Lone surrogates (undecodable bytes kept with surrogateescape) would make the UTF-8 stream
+    # writer raise, losing the record, so they are escaped as well.
+    for code in [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F,
+                 *range(0xD800, 0xE000)]:
         table[code] = f"\\u{code:04x}"
     return table
 

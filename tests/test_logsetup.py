@@ -196,3 +196,18 @@ def test_journald_stream_gets_priority_prefix(tmp_path: os.PathLike[str]) -> Non
     with open(err_path) as f:
         lines = f.read().splitlines()
     assert [(line[:3], json.loads(line[3:])["msg"]) for line in lines] == [("<3>", "disk full"), ("<6>", "fine")]
+
+
+def test_undecodable_bytes_do_not_lose_the_record() -> None:
+    """Text decoded with surrogateescape (invalid UTF-8 from a sender) is escaped and stays writable."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # strict, like stderr under journald
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactFilter())
+    logger = logging.getLogger("siem.test.surrogates")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.warning("bad host %s", b"web\xff1".decode("utf-8", "surrogateescape"))
+    stream.flush()
+    (doc,) = [json.loads(line) for line in stream.buffer.getvalue().decode().splitlines()]  # type: ignore[attr-defined]
+    assert doc["msg"] == "bad host web\\udcff1"
