@@ -48,7 +48,7 @@ from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.runtime import Engine
 from siem.errors import ConfigError, InputError, RuleError, SiemError, StateError
 from siem.log.checkpoint import load_checkpoint, save_checkpoint
-from siem.log.codec import decode_events, encode_events
+from siem.log.codec import decode_event, encode_events
 from siem.log.local import DirLock, LocalLog
 from siem.logsetup import register_secret
 from siem.schema import Event
@@ -63,6 +63,7 @@ PID_FILE = "siem.pid"
 _FILE_COMMIT_EVERY_MS = 500
 _RETRY_S = 1.0
 MARK_KEY = "@siem.positions"  # a log record holding an input's positions, not an event
+ADVANCE_KEY = "@siem.advance"  # a log record moving the watermark (idle, live stream), not an event
 _MARK_PREFIX = b'{"' + MARK_KEY.encode() + b'"'
 _STATE_MAGIC = b"SIEMD1\n"
 
@@ -399,6 +400,7 @@ class Daemon:
         last_ckpt_ms = monotonic_ms()
         last_input_ms = monotonic_ms()
         live = False
+        advance_to: int | None = None
         while True:
             if self._reload_rules is not None:
                 rules, self._reload_rules = self._reload_rules, None
@@ -408,30 +410,40 @@ class Daemon:
             if records:
                 if not batch:
                     first_read_ms = monotonic_ms()
-                for _, e in decode_events(records):
-                    if MARK_KEY in e:
+                for off, payload in records:
+                    e = decode_event(payload)
+                    batch_end = off + 1
+                    if e is None:
+                        log.error("log record at offset %d is not a JSON object; skipped", off)
+                    elif MARK_KEY in e:
                         batch_marks[str(e[MARK_KEY])] = e.get("positions")  # type: ignore[assignment]
+                    elif ADVANCE_KEY in e:  # evaluate what came before, then move the watermark
+                        advance_to = e[ADVANCE_KEY] if isinstance(e[ADVANCE_KEY], int) else None
+                        break
                     else:
                         batch.append(e)
-                batch_end = records[-1][0] + 1
                 last_input_ms = monotonic_ms()
             caught_up = batch_end >= lg.end_offset
             idle_intake = self.intake.empty() and self.written == self.enqueued
-            due = batch and (len(batch) >= d.batch_max_events
+            due = advance_to is not None or batch and (len(batch) >= d.batch_max_events
                              or monotonic_ms() - first_read_ms >= d.batch_max_wait_ms
                              or (caught_up and idle_intake))
             if due or (not batch and batch_end > self.next_offset):
                 n = len(batch)
-                alerts = await asyncio.to_thread(self._evaluate, batch, batch_end, batch_marks)
-                batch_marks = {}
+                alerts = await asyncio.to_thread(self._evaluate, batch, batch_end, batch_marks, advance_to)
+                batch_marks, advance_to = {}, None
                 live = self._is_live(batch, live)
                 since_ckpt_records += n
                 batch = []
                 self.stats.alerts += alerts
             elif caught_up and not batch and live and monotonic_ms() - last_input_ms >= d.idle_advance_ms:
                 # nothing arrives: move event time on with the wall clock so `absent` rules and window
-                # expiry work without traffic (only for a live stream; a backfill must not jump ahead)
-                self.stats.alerts += await asyncio.to_thread(self._advance, wall_ms() - d.lateness_ms)
+                # expiry work without traffic (only for a live stream; a backfill must not jump ahead).
+                # The advance goes through the log like an event, so a restart replays it at the same
+                # place in the stream and re-emits exactly the same alerts.
+                to_ms = wall_ms() - d.lateness_ms
+                if to_ms > engine.wm:
+                    await asyncio.to_thread(lg.append_many, [orjson.dumps({ADVANCE_KEY: to_ms})])
                 last_input_ms = monotonic_ms()
             now = monotonic_ms()
             if self.next_offset > self._ckpt_offset and (
@@ -459,19 +471,16 @@ class Daemon:
         engine = self._engine()
         return engine.max_ts >= wall_ms() - self.config.daemon.live_horizon_ms
 
-    def _evaluate(self, batch: list[Event], end_offset: int, marks: dict[str, dict]) -> int:
+    def _evaluate(self, batch: list[Event], end_offset: int, marks: dict[str, dict], advance_to: int | None) -> int:
         """Evaluate one batch (worker thread), hand the alerts to the pipeline, advance next_offset."""
         started = time.perf_counter()
         alerts = self._engine().process(batch) if batch else []
+        if advance_to is not None:
+            alerts += self._engine().advance(advance_to)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._submit(alerts)
         self.next_offset = end_offset
         self.marks.update(marks)
-        return len(alerts)
-
-    def _advance(self, to_ms: int) -> int:
-        alerts = self._engine().advance(to_ms)
-        self._submit(alerts)
         return len(alerts)
 
     def _submit(self, alerts: list[Alert]) -> None:

@@ -84,3 +84,21 @@ def _scrape(daemon: DaemonProc) -> bytes:
             return r.read()
     except OSError:
         return b""
+
+
+@pytest.mark.timeout(90)
+def test_absent_rule_fires_without_traffic(tmp_path: Path) -> None:
+    """A host that goes silent is noticed by an `absent` rule although no further event arrives: the idle
+    timer moves the watermark on with the wall clock."""
+    rules = 'rule host_silent { severity medium absent event.dataset == "sshd" for 3s by host.name }\n'
+    d = DaemonProc.create(tmp_path, rules,
+                          {"syslog_tcp": {"type": "syslog", "protocol": "tcp", "address": "127.0.0.1", "port": 0}},
+                          daemon={"lateness": "1s", "idle_advance": "300ms"})
+    try:
+        d.start()
+        d.send_tcp("syslog_tcp", [b"<38>" + sshd_line(_now_ts(), "192.0.2.1", 1)])
+        alerts = d.wait_alerts(1, timeout_s=30)
+        assert [(a["rule"], a["group"]) for a in alerts] == [("host_silent", {"host.name": "web1"})]
+        assert d.terminate() == 0
+    finally:
+        d.close()
