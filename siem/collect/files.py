@@ -90,6 +90,7 @@ ROUND_BUDGET = 1024 * 1024  # bytes read per file per round, so one big file can
 RETIRED_KEEP_MS = 7 * 86_400_000  # a rotated file's fingerprint is remembered this long (its .gz comes later)
 RETIRED_MAX = 10_000
 STATE_VERSION = 1
+YIELD_EVERY = 256  # lines handed to the sink between two yields to the event loop
 
 StartAt = Literal["beginning", "end"]
 
@@ -608,6 +609,7 @@ class FileTailer:
         self._running: asyncio.Future[None] | None = None
         self._dirty = False
         self._last_commit_ms = 0
+        self._since_yield = 0
         self._received = metrics.EVENTS_RECEIVED.labels(input=name, format=config.format)
         self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
         self._last = metrics.INPUT_LAST_EVENT.labels(input=name)
@@ -1041,6 +1043,10 @@ class FileTailer:
             if len(tail) < TAIL_BYTES:
                 tail = (prev + tail)[-TAIL_BYTES:]
             f.offset, f.tail = end, tail
+            self._since_yield += 1
+            if self._since_yield >= YIELD_EVERY:
+                self._since_yield = 0
+                await asyncio.sleep(0)  # a sink that never blocks must not starve other tasks (committers)
         self._dirty = True
         self._last.set(time.time())
 
