@@ -179,6 +179,13 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
                  f"{_num(sum(dropped.values())):>8} "
                  f"{('-' if total_rate is None else f'{total_rate:.1f}'):>9}         parse errors {failed_share:.1%}")
 
+    expiry = s.by("siem_tls_certificate_expiry_timestamp_seconds", "input")
+    if expiry:
+        name, not_after = min(expiry.items(), key=lambda kv: kv[1])
+        left = not_after - now
+        lines.append(f"tls certificate of {_name(name)} "
+                     f"{'EXPIRED ' + _dur(-left) + ' ago' if left < 0 else 'expires in ' + _dur(left)}")
+
     # engine
     lines.append("")
     p50, p99 = s.quantile("siem_batch_duration_seconds", 0.5), s.quantile("siem_batch_duration_seconds", 0.99)

@@ -191,3 +191,11 @@ def test_metrics_url_comes_from_the_config(tmp_path: Path) -> None:
     urls = [status.metrics_url(argparse.Namespace(url=u, config=c)) for u, c in
             ((None, str(config)), ("http://h:1/metrics", str(config)), (None, None))]
     assert urls == ["http://127.0.0.1:9300/metrics", "http://h:1/metrics", "http://127.0.0.1:9108/metrics"]
+
+
+def test_summary_warns_about_the_earliest_tls_expiry() -> None:
+    """The TLS input whose certificate expires first is named with the time left, or flagged EXPIRED."""
+    text = ('siem_tls_certificate_expiry_timestamp_seconds{input="tls_a"} %d\n'
+            'siem_tls_certificate_expiry_timestamp_seconds{input="tls_b"} %d\n') % (T0 + 90 * 86400, T0 + 10 * 86400)
+    assert (_lines(status.summarize(text, now_s=T0), "tls"), _lines(status.summarize(text, now_s=T0 + 13 * 86400), "tls")) == (
+        ["tls certificate of tls_b expires in 10.0d"], ["tls certificate of tls_b EXPIRED 3.0d ago"])

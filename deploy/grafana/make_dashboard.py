@@ -122,12 +122,19 @@ def build() -> dict[str, object]:
             "{{input}}")], "percentunit")
     L.add("timeseries", "Dropped or truncated records",
           "By input and reason (queue_full: siem could not keep up; kernel: the UDP receive buffer overflowed).",
-          [(rate("siem_input_dropped_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=8)
+          [(rate("siem_input_dropped_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=6)
     L.add("timeseries", "Input errors", "Errors the inputs survived (I/O, TLS, framing), by reason.",
-          [(rate("siem_input_errors_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=8)
+          [(rate("siem_input_errors_total", "input, reason"), "{{input}} {{reason}}")], "ops", w=6)
     L.add("timeseries", "Connections and queues", "Open stream connections and items waiting in queues.",
           [(f"sum by (input) (siem_input_connections{{{SEL}}})", "conn {{input}}"),
-           (f"sum by (queue) (siem_queue_depth{{{SEL}}})", "queue {{queue}}")], "none", w=8)
+           (f"sum by (queue) (siem_queue_depth{{{SEL}}})", "queue {{queue}}")], "none", w=6)
+    L.add("bargauge", "TLS certificates", "Time left until each TLS input's server certificate expires.",
+          [(f"min by (input) (siem_tls_certificate_expiry_timestamp_seconds{{{SEL}}}) - time()", "{{input}}")],
+          "s", w=6, defaults={"thresholds": {"mode": "absolute", "steps": [
+              {"color": "red", "value": None}, {"color": "orange", "value": 7 * 86400},
+              {"color": "green", "value": 30 * 86400}]}},
+          panel_options={"displayMode": "basic", "orientation": "horizontal",
+                         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
     L.row("Detection")
     L.add("timeseries", "Alerts by rule and severity", "Alerts fired per minute.",
