@@ -188,7 +188,7 @@ async def _udp_kernel_overflow() -> tuple[int, float, int]:
             sock.sendto(b"<13>flood %d" % i, ("127.0.0.1", server.port))
         await wait_until(lambda: len(sink.records) > 0)
         await asyncio.sleep(0.05)  # let the reader drain what the kernel kept
-        sock.sendto(b"<13>marker", ("127.0.0.1", server.port))  # carries the kernel's drop counter
+        sock.sendto(b"<13>marker", ("127.0.0.1", server.port))  # once it is in, the burst has been read
         await wait_until(lambda: sink.data[-1:] == [b"<13>marker"])
         sock.close()
         return len(sink.records), dropped(server, "kernel"), burst + 1
@@ -196,7 +196,7 @@ async def _udp_kernel_overflow() -> tuple[int, float, int]:
 
 @pytest.mark.timeout(30)
 def test_udp_burst_above_receive_buffer_counts_kernel_drops() -> None:
-    """Case 8: datagrams the kernel dropped on a full receive buffer are counted (SO_RXQ_OVFL)."""
+    """Case 8: datagrams the kernel dropped on a full receive buffer are counted (SO_MEMINFO drop counter)."""
     received, kernel, sent = run(_udp_kernel_overflow())
     assert kernel > 0
     assert received + kernel == sent

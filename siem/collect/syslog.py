@@ -421,8 +421,8 @@ def frame_datagram(data: bytes, max_message_bytes: int) -> tuple[bytes | None, s
 # the async shell
 
 _DROP_REASONS = frozenset({"oversized", "truncated", "empty", "queue_full", "shutdown", "kernel"})
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux value; Python does not export the name
-_ANC_SIZE = socket.CMSG_SPACE(4)
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12; Python does not export the name
+_SK_MEMINFO_DROPS = 8  # index of the socket's drop counter in the u32 array SO_MEMINFO returns
 _UDP_BUFSIZE = 65536  # above the largest UDP payload, so the kernel never truncates a datagram for us
 _UDP_BATCH = 256  # datagrams read per wakeup before other tasks get the loop
 
@@ -452,6 +452,17 @@ def certificate_not_after(path: str) -> float | None:
         return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
     except (AttributeError, KeyError, OSError, ValueError, ssl.SSLError):
         return None
+
+
+def _kernel_drop_counter(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on this socket (receive buffer full), from SO_MEMINFO; None if unknown."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * (_SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return None
+    if len(raw) < 4 * (_SK_MEMINFO_DROPS + 1):
+        return None
+    return int.from_bytes(raw[4 * _SK_MEMINFO_DROPS : 4 * (_SK_MEMINFO_DROPS + 1)], sys.byteorder)
 
 
 def peer_names(peercert: dict) -> set[str]:
@@ -493,7 +504,7 @@ class SyslogServer:
         self._peers = frozenset(p.lower() for p in config.permitted_peers)
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: list[socket.socket] = []
-        self._kernel_drops: dict[int, int] = {}  # per UDP socket fd: last SO_RXQ_OVFL value seen
+        self._kernel_drops: dict[int, int] = {}  # per UDP socket fd: its kernel drop counter when last read
         self._queue: asyncio.Queue[tuple[bytes, str, int]] | None = None
         self._consumer: asyncio.Task | None = None
         self._conns: set[_Conn] = set()
@@ -550,6 +561,7 @@ class SyslogServer:
         loop = asyncio.get_running_loop()
         for sock in self._udp:
             loop.remove_reader(sock.fileno())
+            self._count_kernel_drops(sock)
             sock.close()
         for conn in list(self._conns):
             if not conn.delivering and conn.task is not None:
@@ -642,39 +654,40 @@ class SyslogServer:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
-            try:  # Linux: each datagram carries the socket's drop counter, so kernel drops are counted too
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
-            except OSError:
-                pass
             sock.bind((address, port))
             sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self._kernel_drops[sock.fileno()] = 0
+        self._kernel_drops[sock.fileno()] = _kernel_drop_counter(sock) or 0
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read_datagrams, sock)
         self._udp.append(sock)
         return sock.getsockname()[1]
 
     def _read_datagrams(self, sock: socket.socket) -> None:
         """Reader callback: drain up to a bounded batch of datagrams (asyncio's own reads one per wakeup)."""
-        fd = sock.fileno()
         for _ in range(_UDP_BATCH):
             try:
-                data, ancdata, _flags, addr = sock.recvmsg(_UDP_BUFSIZE, _ANC_SIZE)
+                data, addr = sock.recvfrom(_UDP_BUFSIZE)
             except (BlockingIOError, InterruptedError):
+                # Drained. The kernel drops only while the buffer is full, i.e. while there is still
+                # something to read, so looking here catches every drop.
+                self._count_kernel_drops(sock)
                 return
             except OSError:
                 self._error("udp")
                 return
-            for level, kind, value in ancdata:
-                if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
-                    total = int.from_bytes(value[:4], sys.byteorder)
-                    lost = (total - self._kernel_drops.get(fd, 0)) & 0xFFFFFFFF
-                    if lost:
-                        self._drop("kernel", lost)
-                    self._kernel_drops[fd] = total
             self._on_datagram(data, addr)
+
+    def _count_kernel_drops(self, sock: socket.socket) -> None:
+        total = _kernel_drop_counter(sock)
+        if total is None:
+            return
+        fd = sock.fileno()
+        lost = (total - self._kernel_drops.get(fd, 0)) & 0xFFFFFFFF
+        if lost:
+            self._drop("kernel", lost)
+        self._kernel_drops[fd] = total
 
     def _on_datagram(self, data: bytes, addr: object) -> None:
         self._bytes.inc(len(data))
