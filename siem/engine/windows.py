@@ -116,35 +116,46 @@ class ThresholdCorrelator(Correlator):
         keys = row_keys(batch, rows, spec.by)
         fires: list[Fire] = []
         ts_all = batch.ts[rows].tolist()
+        rows_l = rows.tolist()
         events = batch.events
         window_ms = spec.window_ms
-        # a count window cannot fire with fewer events than the threshold: plain lists, no numpy
-        cannot_fire_below = int(spec.value) + (spec.op == ">") if spec.kind == "count" else 0
+        k_samples = self.sample_size
+        # count and distinct windows cannot fire with fewer events than the threshold: no numpy then
+        cannot_fire_below = int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
         agg_fields = self.agg_fields
+        state = self.state
         for key, pos in group_rows(keys).items():
-            win = self.state.get(key)
-            old_ts: list[int] = win.ts if win is not None else []
+            win = state.get(key)
             new_ts = [ts_all[p] for p in pos]
-            new_events = [events[rows[p]] for p in pos]
+            if win is None:
+                old_ts: list[int] = []
+                old_vals: dict[str, list[object]] = {f: [] for f in agg_fields}
+                old_samples: list[Event] = []
+            else:
+                old_ts, old_vals, old_samples = win.ts, win.vals, win.samples
             base = len(old_ts)
             T = old_ts + new_ts
-            old_vals = win.vals if win is not None else {f: [] for f in agg_fields}
-            vals = {f: old_vals[f] + [e.get(f) for e in new_events] for f in agg_fields} if agg_fields else old_vals
-            old_samples = win.samples if win is not None else []
+            if agg_fields:
+                vals = {f: old_vals[f] + [events[rows_l[p]].get(f) for p in pos] for f in agg_fields}
+            else:
+                vals = old_vals
             if len(T) < cannot_fire_below:
                 reset = 0
+                new_events = [events[rows_l[p]] for p in pos[-k_samples:]]
             else:
+                new_events = [events[rows_l[p]] for p in pos]
                 reset = self._scan(key, np.array(T, dtype=np.int64), vals, base, new_events, old_samples, fires)
-            keep_from = max(reset, bisect_right(T, T[-1] - window_ms))
+            cut = T[-1] - window_ms
+            keep_from = reset if T[reset if reset < len(T) else -1] > cut else max(reset, bisect_right(T, cut))
             if keep_from >= len(T):
-                self.state.pop(key, None)
+                state.pop(key, None)
                 continue
-            k = min(self.sample_size, len(T) - reset)
+            k = min(k_samples, len(T) - reset)
             recent = (old_samples + new_events)[-k:] if k > 0 else []
             if keep_from:
                 T = T[keep_from:]
                 vals = {f: v[keep_from:] for f, v in vals.items()}
-            self.state[key] = _Window(T, vals, recent)
+            state[key] = _Window(T, vals, recent)
         return fires
 
     def _scan(
