@@ -387,8 +387,10 @@ def test_failing_webhook_is_retried_with_capped_backoff_then_sent_to_fallback(tm
                 break
         clock.advance(S)
         await drain(p, clock)
+        dead.extend(p.outbox.rows(state="dead"))
         await p.close()
 
+    dead: list = []
     try:
         with caplog.at_level(logging.ERROR, logger="siem.alert.pipeline"):
             asyncio.run(go())
@@ -396,6 +398,7 @@ def test_failing_webhook_is_retried_with_capped_backoff_then_sent_to_fallback(tm
         down.close()
     assert len(delays) >= 10
     assert all(100 <= d <= 60 * S for d in delays)  # capped
+    assert [r.route for r in dead] == ["pager"] and "503" in dead[0].last_error  # apprise's reason, kept
     assert len(hook.requests) == 1
     path, _, body = hook.requests[0]
     assert path == "/backup" and body["title"].startswith("[undeliverable via pager] [high] NEW: SSH brute force")
@@ -700,3 +703,26 @@ def test_alerts_list_finds_the_state_dir_through_the_config(tmp_path, hook, caps
     commands.add_arguments(parser)
     assert commands.run(parser.parse_args(["list", "--config", str(conf)])) == 0
     assert mk(3).id in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_only_the_newest_heartbeat_is_kept_while_its_receiver_is_down(tmp_path, hook):
+    """Heartbeats that could not be sent are superseded by the next one, never piled up or sent to fallback."""
+    port = free_port()
+    clock = Clock()
+    cfg = make_config([{"name": "hook", "urls": [hook.url()]},
+                       {"name": "deadman", "urls": [f"json://127.0.0.1:{port}/hb"], "rules": ["none"]}],
+                      heartbeat={"route": "deadman", "interval": "5m"}, fallback_route="hook",
+                      max_retry_age="1h")
+    p = AlertPipeline(cfg, tmp_path, now_ms=clock)
+
+    async def go() -> None:
+        for _ in range(30):  # 2.5 hours of heartbeats into a dead receiver
+            await drain(p, clock)
+            clock.advance(5 * M)
+        pending = [r for r in p.outbox.rows(state="pending") if r.kind == "heartbeat"]
+        assert len(pending) == 1 and "Connection error" in pending[0].last_error
+        await p.close()
+
+    asyncio.run(go())
+    assert hook.requests == []  # nothing went to the fallback

@@ -5,8 +5,8 @@ thread. ``send`` therefore runs in ``asyncio.to_thread`` behind our own outbox, 
 call, so one slow receiver never holds up another's row.
 
 Failures: apprise reports success or failure per call, not the reason in a structured way (no HTTP status
-or SMTP code reaches us). We capture the warning/error log lines apprise emits during the call (filtered
-to the calling thread) as ``last_error``, and treat EVERY failure as transient: a 4xx from a webhook or a
+or SMTP code reaches us). We keep the warning/error log lines apprise emits during the call (attached to
+the result in apprise 2.x; captured from the calling thread's log records in 1.x) as ``last_error``, and treat EVERY failure as transient: a 4xx from a webhook or a
 550 from an SMTP server is retried with back-off like a 503 until ``max_retry_age``, then the row goes to
 the fallback route. A URL apprise cannot parse at all is permanent and dead at once.
 """
@@ -74,12 +74,27 @@ def send(url: str, title: str, body: str, body_format: str, severity: str = "") 
         result = ap.notify(body=body or " ", title=title, body_format=fmt, notify_type=ntype)
         if bool(result):
             return SendResult(True, False, "")
-        lines = [neutralise(m, 300, single_line=True) for m in _local.sink]
+        messages = _result_messages(result) or list(_local.sink)
+        lines = [neutralise(m, 300, single_line=True) for m in messages[-5:]]
         return SendResult(False, False, "; ".join(lines) or "apprise reported a failure")
     except Exception as exc:  # apprise plugins raise a variety of things; one bad send must not kill the worker
         return SendResult(False, False, f"{type(exc).__name__}: {neutralise(str(exc), 300, single_line=True)}")
     finally:
         _local.sink = None
+
+
+def _result_messages(result: object) -> list[str]:
+    """Warning and error lines apprise (2.x) attached to a result; [] for apprise 1.x's plain bool."""
+    out: list[str] = []
+    try:
+        for service in result:  # type: ignore[attr-defined]
+            for attempt in getattr(service, "attempts", []):
+                for entry in getattr(attempt, "logs", []):
+                    if getattr(entry, "level", "") in ("WARNING", "ERROR", "CRITICAL"):
+                        out.append(str(getattr(entry, "message", entry)))
+    except TypeError:
+        return []
+    return out
 
 
 def redact(url: str) -> str:

@@ -236,6 +236,15 @@ class Outbox:
         )
         return rid, cur.rowcount == 1
 
+    def supersede(self, route: str, kind: str, now_ms: int) -> int:
+        """Retire pending rows of a kind on a route (a newer heartbeat makes older ones pointless)."""
+        cur = self._db.execute(
+            "UPDATE outbox SET state='dead', done_ms=?, last_error='superseded by a newer one' "
+            "WHERE state='pending' AND route=? AND kind=?",
+            (now_ms, route, kind),
+        )
+        return cur.rowcount
+
     def prune(self, seen_before_ms: int, done_before_ms: int) -> None:
         self._db.execute("DELETE FROM seen WHERE ts_ms < ?", (seen_before_ms,))
         self._db.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?", (done_before_ms,))

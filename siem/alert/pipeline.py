@@ -304,6 +304,7 @@ class AlertPipeline:
         route = self.config.route(hb.route) if hb else None
         if route is None:
             return
+        self.outbox.supersede(route.name, "heartbeat", now)  # only the newest heartbeat is worth sending
         fields: dict[str, object] = {"host": socket.gethostname(), "now": iso_ms(now),
                                      "depth": self.outbox.depth(), "groups": len(self.grouper.groups)}
         self._enqueue(route, f"heartbeat:{slot}", "heartbeat", fields, "", f"heartbeat:{slot}", (), now,
@@ -379,6 +380,8 @@ class AlertPipeline:
             self._busy_dests.discard(row.url_fp)
 
     def _record(self, row: Row, res: SendResult, now: int) -> None:
+        if self._closed:
+            return  # closing: the row stays pending and is sent again after the next start
         if res.ok:
             self.outbox.mark_sent(row.id, now)
             metrics.NOTIFICATIONS_SENT.labels(route=row.route).inc()
@@ -404,7 +407,10 @@ class AlertPipeline:
                 self.outbox.mark_dead(row.id, now, error)
                 fb = self.config.route(self.config.fallback_route) if self.config.fallback_route else None
                 age_s = (now - (row.first_attempt_ms or now)) / 1000
-                if fb is not None and fb.name != row.route and row.fallback_of is None:
+                if row.kind == "heartbeat":
+                    log.error("heartbeat via route %r failed for %.0fs over %d attempts (last error: %s); the "
+                              "receiver will notice the missing heartbeat", row.route, age_s, row.attempts + 1, error)
+                elif fb is not None and fb.name != row.route and row.fallback_of is None:
                     log.error("ALERT NOTIFICATION UNDELIVERABLE: %s (%s) about alert %s via route %r failed for "
                               "%.0fs over %d attempts (last error: %s); sending it to fallback route %r",
                               row.id, row.kind, row.alert_id, row.route, age_s, row.attempts + 1, error, fb.name)
