@@ -4,7 +4,8 @@
 
 Run it on the disk that will hold the state directory: fsync cost is a property of the device
 (a laptop NVMe, a cloud block volume and tmpfs differ by orders of magnitude).
-Prints one row per (policy, batch size): appends (calls) per second, records per second, MiB/s.
+Prints one row per (policy, batch size): appends (calls) per second, records per second, MiB/s; then
+the sequential read rate (what the engine sees when it catches up after a restart).
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def main() -> None:
             with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 calls, recs, mib = measure(Path(tmp), interval, batch, args.seconds)
             print(f"{name:<16}{batch:>7}{calls:>12,.0f}{recs:>12,.0f}{mib:>9.1f}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        with LocalLog(Path(tmp), fsync_interval_ms=None, retention_bytes=None) as log:
+            records = sample_records(1000)
+            for _ in range(500):
+                log.append_many(records)
+        with LocalLog(Path(tmp)) as log:  # reopened: recovery scans the last segment
+            start = time.perf_counter()
+            offset = n = 0
+            while batch_read := log.read(offset, 10_000):
+                n += len(batch_read)
+                offset = batch_read[-1][0] + 1
+            elapsed = time.perf_counter() - start
+        print(f"sequential read of {n:,} records: {n / elapsed:,.0f} records/s")
 
 
 if __name__ == "__main__":

@@ -664,3 +664,30 @@ def build_config(table: dict, where: str = "kafka") -> KafkaConfig:
     if cfg is None:
         raise ConfigError(issues)
     return cfg
+
+
+class KafkaLog:
+    """The one entry point the daemon's roles use: clients built from one KafkaConfig.
+
+        kafka = KafkaLog(config)
+        await kafka.ensure_topics()
+        producer = kafka.producer()                                   # collector, matcher, correlator
+        consumer = kafka.consumer("correlator", [config.topic_matches], listener=correlator)
+        store = kafka.state_store("correlator")                       # correlator window state
+    """
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+
+    async def ensure_topics(self) -> list[str]:
+        return await ensure_topics(self.config)
+
+    def producer(self) -> KafkaProducerLog:
+        return KafkaProducerLog(self.config)
+
+    def consumer(self, role: str, topics: Sequence[str], listener: PartitionListener | None = None,
+                 dead_letter: KafkaProducerLog | None = None) -> KafkaConsumerLog:
+        return KafkaConsumerLog(self.config, role, topics, listener, dead_letter)
+
+    def state_store(self, role: str = "correlator") -> KafkaStateStore:
+        return KafkaStateStore(self.config, self.config.group_id(role))
