@@ -161,6 +161,20 @@ def test_octet_framing_round_trips(messages: list[bytes], split: int) -> None:
     assert frame_all(chunks, max_bytes=200) == Framed(messages, [])
 
 
+_LF_MESSAGE = st.binary(min_size=1, max_size=150).filter(
+    lambda m: b"\n" not in m and b"\x00" not in m and m[:1] not in b"0123456789" and not m.endswith(b"\r"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_LF_MESSAGE, max_size=15), st.sampled_from([b"\n", b"\r\n", b"\x00"]),
+       st.integers(min_value=1, max_value=40))
+def test_lf_framing_round_trips(messages: list[bytes], terminator: bytes, split: int) -> None:
+    """Any messages not starting with a digit, terminated by LF, CRLF or NUL and cut anywhere, come back."""
+    stream = b"".join(m + terminator for m in messages)
+    chunks = [stream[i : i + split] for i in range(0, len(stream), split)]
+    assert frame_all(chunks, max_bytes=200) == Framed(messages, [])
+
+
 def test_datagram_trailing_terminators_removed() -> None:
     """A datagram loses trailing LF, CR and NUL."""
     assert frame_datagram(b"<13>hi\r\n\x00", 100) == (b"<13>hi", None)

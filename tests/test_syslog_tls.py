@@ -30,6 +30,7 @@ class Certs:
     client2: tuple[Path, Path]  # CN=client2, same CA
     rogue: tuple[Path, Path]  # CN=client1, signed by another CA
     renewed: tuple[Path, Path]  # a second server cert, CN=renewed, for reload tests
+    expired: tuple[Path, Path]  # CN=client1 from our CA, valid 2020-01-01 to 2020-01-02 only
 
 
 def _openssl(*args: str | Path, cwd: Path) -> None:
@@ -51,6 +52,33 @@ def _leaf(d: Path, name: str, cn: str, ca: tuple[Path, Path], ext: str) -> tuple
     return d / f"{name}.pem", d / f"{name}.key"
 
 
+_CA_CNF = """
+[ca]
+default_ca = test
+[test]
+database = index.txt
+serial = serial
+new_certs_dir = .
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+"""
+
+
+def _expired(d: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    """`openssl ca` is the CLI that can backdate a certificate (x509 -req cannot in OpenSSL 3.0)."""
+    (d / "ca.cnf").write_text(_CA_CNF)
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("1000\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=client1", cwd=d)
+    _openssl("ca", "-batch", "-config", "ca.cnf", "-cert", ca[0], "-keyfile", ca[1], "-in", "expired.csr",
+             "-out", "expired.pem", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-notext", cwd=d)
+    return d / "expired.pem", d / "expired.key"
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A fresh CA, a server cert for 127.0.0.1, two client certs and one from a rogue CA (private keys in tmp)."""
@@ -66,6 +94,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         client2=_leaf(d, "client2", "client2", ca, client_ext),
         rogue=_leaf(d, "rogue", "client1", rogue_ca, client_ext),
         renewed=_leaf(d, "renewed", "renewed", ca, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        expired=_expired(d, ca),
     )
 
 
@@ -133,6 +162,13 @@ def test_client_without_cert_accepted_when_verification_off(certs: Certs) -> Non
 def test_client_cert_from_untrusted_ca_refused(certs: Certs) -> None:
     """A client cert signed by another CA is refused, even with an allowed name."""
     data, failed, _, _ = asyncio.run(_send_with(certs, tls_config(certs, permitted_peers=("client1",)), certs.rogue))
+    assert (data, failed) == ([], 1)
+
+
+@pytest.mark.timeout(30)
+def test_expired_client_cert_refused(certs: Certs) -> None:
+    """A client cert from our CA that expired in 2020 is refused and counted."""
+    data, failed, _, _ = asyncio.run(_send_with(certs, tls_config(certs), certs.expired))
     assert (data, failed) == ([], 1)
 
 
