@@ -126,6 +126,7 @@ EXPECTED_SAMPLE_ALERTS = {
     "sudo_to_root_by_non_admin": 1,
     "local_user_created": 1,
     "local_group_created": 1,
+    "local_user_added_to_admin_group": 1,
     # web
     "web_scanning": 1,
     "web_admin_path_from_outside": 1,
