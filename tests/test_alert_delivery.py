@@ -81,12 +81,14 @@ class MailReceiver:
 
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.reply = "250 OK"  # e.g. "550 5.7.1 rejected" or "451 4.3.0 try later" to refuse
         receiver = self
 
         class Handler:
             async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-                receiver.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[attr-defined]
-                return "250 OK"
+                if receiver.reply.startswith("250"):
+                    receiver.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[attr-defined]
+                return receiver.reply
 
         self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
@@ -726,3 +728,28 @@ def test_only_the_newest_heartbeat_is_kept_while_its_receiver_is_down(tmp_path, 
 
     asyncio.run(go())
     assert hook.requests == []  # nothing went to the fallback
+
+
+@pytest.mark.timeout(60)
+def test_smtp_refusals_are_retried_and_the_mail_arrives_once_accepted(tmp_path, mail):
+    """451 and 550 from the SMTP server are both retried (apprise cannot tell them apart); once the server
+    accepts, exactly one mail arrives."""
+    clock = Clock()
+    p = AlertPipeline(make_config([{"name": "mail", "urls": [mail.url()]}], retry={"initial": "1s", "max": "5s"}),
+                      tmp_path, now_ms=clock)
+    p.submit(mk(1))
+    errors = []
+
+    async def go() -> None:
+        for reply in ("451 4.3.0 try again later", "550 5.7.1 rejected"):
+            mail.reply = reply
+            await drain(p, clock, rounds=1)
+            errors.append(p.outbox.rows(state="pending")[0].last_error)
+            clock.advance(10 * S)
+        mail.reply = "250 OK"
+        await drain(p, clock, rounds=3, step_ms=10 * S)
+        await p.close()
+
+    asyncio.run(go())
+    assert len(mail.messages) == 1 and mail.messages[0]["Subject"].startswith("[high] NEW: SSH brute force")
+    assert all(e and e != "apprise reported a failure" for e in errors)

@@ -94,3 +94,22 @@ def test_apprise_reads_the_dedup_keys_we_add():
     pd = apprise.Apprise.instantiate(augment_url("pagerduty://ikey@apikey", "n", "a", "grp1"))
     og = apprise.Apprise.instantiate(augment_url("opsgenie://apikey/@user", "n", "a", "grp1"))
     assert (pd.dedup, og.alias) == ("grp1", "grp1")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000), st.integers(min_value=16, max_value=500), st.booleans())
+def test_neutralised_text_never_carries_controls_bidi_or_mentions(text, limit, single_line):
+    """For any input: no C0 (but newline/tab), DEL, C1, BiDi control or live @channel survives, and the
+    length stays within the cap plus the truncation note."""
+    out = neutralise(text, limit, single_line)
+    bad = {c for c in out if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F}
+    assert bad == set()
+    assert not any(c in out for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+    assert "@channel" not in out.lower() and "@here" not in out.lower() and "<!" not in out
+    assert len(out) <= limit + len("... [truncated  chars]") + 7
+    if single_line:
+        assert "\n" not in out
