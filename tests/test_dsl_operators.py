@@ -109,3 +109,17 @@ def test_regex_runs_on_unique_values_only() -> None:
     assert int(mask(batch).sum()) == 500
     assert sorted(calls) == ["/a", "/b"]
     assert ast  # the node module is what the compiler consumes
+
+
+def test_rules_are_skipped_for_datasets_absent_from_the_batch() -> None:
+    """A rule pinned to event.dataset knows it; the engine uses it to skip whole batches."""
+    from siem.engine.runtime import required_values
+    from tests.engine_support import ruleset
+
+    rs = ruleset('rule a { when event.dataset == "sshd" and user.name == "x" }\n'
+                 'rule b { when event.dataset in ["nginx.access", "apache.access"] or event.dataset == "x" }\n'
+                 'rule c { when user.name == "x" or event.dataset == "sshd" }')
+    assert [required_values(r.when, "event.dataset") for r in rs.rules] == [
+        frozenset({"sshd"}), frozenset({"nginx.access", "apache.access", "x"}), None]
+    assert len(run('rule a { when event.dataset == "sshd" and user.name == "x" }',
+                   [ev(0, event__dataset="nginx.access", user__name="x"), ev(1, event__dataset="sshd", user__name="x")])) == 1
