@@ -401,6 +401,7 @@ class KafkaConsumerLog:
         self.listener = listener
         self.dead_letter = dead_letter if config.dead_letter_topic else None
         self._assignment: set[TopicPartition] = set()
+        self._generation = 0  # bumped by every revocation and assignment
         self._consumer = AIOKafkaConsumer(
             **config._common(),  # type: ignore[arg-type]
             group_id=self.group,
@@ -443,6 +444,7 @@ class KafkaConsumerLog:
             return
         metrics.KAFKA_REBALANCES.labels(group=self.group, change="revoked").inc()
         log.info("kafka group %s: partitions revoked: %s", self.group, _fmt(partitions))
+        self._generation += 1
         self._assignment -= partitions
         if self.listener is not None:
             await _call_hook(self.listener.on_partitions_revoked, partitions, "on_partitions_revoked")
@@ -450,6 +452,7 @@ class KafkaConsumerLog:
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         metrics.KAFKA_REBALANCES.labels(group=self.group, change="assigned").inc()
         log.info("kafka group %s: partitions assigned: %s", self.group, _fmt(partitions))
+        self._generation += 1
         self._assignment = set(partitions)
         if self.listener is not None:
             # aiokafka may start fetching the new partitions while this hook still runs (seen with state
@@ -462,9 +465,13 @@ class KafkaConsumerLog:
                 self._consumer.resume(*(tp for tp in partitions if tp in self._consumer.assignment()))
 
     async def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> KafkaBatch:
-        """The next records (poison messages skipped and counted) and the positions to commit after them."""
+        """The next records (poison messages skipped and counted) and the positions to commit after them.
+
+        Update your own positions only after processing a batch: the revocation hook may run between two
+        polls (whenever this task awaits), and what it snapshots must match the positions it commits."""
         data = await self._consumer.getmany(timeout_ms=timeout_ms,
                                             max_records=max_records or self.config.max_poll_records)
+        generation = self._generation
         records: list[KafkaRecord] = []
         positions: dict[TopicPartition, int] = {}
         for tp, messages in data.items():
@@ -478,6 +485,12 @@ class KafkaConsumerLog:
                 log.error("kafka %s[%d]@%d: skipping poison message (%s)", tp.topic, tp.partition, m.offset, reason)
                 if self.dead_letter is not None and self.config.dead_letter_topic:
                     await self._to_dead_letter(m, reason)
+        if generation != self._generation:
+            # a rebalance ran while we were copying to the dead-letter topic: these records may belong to
+            # a partition we lost, or precede the offset a restored snapshot seeked to. Drop them; the
+            # partition's current owner reads them again from its committed or restored offset.
+            log.info("kafka group %s: dropping %d records polled before a rebalance", self.group, len(records))
+            return KafkaBatch([], {})
         return KafkaBatch(records, positions)
 
     def _decode(self, m: object) -> tuple[KafkaRecord | None, str]:
