@@ -142,6 +142,32 @@ def test_connection_beyond_limit_of_active_senders_is_refused() -> None:
     assert sorted(data) == sorted(b"<13>sender %d" % i for i in range(10))
 
 
+async def _per_source(limit: int) -> tuple[bytes, float, list[bytes]]:
+    config = SyslogConfig(protocol="tcp", port=0, max_connections_per_source=limit)
+    async with serving(config) as (server, sink):
+        flood = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(limit)]
+        await wait_until(lambda: server.connection_count == limit)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            refused = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            refused = b""
+        # another address of the loopback network is another source
+        _, other = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        other.write(b"<13>from another source\n")
+        await other.drain()
+        await wait_until(lambda: len(sink.records) >= 1)
+        for _, w in flood + [(reader, writer), (None, other)]:
+            w.close()
+        return refused, errors(server, "source_limit"), sink.data
+
+
+@pytest.mark.timeout(30)
+def test_connections_per_source_are_capped() -> None:
+    """max_connections_per_source: one address's extra connection is refused; other sources still get in."""
+    assert run(_per_source(3)) == (b"", 1, [b"<13>from another source"])
+
+
 async def _idle_timeout() -> tuple[bytes, float]:
     config = SyslogConfig(protocol="tcp", port=0, idle_timeout_ms=300)
     async with serving(config) as (server, _):

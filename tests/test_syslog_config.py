@@ -118,6 +118,12 @@ def test_tls_keys_on_plain_tcp_are_errors() -> None:
     assert issues == ['tls-only: inputs.syslog.verify_client: only applies to protocol = "tls" (this input is tcp)']
 
 
+def test_per_source_limit_parsed() -> None:
+    """max_connections_per_source is a stream setting, 0 (off) by default."""
+    config, issues = load('protocol = "tcp"\nmax_connections_per_source = 8')
+    assert (issues, config.max_connections_per_source if config else None) == ([], 8)
+
+
 def test_stream_keys_on_udp_are_errors() -> None:
     """max_connections means nothing for UDP."""
     _, issues = load("max_connections = 10")

@@ -40,7 +40,8 @@ Connections (TCP and TLS): at most ``max_connections``. When a new connection ar
 oldest connection that has not delivered a single message yet (idle, half-open or still in the TLS
 handshake) is closed to make room (``siem_input_errors_total{reason="evicted"}``), so idle or
 never-finishing clients cannot lock healthy senders out; when every connection has delivered something the
-new one is refused (``reason="connection_limit"``). Connections silent for ``idle_timeout`` are closed
+new one is refused (``reason="connection_limit"``). ``max_connections_per_source`` (off by default) caps
+the connections of one client IP address (``reason="source_limit"``). Connections silent for ``idle_timeout`` are closed
 (``reason="idle_timeout"``); a TLS handshake must finish within ``handshake_timeout``. Each connection
 awaits the sink for every message, so a slow pipeline slows the reads (and, through the TCP window, the
 sender), never grows memory.
@@ -90,6 +91,7 @@ class SyslogConfig:
     framing: Framing = "auto"
     max_message_bytes: int = 65536
     max_connections: int = 200
+    max_connections_per_source: int = 0  # per client IP address; 0 = only max_connections applies
     idle_timeout_ms: int = 300_000
     handshake_timeout_ms: int = 10_000
     queue_size: int = 10_000  # UDP: datagrams waiting for the sink
@@ -104,12 +106,13 @@ class SyslogConfig:
 
 _KEYS = {
     "type", "protocol", "address", "port", "format", "framing", "max_message_bytes", "max_connections",
+    "max_connections_per_source",
     "idle_timeout", "handshake_timeout", "queue_size", "receive_buffer_bytes", "cert_file", "key_file",
     "ca_file", "verify_client", "min_tls_version", "permitted_peers",
 }
 _TLS_KEYS = ("cert_file", "key_file", "ca_file", "verify_client", "min_tls_version", "permitted_peers",
              "handshake_timeout")
-_STREAM_KEYS = ("framing", "max_connections", "idle_timeout")
+_STREAM_KEYS = ("framing", "max_connections", "max_connections_per_source", "idle_timeout")
 _UDP_KEYS = ("queue_size", "receive_buffer_bytes")
 
 
@@ -191,6 +194,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
 
     max_bytes = positive("max_message_bytes", 65536, 64, 64 * 1024 * 1024)
     max_conns = positive("max_connections", 200, 1, 1_000_000)
+    per_source = positive("max_connections_per_source", 0, 0, 1_000_000)
     queue_size = positive("queue_size", 10_000, 1, 10_000_000)
     rcvbuf = positive("receive_buffer_bytes", 8 * 1024 * 1024, 4096, 1024 * 1024 * 1024)
 
@@ -256,7 +260,8 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
         return None, issues
     return SyslogConfig(
         protocol=protocol, address=tuple(addresses), port=port, format=fmt, framing=framing,
-        max_message_bytes=max_bytes, max_connections=max_conns, idle_timeout_ms=idle_ms,
+        max_message_bytes=max_bytes, max_connections=max_conns, max_connections_per_source=per_source,
+        idle_timeout_ms=idle_ms,
         handshake_timeout_ms=handshake_ms, queue_size=queue_size, receive_buffer_bytes=rcvbuf,
         cert_file=cert_file, key_file=key_file, ca_file=ca_file, verify_client=verify_client,
         min_tls_version=min_tls, permitted_peers=tuple(peers),
@@ -483,6 +488,7 @@ def _origin(peer: object) -> str:
 class _Conn:
     transport: asyncio.BaseTransport
     opened_ns: int
+    source: str = ""  # the peer's IP address
     task: asyncio.Task | None = None
     framer: Framer | None = None
     delivered: bool = False  # has handed (or is handing) a message to the sink: never evicted
@@ -678,6 +684,7 @@ class SyslogServer:
                 self._error("udp")
                 return
             self._on_datagram(data, addr)
+        self._count_kernel_drops(sock)  # a full batch: under a steady flood the socket may never drain
 
     def _count_kernel_drops(self, sock: socket.socket) -> None:
         total = _kernel_drop_counter(sock)
@@ -721,6 +728,10 @@ class SyslogServer:
     # -- TCP / TLS -------------------------------------------------------------------------------
 
     def _admit(self, conn: _Conn) -> bool:
+        per_source = self.config.max_connections_per_source
+        if per_source and sum(1 for c in self._conns if c.source == conn.source) >= per_source:
+            self._error("source_limit")
+            return False
         if len(self._conns) >= self.config.max_connections:
             silent = [c for c in self._conns if not c.delivered]
             if not silent:
@@ -742,11 +753,13 @@ class SyslogServer:
             transport.abort()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Conn(transport=writer.transport, opened_ns=time.monotonic_ns(), task=asyncio.current_task())
+        peer = writer.get_extra_info("peername")
+        conn = _Conn(transport=writer.transport, opened_ns=time.monotonic_ns(), task=asyncio.current_task(),
+                     source=str(peer[0]) if isinstance(peer, tuple) and peer else "")
         if not self._admit(conn):
             writer.transport.abort()
             return
-        origin = _origin(writer.get_extra_info("peername"))
+        origin = _origin(peer)
         try:
             if self._ssl is not None:
                 # Straight away, before the first read, so the ClientHello is read by the TLS layer.
