@@ -17,6 +17,7 @@ alerts do not depend on how events were cut into batches (tests/test_engine_prop
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,15 +66,16 @@ def group_rows(keys: list[Key]) -> dict[Key, list[int]]:
     return out
 
 
-class Correlator:
+class Correlator(ABC):
     """Base: subclasses implement process(); advance() is for time-driven rules (absent)."""
 
     def __init__(self, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
         self.sample_size = sample_size
         self.agg_fields = agg_fields  # fields whose values the message template aggregates
 
+    @abstractmethod
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Take the rows of `batch` that passed the rule's filter; return the windows that fired."""
 
     def advance(self, stream_ms: int) -> list[Fire]:
         return []
