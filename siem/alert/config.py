@@ -478,7 +478,7 @@ def config_from_toml(table: dict[str, object], where: str = "alerting") -> tuple
 
 
 def _split_urls(text: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):

@@ -68,7 +68,7 @@ class GroupState:
     total: int = 0  # alerts in this group instance
 
     def to_json(self) -> dict[str, object]:
-        return {s: getattr(self, s) for s in self.__slots__}  # type: ignore[attr-defined]
+        return {s: getattr(self, s) for s in self.__slots__}
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> "GroupState":

@@ -97,11 +97,11 @@ class Row:
     fallback_of: str | None
 
 
-_COLS = ", ".join(Row.__slots__)  # type: ignore[attr-defined]
+_COLS = ", ".join(Row.__slots__)
 
 
 def _row(t: tuple[object, ...]) -> Row:
-    d = dict(zip(Row.__slots__, t))  # type: ignore[attr-defined]
+    d = dict(zip(Row.__slots__, t))
     d["alert_ids"] = tuple(orjson.loads(d["alert_ids"]))  # type: ignore[arg-type]
     return Row(**d)  # type: ignore[arg-type]
 

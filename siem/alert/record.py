@@ -20,6 +20,16 @@ def _json_fallback(obj: object) -> object:
     return str(obj)
 
 
+def _int(v: object) -> int:
+    if isinstance(v, (int, float, str)):
+        return int(v)
+    raise ValueError(f"expected a number, got {type(v).__name__}")
+
+
+def _seq(v: object) -> list[object] | tuple[object, ...]:
+    return v if isinstance(v, (list, tuple)) else ()
+
+
 def alert_id(rule_id: str, group: tuple[tuple[str, str], ...], window_start_ms: int) -> str:
     """Deterministic: the same rule, key and window always give the same id, so replays never notify twice."""
     text = "\x1f".join([rule_id, *(f"{k}={v}" for k, v in group), str(window_start_ms)])
@@ -77,13 +87,13 @@ class Alert:
             rule_id=str(d["rule"]),
             title=str(d.get("title", "")),
             severity=str(d["severity"]),
-            tags=tuple(str(t) for t in d.get("tags", ()) or ()),  # type: ignore[union-attr]
+            tags=tuple(str(t) for t in _seq(d.get("tags"))),
             group=tuple((str(k), str(v)) for k, v in group.items()),
-            first_ms=int(d["first_ms"]),  # type: ignore[arg-type]
-            last_ms=int(d["last_ms"]),  # type: ignore[arg-type]
-            count=int(d["count"]),  # type: ignore[arg-type]
+            first_ms=_int(d["first_ms"]),
+            last_ms=_int(d["last_ms"]),
+            count=_int(d["count"]),
             message=str(d.get("message", "")),
-            aggregates=dict(d.get("aggregates", {}) or {}),  # type: ignore[arg-type]
-            events=tuple(d.get("events", ()) or ()),  # type: ignore[arg-type]
-            emitted_ms=int(d.get("emitted_ms", 0) or 0),  # type: ignore[arg-type]
+            aggregates=dict(aggregates) if isinstance(aggregates := d.get("aggregates"), dict) else {},
+            events=tuple(e for e in _seq(d.get("events")) if isinstance(e, dict)),
+            emitted_ms=_int(d.get("emitted_ms", 0) or 0),
         )

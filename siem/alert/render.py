@@ -76,10 +76,13 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
 
 def notification_fields(n: Mapping[str, object], route: str) -> dict[str, object]:
     """Template fields of a stored notification (see siem.alert.noise.Notification.to_json)."""
-    group = n.get("group") or []
-    pairs = [(str(k), str(v)) for k, v in group]  # type: ignore[union-attr]
+    group = n.get("group")
+    pairs = [(str(p[0]), str(p[1])) for p in group if isinstance(p, (list, tuple)) and len(p) == 2] \
+        if isinstance(group, (list, tuple)) else []
     key = ", ".join(f"{k}={v}" for k, v in pairs)
-    aggregates = n.get("aggregates") or {}
+    aggregates = n.get("aggregates")
+    if not isinstance(aggregates, dict):
+        aggregates = {}
     fields: dict[str, object] = {
         "id": n.get("alert_id", ""),
         "rule": n.get("rule", ""),
@@ -97,7 +100,7 @@ def notification_fields(n: Mapping[str, object], route: str) -> dict[str, object
         "last": iso_ms(int(n.get("last_ms", 0) or 0)),  # type: ignore[call-overload]
         "route": route,
         "group_id": n.get("group_id", ""),
-        "aggregates": ", ".join(f"{k}={v}" for k, v in aggregates.items()),  # type: ignore[union-attr]
+        "aggregates": ", ".join(f"{k}={v}" for k, v in aggregates.items()),
         "alert_ids": list(n.get("alert_ids") or []),  # type: ignore[call-overload]
         "kind": n.get("kind", ""),
     }
