@@ -151,7 +151,7 @@ def test_random_bytes_never_raise_and_stay_bounded(chunks: list[bytes], max_byte
     assert all(0 < len(m) <= max_bytes for m in framer.close().messages)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=150).filter(lambda m: m[:1] not in b"\n\x00"), max_size=15),
        st.integers(min_value=1, max_value=40))
 def test_octet_framing_round_trips(messages: list[bytes], split: int) -> None:
@@ -165,7 +165,7 @@ _LF_MESSAGE = st.binary(min_size=1, max_size=150).filter(
     lambda m: b"\n" not in m and b"\x00" not in m and m[:1] not in b"0123456789" and not m.endswith(b"\r"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_LF_MESSAGE, max_size=15), st.sampled_from([b"\n", b"\r\n", b"\x00"]),
        st.integers(min_value=1, max_value=40))
 def test_lf_framing_round_trips(messages: list[bytes], terminator: bytes, split: int) -> None:
