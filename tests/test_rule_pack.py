@@ -41,10 +41,10 @@ needs_datasets = pytest.mark.skipif(
 )
 
 
-def replay(*paths: Path) -> list[dict[str, object]]:
+def replay(*paths: Path, options: tuple[str, ...] = ()) -> list[dict[str, object]]:
     """Run `siem replay --rules rules/ PATH...` as a subprocess; the alerts it prints."""
     proc = subprocess.run(
-        [sys.executable, "-m", "siem", "replay", "--quiet", "--rules", str(RULES), *map(str, paths)],
+        [sys.executable, "-m", "siem", "replay", "--quiet", *options, "--rules", str(RULES), *map(str, paths)],
         cwd=REPO, capture_output=True, timeout=240, check=False,
     )
     if proc.returncode != 0:
@@ -206,6 +206,16 @@ def test_sample_logs_raise_one_benign_alert_before_the_attack_day(sample_alerts:
     """Eight ordinary days produce a single alert (carol's mistyped sudo password); the rest is Mar 9."""
     early = [a["rule"] for a in sample_alerts if str(a["first"]) < "2026-03-09"]
     assert early == ["sudo_auth_failure"]
+
+
+@pytest.mark.timeout(300)
+def test_sample_alerts_do_not_depend_on_batch_size(sample_alerts: list[dict[str, object]]) -> None:
+    """Cutting the replay into batches of 50 events gives the same alerts as the default 4096."""
+
+    def summary(alerts: list[dict[str, object]]) -> list[tuple[str, ...]]:
+        return sorted((str(a["id"]), str(a["rule"]), str(a["first"]), str(a["count"])) for a in alerts)
+
+    assert summary(replay(SAMPLES, options=("--batch-size", "50"))) == summary(sample_alerts)
 
 
 # --- real datasets ----------------------------------------------------------------------------------
