@@ -337,7 +337,7 @@ def test_poison_messages_are_skipped_counted_and_dead_lettered(kafka_broker: Tan
         assert after == {"not_json": 2, "null_value": 1, "oversized": 1, "bad_header": 1}
         async with KafkaConsumerLog(cfg(kafka_broker, max_message_bytes=1 << 20), "matcher", [dead],
                                     group_id=name("g")) as reader:
-            raw_dead = []
+            raw_dead: list = []
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 20
             while len(raw_dead) < len(poison) and loop.time() < deadline:
@@ -435,7 +435,7 @@ class CountingCorrelator:
     async def step(self) -> None:
         batch = await self.consumer.poll(timeout_ms=50)
         for r in batch.records:
-            self.state.setdefault(TopicPartition(r.topic, r.partition), []).append(r.value["seq"])
+            self.state.setdefault(TopicPartition(r.topic, r.partition), []).append(int(r.value["seq"]))  # type: ignore[call-overload]
         self.next.update(batch.positions)
 
     def total(self) -> int:

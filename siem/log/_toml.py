@@ -46,7 +46,7 @@ class TableReader:
         if value not in choices:
             self.bad(key, "bad-value", f"expected one of {', '.join(choices)}, got {value!r}")
             return default
-        return value  # type: ignore[return-value]
+        return value
 
     def duration_ms(self, key: str, default_ms: int, lo_ms: int = 0) -> int:
         value = self.get(key, (str, int), None)
@@ -56,7 +56,7 @@ class TableReader:
             ms = value
         else:
             try:
-                ms = parse_duration_ms(value)
+                ms = parse_duration_ms(str(value))
             except ValueError as exc:
                 self.bad(key, "bad-value", str(exc))
                 return default_ms
@@ -67,8 +67,8 @@ class TableReader:
 
     def str_list(self, key: str, default: list[str]) -> list[str]:
         value = self.get(key, (list, str), default)
-        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        items: list[object] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else []
         if not all(isinstance(v, str) and v for v in items):
             self.bad(key, "wrong-type", "expected a list of non-empty strings")
             return default
-        return items
+        return [str(v) for v in items]

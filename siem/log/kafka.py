@@ -216,23 +216,23 @@ def config_from_toml(table: dict, where: str) -> tuple[KafkaConfig | None, list[
     poll_interval = r.int_range("max_poll_interval_ms", d.max_poll_interval_ms, 1000, 86_400_000)
     isolation = r.choice("isolation_level", d.isolation_level, ("read_committed", "read_uncommitted"))
 
-    s = sub("security", _SECURITY_KEYS)
-    protocol = s.choice("protocol", "PLAINTEXT", SECURITY_PROTOCOLS)
-    mechanism = s.get("sasl_mechanism", str, None)
+    sec = sub("security", _SECURITY_KEYS)
+    protocol = sec.choice("protocol", "PLAINTEXT", SECURITY_PROTOCOLS)
+    mechanism = sec.str_("sasl_mechanism", None)
     if mechanism is not None and mechanism not in SASL_MECHANISMS:
-        s.bad("sasl_mechanism", "bad-value", f"expected one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}")
-    username = s.str_("sasl_username", None)
-    password = _secret(s, "sasl_password")
+        sec.bad("sasl_mechanism", "bad-value", f"expected one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}")
+    username = sec.str_("sasl_username", None)
+    password = _secret(sec, "sasl_password")
     if protocol.startswith("SASL") and (username is None or password is None):
-        s.bad("protocol", "missing-key", f"{protocol} needs sasl_username and a sasl_password(_file|_env)")
-    files = {}
+        sec.bad("protocol", "missing-key", f"{protocol} needs sasl_username and a sasl_password(_file|_env)")
+    files: dict[str, str | None] = {}
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        files[key] = s.str_(key, None)
-        if files[key] is not None and not os.access(files[key], os.R_OK):
-            s.bad(key, "unreadable-file", f"cannot read {files[key]}")
-    check_host = s.get("ssl_check_hostname", bool, True)
+        path = files[key] = sec.str_(key, None)
+        if path is not None and not os.access(path, os.R_OK):
+            sec.bad(key, "unreadable-file", f"cannot read {path}")
+    check_host = sec.get("ssl_check_hostname", bool, True)
 
-    issues = r.issues + t.issues + g.issues + s.issues
+    issues = r.issues + t.issues + g.issues + sec.issues
     if issues:
         return None, issues
     security = KafkaSecurity(protocol, mechanism, username, password, files["ssl_cafile"], files["ssl_certfile"],
@@ -273,7 +273,7 @@ async def ensure_topics(config: KafkaConfig, topics: Sequence[str] | None = None
     Existing topics are left as they are (their partition count is not changed)."""
     names = list(topics) if topics is not None else [*config.topics, config.topic_state,
                                                       *([config.dead_letter_topic] if config.dead_letter_topic else [])]
-    admin = AIOKafkaAdminClient(**config._common())  # type: ignore[arg-type]
+    admin = AIOKafkaAdminClient(**config._common())
     await admin.start()
     try:
         response = await admin.create_topics([
@@ -302,7 +302,7 @@ class KafkaProducerLog:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         self._producer = AIOKafkaProducer(
-            **config._common(),  # type: ignore[arg-type]
+            **config._common(),
             acks="all" if config.acks == "all" else 1,
             enable_idempotence=config.enable_idempotence,
             linger_ms=config.linger_ms,
@@ -403,7 +403,7 @@ class KafkaConsumerLog:
         self._assignment: set[TopicPartition] = set()
         self._generation = 0  # bumped by every revocation and assignment
         self._consumer = AIOKafkaConsumer(
-            **config._common(),  # type: ignore[arg-type]
+            **config._common(),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -582,7 +582,7 @@ class KafkaStateStore:
         self.topic = config.topic_state
         self._producer = KafkaProducerLog(config)
         self._consumer = AIOKafkaConsumer(
-            **config._common(),  # type: ignore[arg-type]
+            **config._common(),
             group_id=None, enable_auto_commit=False, isolation_level=config.isolation_level,
             max_partition_fetch_bytes=max(config.max_message_bytes + 64 * 1024, 1024 * 1024),
         )
