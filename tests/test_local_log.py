@@ -532,3 +532,27 @@ def test_append_refused_by_the_disk_leaves_the_log_unchanged(tmp_path: Path, mod
         assert log.end_offset == accepted
         assert [o for o, _ in log.read(0, 10_000)] == list(range(accepted))
         assert log.segments == [0]
+
+
+_BIG_CHECKPOINT = textwrap.dedent("""
+    import resource, signal, sys
+    from siem.errors import StateError
+    from siem.log.checkpoint import save_checkpoint
+    save_checkpoint(sys.argv[1], 10, b"small state")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    try:
+        save_checkpoint(sys.argv[1], 20, b"s" * 100_000)
+    except StateError as exc:
+        print("refused:", exc)
+""")
+
+
+@pytest.mark.timeout(30)
+def test_checkpoint_the_disk_refuses_keeps_the_previous_one(tmp_path: Path) -> None:
+    """A checkpoint write that fails (file size limit, like a full disk) raises StateError and leaves
+    the previous checkpoint in place."""
+    out = subprocess.run([sys.executable, "-c", _BIG_CHECKPOINT, str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=25)
+    assert out.stdout.startswith("refused: cannot write state file"), out.stdout + out.stderr
+    assert load_checkpoint(tmp_path) == (10, b"small state")
