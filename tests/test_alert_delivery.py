@@ -612,12 +612,16 @@ def test_alerts_list_since_and_limit(tmp_path, hook, capsys):
 def test_corrupt_outbox_is_moved_aside_and_alerting_continues(tmp_path, hook, caplog):
     """A garbage outbox file is kept as *.corrupt-*, logged at ERROR, and a fresh one takes alerts again."""
     (tmp_path / "alerts").mkdir()
+    earlier = AlertLog(tmp_path / "alerts/alerts.jsonl", 1 << 20, 2)  # an alert handled before the corruption
+    earlier.append([mk(0).dumps()])
+    earlier.close()
     (tmp_path / "alerts" / "outbox.sqlite").write_bytes(b"this is not a database" * 100)
     clock = Clock()
     with caplog.at_level(logging.ERROR):
         p = AlertPipeline(make_config([{"name": "hook", "urls": [hook.url()]}]), tmp_path, now_ms=clock)
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert len(list((tmp_path / "alerts").glob("outbox.sqlite.corrupt-*"))) == 1
+    p.submit(mk(0))  # replayed by the engine: remembered from the alert log, not notified again
     p.submit(mk(1))
 
     async def go() -> None:

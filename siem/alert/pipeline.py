@@ -48,6 +48,29 @@ _PRUNE_EVERY_MS = 3_600_000
 _MAX_SLEEP_S = 1.0
 
 
+def _logged_ids(path: Path) -> list[str]:
+    """Ids of every alert in the current and rotated logs (fast path: the id is the first key of a line)."""
+    ids: list[str] = []
+    for p in log_files(path):
+        try:
+            with open(p, "rb") as f:
+                for line in f:
+                    if line.startswith(b'{"id":"'):
+                        end = line.find(b'"', 7)
+                        if end > 7:
+                            ids.append(line[7:end].decode("utf-8", "replace"))
+                            continue
+                    try:
+                        d = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(d, dict) and isinstance(d.get("id"), str):
+                        ids.append(d["id"])
+        except OSError:
+            continue
+    return ids
+
+
 class AlertPipeline:
     def __init__(self, config: AlertingConfig, state_dir: str | Path, now_ms: Clock = wall_ms,
                  rng: random.Random | None = None, environ: dict[str, str] | None = None) -> None:
@@ -133,7 +156,10 @@ class AlertPipeline:
     # --- intake ------------------------------------------------------------------------------------
 
     def submit(self, alert: Alert) -> None:
-        """Take one alert in: log, dedup, group, route, enqueue. Synchronous, no network."""
+        """Take one alert in: log, dedup, group, route, enqueue. Synchronous, no network.
+
+        Raises StateError when the alert log or the database cannot be written (disk full, read-only):
+        the caller must then not move its checkpoint past this alert, so it is emitted again later."""
         self.submit_many([alert])
 
     def submit_many(self, alerts: Iterable[Alert]) -> None:
@@ -206,10 +232,21 @@ class AlertPipeline:
         raw = self.outbox.get_meta("log_pos")
         cur_ino, cur_size = self.log.position()
         if raw is None:
-            # A new database: the log (if any) was handled by an earlier database or is older than it.
+            # A new database (first start, or the old one was corrupt): alerts already in the log were
+            # handled before; remember their ids so a replay does not log or notify them again.
+            ids = _logged_ids(self.log.path)
             self.outbox.begin()
-            self.outbox.set_meta("log_pos", f"{cur_ino}:{cur_size}")
-            self.outbox.commit()
+            try:
+                for i in range(0, len(ids), 10_000):
+                    self.outbox.add_seen(ids[i:i + 10_000], self.now_ms())
+                self.outbox.set_meta("log_pos", f"{cur_ino}:{cur_size}")
+                self.outbox.commit()
+            except BaseException:
+                self.outbox.rollback()
+                raise
+            if ids:
+                log.warning("alerting database is new but the alert log holds %d alerts: their ids are remembered "
+                            "as taken in (not notified again)", len(ids))
             return
         ino_s, _, off_s = raw.partition(":")
         ino, off = int(ino_s), int(off_s)
