@@ -24,7 +24,6 @@ from siem.collect.cloudtrail import (
     CloudTrailCollector,
     CloudTrailConfig,
     config_from_toml,
-    decode_records,
     is_cloudtrail_file,
     load_file,
 )
@@ -310,7 +309,10 @@ def test_absolute_cap_refuses_what_the_ratio_allows(tmp_path: Path) -> None:
     ("multi_member", lambda: gzip.compress(b'{"Records": [') + gzip.compress(b'{"a": 1}, {"b": 2}]}'), [], 2),
     ("trailing_garbage", lambda: gzip.compress(ct_file(RECORDS[:3])) + b"GARBAGE", ["trailing_garbage"], 3),
     ("zero_bytes", lambda: b"", ["invalid_json"], None),
-    ("invalid_json", lambda: gzip.compress(b'{"Records": [{"a": 1}'), ["invalid_json"], None),
+    ("cut_json", lambda: gzip.compress(b'{"Records": [{"a": 1}, {"b": 2}, {"c"'), ["invalid_json"], 2),
+    ("invalid_json", lambda: gzip.compress(b'{"Records" [{"a": 1}]}'), ["invalid_json"], None),
+    ("data_after_json", lambda: gzip.compress(b'{"Records": [{"a": 1}]} {"x": 1}'), ["invalid_json"], 1),
+    ("invalid_utf8", lambda: gzip.compress(b'{"Records": [{"a": "\xff\xfe"}]}'), ["invalid_utf8"], 1),
     ("no_records", lambda: gzip.compress(b'{"records": []}'), ["no_records"], None),
     ("top_level_list", lambda: gzip.compress(b"[1, 2]"), ["no_records"], None),
     ("records_not_list", lambda: gzip.compress(b'{"Records": {"a": 1}}'), ["bad_records"], None),
@@ -332,21 +334,47 @@ def test_plain_json_over_the_cap_is_refused_unread(tmp_path: Path) -> None:
     assert (got.records, got.problems) == (None, ["oversized"])
 
 
-def test_records_over_max_records_are_cut_and_counted() -> None:
+def test_records_over_max_records_are_cut_and_counted(tmp_path: Path) -> None:
     """Only the first max_records are kept; the rest are reported as dropped."""
-    got = decode_records(ct_file(RECORDS), 10)
+    got = load_file(write(tmp_path, "a.json", ct_file(RECORDS)), 1 << 20, 1000.0, 10)
     assert (len(got.records or []), got.problems, got.dropped) == (10, ["too_many_records"], 6)
 
 
-def test_odd_json_values_are_kept_deterministically() -> None:
-    """Duplicate keys keep the last value, null and non-object records pass on; what orjson refuses
-    (integers beyond 64 bits, a lone surrogate) is decoded by the standard library and kept exactly."""
+def test_odd_json_values_are_kept_deterministically(tmp_path: Path) -> None:
+    """Duplicate keys keep the last value, null and non-object records pass on, integers beyond 64 bits and
+    lone surrogates are kept exactly."""
     raw = (b'{"Records": [{"eventID": "a", "eventID": "b"}, {"n": 123456789012345678901234567890},'
-           b' null, "text", {"s": "\\ud800"}]}')
-    got = decode_records(raw, 100)
+           b' null, "text", {"s": "\\ud800"}, {"deep": ' + b"[" * 500 + b"]" * 500 + b"}]}")
+    got = load_file(write(tmp_path, "a.json", raw), 1 << 20, 1000.0, 100)
     assert got.problems == [] and got.records is not None
-    assert got.records[:4] == [b'{"eventID":"b"}', b'{"n":123456789012345678901234567890}', b"null", b'"text"']
-    assert orjson.loads(got.records[4].replace(b"\\ud800", b"?")) == {"s": "?"}
+    assert got.records[:5] == [b'{"eventID":"b"}', b'{"n":123456789012345678901234567890}', b"null", b'"text"',
+                               b'{"s":"\\ud800"}']
+    assert got.records[5] == b'{"deep":' + b"[" * 500 + b"]" * 500 + b"}"
+
+
+def test_first_of_duplicate_records_keys_is_read(tmp_path: Path) -> None:
+    """A second Records key is ignored (deterministic, and never read twice)."""
+    got = load_file(write(tmp_path, "a.json", b'{"Records": [1], "x": {"y": 2}, "Records": [2, 3]}'),
+                    1 << 20, 1000.0, 100)
+    assert (got.records, got.problems) == ([b"1"], [])
+
+
+def test_decoding_a_large_file_stays_near_its_size(tmp_path: Path) -> None:
+    """50,000 records (about 30 MB of JSON) are decoded one at a time: the peak stays a small multiple of
+    the text, not the tenfold of decoding the whole document at once (measured in a child process)."""
+    records = [{"eventID": str(i), "eventName": "GetObject", "requestParameters": {"bucketName": "b" * 400,
+                "key": f"k/{i}"}, "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::1:x"}}
+               for i in range(50_000)]
+    path = write(tmp_path, "big.json.gz", gzip.compress(ct_file(records), 1))
+    size = len(ct_file(records))
+    del records
+    code = ("import re; from siem.collect.cloudtrail import RecordReader; "
+            f"r = RecordReader({path!r}, 256 << 20, 1000.0, 10**6); n = 0\n"
+            "while b := r.next_batch(1000): n += len(b)\n"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); print(n, hwm)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    n, peak_kib = map(int, out.stdout.split())
+    assert n == 50_000 and peak_kib * 1024 < 4 * size, (peak_kib, size)
 
 
 # --- bad files in the running collector -----------------------------------------------------------------

@@ -21,8 +21,11 @@ Each element of ``Records`` becomes one :class:`RawRecord` (``format = "cloudtra
 record as compact JSON, ``origin`` = the file path). Decoding is bounded: ``.gz`` files are streamed through
 :class:`siem.collect.files.BoundedGunzip` with ``max_object_bytes`` of output and ``max_ratio`` at most, so
 a gzip bomb is refused after at most ``max_object_bytes`` of output; plain files larger than
-``max_object_bytes`` are refused unread. Every bad file is counted in ``siem_input_errors_total{reason}``
-and marked done (it is not retried until it changes); nothing escapes :meth:`CloudTrailCollector.run`:
+``max_object_bytes`` are refused unread. The JSON is then decoded one record at a time
+(:func:`iter_records`), so the peak memory is about twice the decompressed size, not the tenfold that
+decoding the whole document at once costs. Every bad file is counted in ``siem_input_errors_total{reason}``
+and marked done (it is not retried until it changes); nothing escapes :meth:`CloudTrailCollector.run`.
+Records that come before a problem in the JSON text are delivered (they are complete and valid):
 
 =====================  ================================================================================
 reason                 file
@@ -32,9 +35,12 @@ reason                 file
 ``bad_gzip``           not gzip despite ``.gz``, corrupt data, bad CRC or length: refused
 ``trailing_garbage``   junk after a complete gzip member: counted, the (CRC-checked) records are read
 ``oversized``          a plain ``.json`` over ``max_object_bytes``: refused
-``invalid_json``       not JSON (or nested deeper than the JSON decoder allows): refused
-``no_records``         JSON that is not an object with ``Records``: refused
-``bad_records``        ``Records`` is not a list: refused
+``invalid_json``       not JSON, JSON cut short, data after the document, or nesting deeper than the JSON
+                       decoder's recursion limit (about 1000): the records before that point are delivered
+``invalid_utf8``       bytes that are not UTF-8: replaced by U+FFFD, the records are delivered
+``no_records``         JSON that is not an object with ``Records``: nothing delivered
+``bad_records``        ``Records`` is not an array: nothing delivered
+``unencodable_record`` a record that cannot be re-encoded as JSON: skipped
 ``too_many_records``   more than ``max_records``: the first ``max_records`` are read, the rest counted
                        in ``siem_input_dropped_total{reason="too_many_records"}``
 ``io``                 cannot read the file (permission, vanished): retried at the next scan
@@ -42,8 +48,9 @@ reason                 file
 
 Multi-member gzip is read whole; an empty ``Records`` list is a correct, empty file. Records that are not
 objects are passed on as they are (the parser keeps them as error events). Duplicate keys keep the last
-value. JSON that orjson refuses (integers beyond 64 bits, lone surrogate escapes) is decoded by the standard
-library instead and re-encoded exactly, so one odd value does not lose a file.
+value; of duplicate ``Records`` keys the first is read. Integers beyond 64 bits and lone surrogate escapes
+are kept exactly (decoded by the standard library's JSON decoder, re-encoded by orjson or, for what orjson
+refuses, by the standard library).
 
 Delivery: a file's records are handed to the sink in order; the position ``(file, records delivered)`` is
 part of :meth:`CloudTrailCollector.positions`, so a restart after a clean stop continues inside a file
@@ -57,7 +64,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +84,7 @@ log = logging.getLogger(__name__)
 _IGNORED_DIRS = frozenset({"CloudTrail-Digest", "CloudTrail-Insight"})
 _IGNORED_NAME_PARTS = ("_CloudTrail-Digest_", "_CloudTrail-Insight_")
 COMMIT_EVERY_MS = 1000
+BATCH_RECORDS = 1000  # records decoded per worker-thread call
 STATE_VERSION = 1
 
 
@@ -127,7 +137,7 @@ def is_cloudtrail_file(relpath: str) -> bool:
     return not any(s in name for s in _IGNORED_NAME_PARTS)
 
 
-def read_object(path: str, max_bytes: int, max_ratio: float) -> tuple[bytes | None, list[str]]:
+def read_object(path: str, max_bytes: int, max_ratio: float) -> tuple[bytes | bytearray | None, list[str]]:
     """The decompressed bytes of one file (None when refused) and the problems met (metric reasons)."""
     with open(path, "rb") as f:
         if not path.endswith(".gz"):
@@ -143,52 +153,189 @@ def read_object(path: str, max_bytes: int, max_ratio: float) -> tuple[bytes | No
         except GzipError as exc:
             if exc.reason != "trailing_garbage":
                 return None, [exc.reason]
-            return bytes(out), [exc.reason]
-        return bytes(out), []
+            return out, [exc.reason]
+        return out, []
 
 
-def _encode(record: object) -> bytes:
+class Malformed(ValueError):
+    """The document is not a CloudTrail log file from this point on; ``reason`` is the metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def iter_records(text: str) -> Iterator[object]:
+    """The elements of the top-level ``Records`` array of a JSON document, decoded one at a time.
+
+    Only one record's objects exist at a time (decoding the whole document first would need about ten
+    times its size). Raises :class:`Malformed` where the document stops being a CloudTrail file:
+    ``invalid_json`` (syntax, nesting deeper than the decoder's recursion limit, trailing data),
+    ``no_records`` (not an object, or no ``Records`` key), ``bad_records`` (``Records`` not an array).
+    Records before the problem have been yielded. Of duplicate ``Records`` keys the first is read.
+    """
+    dec = json.JSONDecoder()
+    ws = _WS.match
+
+    def value(pos: int) -> tuple[object, int]:
+        try:
+            return dec.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise Malformed("invalid_json", f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise Malformed("invalid_json", f"JSON nested too deeply at char {pos}") from None
+
+    def expect(pos: int, char: str) -> int:
+        pos = ws(text, pos).end()
+        if not text.startswith(char, pos):
+            raise Malformed("invalid_json", f"invalid JSON: expected {char!r} at char {pos}")
+        return ws(text, pos + 1).end()
+
+    pos = ws(text, 0).end()
+    if not text.startswith("{", pos):
+        value(pos)  # say invalid_json rather than no_records for text that is not JSON at all
+        raise Malformed("no_records", "the JSON document is not an object with Records")
+    pos = ws(text, pos + 1).end()
+    found = False
+    while not text.startswith("}", pos):
+        key, pos = value(pos)
+        if not isinstance(key, str):
+            raise Malformed("invalid_json", f"invalid JSON: object key expected at char {pos}")
+        pos = expect(pos, ":")
+        if key == "Records" and not found:
+            found = True
+            if not text.startswith("[", pos):
+                value(pos)
+                raise Malformed("bad_records", "Records is not an array")
+            pos = ws(text, pos + 1).end()
+            if text.startswith("]", pos):
+                pos += 1
+            else:
+                while True:
+                    record, pos = value(pos)
+                    yield record
+                    pos = ws(text, pos).end()
+                    if text.startswith(",", pos):
+                        pos = ws(text, pos + 1).end()
+                    elif text.startswith("]", pos):
+                        pos += 1
+                        break
+                    else:
+                        raise Malformed("invalid_json", f"invalid JSON: expected ',' or ']' at char {pos}")
+        else:
+            _, pos = value(pos)
+        pos = ws(text, pos).end()
+        if text.startswith(",", pos):
+            pos = ws(text, pos + 1).end()
+        elif not text.startswith("}", pos):
+            raise Malformed("invalid_json", f"invalid JSON: expected ',' or '}}' at char {pos}")
+    if ws(text, pos + 1).end() != len(text):
+        raise Malformed("invalid_json", f"invalid JSON: data after the document at char {pos + 1}")
+    if not found:
+        raise Malformed("no_records", "the JSON object has no Records")
+
+
+def encode_record(record: object) -> bytes | None:
+    """One record as compact JSON (orjson; the standard library for what orjson refuses, such as integers
+    beyond 64 bits or lone surrogates); None when it cannot be encoded at all."""
     try:
         return orjson.dumps(record)
-    except TypeError:  # e.g. a lone surrogate from the stdlib fallback decoder
-        return json.dumps(record, separators=(",", ":")).encode()
+    except TypeError:
+        try:
+            return json.dumps(record, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):
+            return None
+
+
+class RecordReader:
+    """Reads one CloudTrail file in batches: bounded decompression, one record decoded at a time.
+
+    Peak memory is about the decompressed size (at most ``max_bytes``) once or twice (the text), plus one
+    batch. ``problems`` collects metric reasons; ``refused`` is true when the file yielded nothing usable
+    because of a problem; ``dropped`` counts records beyond ``max_records`` (still read, not returned).
+    """
+
+    def __init__(self, path: str, max_bytes: int, max_ratio: float, max_records: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_ratio = max_ratio
+        self.max_records = max_records
+        self.problems: list[str] = []
+        self.dropped = 0
+        self.refused = False
+        self.count = 0  # records returned or skipped so far
+        self._records: Iterator[object] | None = None
+        self._finished = False
+
+    def _start(self) -> Iterator[object] | None:
+        raw, problems = read_object(self.path, self.max_bytes, self.max_ratio)
+        self.problems += problems
+        if raw is None:
+            self.refused = True
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            self.problems.append("invalid_utf8")
+        del raw
+        return iter_records(text)
+
+    def next_batch(self, n: int, skip: int = 0) -> list[tuple[int, bytes]]:
+        """Up to ``n`` more records as (position in Records counting from 1, compact JSON); ``[]`` at the
+        end. The first ``skip`` records are passed over (resuming). Blocking: call it from a worker thread."""
+        if self._finished:
+            return []
+        if self._records is None:
+            self._records = self._start()
+            if self._records is None:
+                self._finished = True
+                return []
+        out: list[tuple[int, bytes]] = []
+        try:
+            while len(out) < n:
+                record = next(self._records)
+                if self.count >= self.max_records:
+                    self.dropped += 1
+                    continue
+                self.count += 1
+                if self.count <= skip:
+                    continue
+                data = encode_record(record)
+                if data is None:
+                    self.problems.append("unencodable_record")
+                    continue
+                out.append((self.count, data))
+        except StopIteration:
+            self._finished = True
+        except Malformed as exc:
+            self._finished = True
+            self.problems.append(exc.reason)
+            self.refused = self.count == 0
+        if self._finished and self.dropped:
+            self.problems.append("too_many_records")
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """What one file yielded: its records (None when the file was refused), problems, records over the cap."""
+    """Everything one file yielded: its records (None when refused), problems, records over the cap."""
 
     records: list[bytes] | None
     problems: list[str]
     dropped: int = 0
 
 
-def decode_records(raw: bytes, max_records: int) -> Decoded:
-    """The first ``max_records`` ``Records`` of one CloudTrail file, each as compact JSON."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            return Decoded(None, ["invalid_json"])
-    if not isinstance(doc, dict) or "Records" not in doc:
-        return Decoded(None, ["no_records"])
-    records = doc["Records"]
-    if not isinstance(records, list):
-        return Decoded(None, ["bad_records"])
-    if len(records) > max_records:
-        return Decoded([_encode(r) for r in records[:max_records]], ["too_many_records"], len(records) - max_records)
-    return Decoded([_encode(r) for r in records], [])
-
-
 def load_file(path: str, max_bytes: int, max_ratio: float, max_records: int) -> Decoded:
-    """read_object + decode_records for one file."""
-    raw, problems = read_object(path, max_bytes, max_ratio)
-    if raw is None:
-        return Decoded(None, problems)
-    got = decode_records(raw, max_records)
-    return Decoded(got.records, problems + got.problems, got.dropped)
+    """All records of one file at once (for tests and tools; the collector reads in batches)."""
+    reader = RecordReader(path, max_bytes, max_ratio, max_records)
+    records: list[bytes] = []
+    while batch := reader.next_batch(10_000):
+        records += [data for _, data in batch]
+    return Decoded(None if reader.refused else records, reader.problems, reader.dropped)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -342,45 +489,43 @@ class CloudTrailCollector:
 
     async def _read_file(self, rel: str, sig: tuple[int, int], sink: Sink) -> None:
         path = os.path.join(self.config.directory, rel)
-        try:
-            got = await asyncio.to_thread(load_file, path, self.config.max_object_bytes, self.config.max_ratio,
-                                          self.config.max_records)
-        except OSError as exc:
-            if rel not in self._io_errors:
-                self._io_errors.add(rel)
-                self._error("io")
-                log.warning("input %s: cannot read %s: %s; retrying", self.name, path, exc)
-            self._seen.pop(rel, None)
-            return
-        self._io_errors.discard(rel)
-        records = got.records
-        for reason in got.problems:
-            self._error(reason)
-            log.warning("input %s: %s: %s%s", self.name, path, reason,
-                        "" if records is not None else "; file refused")
-        if got.dropped:
-            metrics.INPUT_DROPPED.labels(input=self.name, reason="too_many_records").inc(got.dropped)
-        if records is None:
-            self._mark_done(rel, sig)
-            return
+        reader = RecordReader(path, self.config.max_object_bytes, self.config.max_ratio, self.config.max_records)
         skip = 0
         if self._current is not None and self._current[:3] == (rel, *sig):
             skip = self._current[3]  # resuming inside this file after a stop
         self._current = (rel, sig[0], sig[1], skip)
         name = self.name
-        for i in range(skip, len(records)):
-            data = records[i]
-            await sink(RawRecord(input=name, format="cloudtrail", data=data, received_ms=self._clock(), origin=path))
-            self._received.inc()
-            self._bytes.inc(len(data))
-            self._current = (rel, sig[0], sig[1], i + 1)
-            self._dirty = True
-            if i % 1000 == 999:
-                await asyncio.sleep(0)  # a sink that never blocks must not starve the other tasks
-            if self._stopping.is_set() and i + 1 < len(records):
-                return  # stop inside the file: positions() says how far
-        if len(records) > skip:
+        delivered = 0
+        while True:
+            try:
+                batch = await asyncio.to_thread(reader.next_batch, BATCH_RECORDS, skip)
+            except OSError as exc:
+                if rel not in self._io_errors:
+                    self._io_errors.add(rel)
+                    self._error("io")
+                    log.warning("input %s: cannot read %s: %s; retrying", self.name, path, exc)
+                self._seen.pop(rel, None)
+                return
+            self._io_errors.discard(rel)
+            if not batch:
+                break
+            for position, data in batch:
+                await sink(RawRecord(input=name, format="cloudtrail", data=data, received_ms=self._clock(),
+                                     origin=path))
+                self._received.inc()
+                self._bytes.inc(len(data))
+                self._current = (rel, sig[0], sig[1], position)
+                self._dirty = True
+                delivered += 1
+                if self._stopping.is_set():
+                    self._last.set(time.time())
+                    return  # stop inside the file: positions() says how far
             self._last.set(time.time())
+        for reason in reader.problems:
+            self._error(reason)
+            log.warning("input %s: %s: %s%s", self.name, path, reason, "; file refused" if reader.refused else "")
+        if reader.dropped:
+            metrics.INPUT_DROPPED.labels(input=self.name, reason="too_many_records").inc(reader.dropped)
         self._mark_done(rel, sig)
 
     def _mark_done(self, rel: str, sig: tuple[int, int]) -> None:
