@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("config", "siem.ctl.config", "validate a config file (siem config check)"),
     ("reload", "siem.ctl.reload", "reload rules and config of the running daemon (SIGHUP)"),
     ("status", "siem.ctl.status", "summary of the running daemon from its metrics"),
+    ("log", "siem.log.commands", "verify or dump the durable log, show the engine checkpoint (read-only)"),
 ]
 
 

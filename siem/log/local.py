@@ -678,3 +678,62 @@ def config_from_toml(table: dict, where: str) -> tuple[LocalLogConfig | None, li
     if r.issues:
         return None, r.issues
     return LocalLogConfig(directory, segment_bytes, retention or None, fsync, interval, max_record), []
+
+
+# --- read-only inspection (safe while a daemon owns the log) -----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SegmentReport:
+    base: int
+    path: Path
+    bytes: int
+    records: int  # valid records before the first problem
+    problem: str | None  # None when the segment is clean
+    problem_at: int | None  # byte position of the problem
+    missing: int  # records implied by the next segment's first offset but not present (sealed segments)
+
+
+def inspect_log(directory: str | Path) -> list[SegmentReport]:
+    """Scan every segment read-only, without the lock and without repairing anything."""
+    directory = Path(directory)
+    bases = sorted(int(m.group(1)) for e in os.scandir(directory) if (m := _SEGMENT_RE.match(e.name)))
+    out = []
+    for i, base in enumerate(bases):
+        path = directory / segment_name(base)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            out.append(SegmentReport(base, path, 0, 0, f"cannot open: {exc.strerror or exc}", 0, 0))
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            count, problem, where = 0, None, None
+            for start, nxt, payload in _scan(fd, 0, size, _READ_LIMIT):
+                if nxt is None:
+                    problem, where = str(payload), start
+                    break
+                count += 1
+        finally:
+            os.close(fd)
+        missing = 0
+        if i + 1 < len(bases):
+            missing = max(bases[i + 1] - base - count, 0)
+        out.append(SegmentReport(base, path, size, count, problem, where, missing))
+    return out
+
+
+def read_log_readonly(directory: str | Path, from_offset: int = 0):  # type: ignore[no-untyped-def]
+    """Yield (offset, payload) for the valid records at or after from_offset, read-only."""
+    for rep in inspect_log(directory):
+        if rep.base + rep.records <= from_offset:
+            continue
+        fd = os.open(rep.path, os.O_RDONLY)
+        try:
+            offset = rep.base
+            for _start, nxt, payload in _scan(fd, 0, rep.bytes, _READ_LIMIT):
+                if nxt is None:
+                    break
+                if offset >= from_offset:
+                    yield offset, payload
+                offset += 1
+        finally:
+            os.close(fd)
