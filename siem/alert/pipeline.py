@@ -110,7 +110,12 @@ class AlertPipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            self.log.close()
+            self.outbox.close()
+            raise
         metrics.OUTBOX_DEPTH.set(self.outbox.depth())
 
     def _destinations(self, config: AlertingConfig) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
