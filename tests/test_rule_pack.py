@@ -146,10 +146,12 @@ EXPECTED_SAMPLE_ALERTS = {
     "aws_iam_passrole_instance_launch": 1,
     "aws_new_region_for_account": 1,
     "aws_security_group_open_to_world": 1,
+    "aws_s3_public_access_block_removed": 1,
     "aws_s3_bucket_made_public": 1,
     "aws_s3_bucket_encryption_weakened": 1,
     "aws_kms_decrypt_burst": 1,
     "aws_kms_key_disabled_or_deleted": 1,
+    "aws_security_logging_disabled": 1,
     "aws_cloudtrail_logging_stopped": 1,
     # the pipeline
     "host_log_source_silent": 1,
