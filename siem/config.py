@@ -361,11 +361,11 @@ def sample_inputs(directory: Path) -> dict[str, dict]:
     if not directory.is_dir():
         return inputs
     by_format: dict[str, list[str]] = {}
-    for f in sorted(directory.iterdir()):
+    for f in sorted(directory.rglob("*")):  # sample_logs/ may be organised in folders (syslog/, nginx/, ...)
         if f.name.startswith(".") or not f.is_file() or f.suffix in (".md", ".txt", ".csv", ".yml", ".yaml"):
             continue
         fmt = _detect(f)
-        if f.suffix == ".log" and fmt == "syslog":
+        if f.suffix == ".log" and fmt == "syslog" and f.parent == directory:
             continue  # the *.log glob has it
         by_format.setdefault(fmt, []).append(str(f))
     cloudtrail = by_format.pop("cloudtrail", [])
@@ -391,12 +391,12 @@ def sample_inputs(directory: Path) -> dict[str, dict]:
 
 def _detect(path: Path) -> str:
     try:
-        from siem.replay import detect_format  # noqa: PLC0415 - needs the parser registry
+        from siem.replay import _open, detect_format  # noqa: PLC0415 - needs the parser registry
 
-        with open(path, "rb") as f:
+        with _open(path) as f:
             head = f.readlines(8192)
         return detect_format(path, head)
-    except (ImportError, OSError):
+    except (ImportError, OSError, EOFError):
         return "syslog"
 
 
