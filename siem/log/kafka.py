@@ -329,7 +329,11 @@ class KafkaProducerLog:
         headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> list[tuple[int, int] | None]:
         """Send (key, value) pairs (a value is an event dict or already-encoded bytes); wait for all acks.
-        Returns (partition, offset) per item; None for an item refused as oversized (counted)."""
+        Returns (partition, offset) per item; None for an item refused as oversized (counted).
+
+        A KafkaError (broker unreachable past request_timeout_ms, ...) propagates; some items may have
+        been written by then, so the caller retries the whole batch (at-least-once: duplicates possible,
+        absorbed downstream by deterministic alert ids)."""
         futures: list[asyncio.Future | None] = []
         for key, value in items:
             raw = encode_event(value) if isinstance(value, dict) else value
