@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from siem import metrics
-from siem.collect import RawRecord
-from siem.collect.syslog import HEADER_SLACK, SyslogConfig, SyslogServer
+from siem.collect import RawRecord, Sink
+from siem.collect.syslog import HEADER_SLACK, Protocol, SyslogConfig, SyslogServer
 from syslog_support import dropped, errors, send_tcp, serving, unique_name, wait_until
 
 TCP = SyslogConfig(protocol="tcp", port=0)
@@ -322,7 +322,7 @@ def test_replayed_message_after_reconnect_is_delivered_again() -> None:
 
 # --- stopping -----------------------------------------------------------------------------------------
 
-def _gated_sink() -> tuple[asyncio.Event, list[RawRecord], object]:
+def _gated_sink() -> tuple[asyncio.Event, list[RawRecord], Sink]:
     gate = asyncio.Event()
     records: list[RawRecord] = []
 
@@ -333,7 +333,7 @@ def _gated_sink() -> tuple[asyncio.Event, list[RawRecord], object]:
     return gate, records, sink
 
 
-async def _stop_while_delivering(protocol: str) -> tuple[list[bytes], float]:
+async def _stop_while_delivering(protocol: Protocol) -> tuple[list[bytes], float]:
     gate, records, sink = _gated_sink()
     config = SyslogConfig(protocol=protocol, port=0)
     async with serving(config, sink=sink) as (server, _):
@@ -356,7 +356,7 @@ async def _stop_while_delivering(protocol: str) -> tuple[list[bytes], float]:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
-def test_stop_hands_over_what_was_already_read(protocol: str) -> None:
+def test_stop_hands_over_what_was_already_read(protocol: Protocol) -> None:
     """stop() lets messages already read reach a slow sink; an unfinished TCP frame is counted, not sent."""
     data, shutdown = asyncio.run(_stop_while_delivering(protocol))
     assert data == [b"<13>a", b"<13>b", b"<13>c"]
@@ -366,7 +366,7 @@ def test_stop_hands_over_what_was_already_read(protocol: str) -> None:
 async def _stop_with_stuck_sink() -> tuple[float, int]:
     _, records, sink = _gated_sink()  # the gate never opens
     server = SyslogServer(SyslogConfig(protocol="tcp", port=0), unique_name(), stop_grace_s=0.2)
-    await server.start(sink)  # type: ignore[arg-type]
+    await server.start(sink)
     _, writer = await send_tcp(server.port, b"<13>a\n<13>b\n<13>c\n", close=False)
     await wait_until(lambda: server.connection_count == 1 and metrics.value(
         "siem_received_bytes_total", input=server.name) == 18)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from siem.collect.syslog import SyslogConfig
+from siem.collect.syslog import Protocol, SyslogConfig
 from syslog_support import serving, unique_name, wait_until
 
 N_MESSAGES = 300
@@ -51,7 +51,7 @@ async def run_logger(*args: str) -> None:
         raise RuntimeError(f"logger {' '.join(args)} failed: {err.decode()}")
 
 
-async def _logger_roundtrip(tmp_path: Path, protocol: str, flags: list[str]) -> tuple[Counter[int], list[bytes]]:
+async def _logger_roundtrip(tmp_path: Path, protocol: Protocol, flags: list[str]) -> tuple[Counter[int], list[bytes]]:
     run = unique_name("r").replace("_", "")
     lines = numbered_file(tmp_path, run)
     async with serving(SyslogConfig(protocol=protocol, port=0)) as (server, sink):
@@ -166,7 +166,7 @@ def test_rsyslog_forwards_every_message_once(tmp_path: Path, framing: str) -> No
 
 # --- several bind addresses --------------------------------------------------------------------------
 
-async def _two_addresses(protocol: str) -> tuple[list[bytes], list[str]]:
+async def _two_addresses(protocol: Protocol) -> tuple[list[bytes], list[str]]:
     import socket
 
     config = SyslogConfig(protocol=protocol, address=("127.0.0.1", "::1"), port=0)
@@ -188,7 +188,7 @@ async def _two_addresses(protocol: str) -> tuple[list[bytes], list[str]]:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
-def test_listens_on_every_configured_address(protocol: str) -> None:
+def test_listens_on_every_configured_address(protocol: Protocol) -> None:
     """address = ["127.0.0.1", "::1"]: both are bound on the same port; origins name the peer."""
     data, origins = asyncio.run(_two_addresses(protocol))
     assert (data, origins) == ([b"<13>via 127.0.0.1", b"<13>via ::1"], ["127.0.0.1", "[::1]"])

@@ -129,8 +129,8 @@ async def _send_with(certs: Certs, config: SyslogConfig, cert: tuple[Path, Path]
                      payload: bytes = b"<13>over tls\n") -> tuple[list[bytes], float, float, str]:
     async with serving(config) as (server, sink):
         err = await tls_send(server.port, client_context(certs, cert), payload)
-        await wait_until(lambda: server.connection_count == 0
-                         and (sink.records or errors(server, "tls_handshake") or errors(server, "peer_not_permitted")))
+        await wait_until(lambda: server.connection_count == 0 and bool(
+            sink.records or errors(server, "tls_handshake") or errors(server, "peer_not_permitted")))
         await asyncio.sleep(0.05)
         return sink.data, errors(server, "tls_handshake"), errors(server, "peer_not_permitted"), err
 

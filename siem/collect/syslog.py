@@ -61,13 +61,14 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 from siem import metrics
 from siem.collect import RawRecord, Sink
 from siem.errors import ConfigError, Issue
 from siem.timeutil import Clock, parse_duration_ms, wall_ms
 
+_T = TypeVar("_T")
 Protocol = Literal["udp", "tcp", "tls"]
 Framing = Literal["auto", "lf", "octet"]
 
@@ -137,16 +138,24 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     for key in sorted(set(table) - _KEYS):
         bad(key, "unknown-key", f"unknown key (known: {', '.join(sorted(_KEYS))})")
 
-    def get(key: str, kind: type | tuple[type, ...], default: object) -> object:
+    def wrong_type(key: str, expected: str, value: object) -> None:
+        bad(key, "wrong-type", f"expected {expected}, got {type(value).__name__} {value!r}")
+
+    def get(key: str, kind: type[_T], default: _T) -> _T:
         if key not in table:
             return default
         value = table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int in Python; an int key never accepts true/false
-        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
-            names = " or ".join(k.__name__ for k in kinds)
-            bad(key, "wrong-type", f"expected {names}, got {type(value).__name__} {value!r}")
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            wrong_type(key, kind.__name__, value)
             return default
+        return value
+
+    def opt_str(key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            wrong_type(key, "str", value)
+            return None
         return value
 
     kind = get("type", str, "syslog")
@@ -158,16 +167,19 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
         bad("protocol", "bad-value", f"expected one of udp, tcp, tls, got {protocol!r}")
         protocol = "udp"
 
-    raw_address = get("address", (str, list), "127.0.0.1")
-    addresses = [raw_address] if isinstance(raw_address, str) else list(raw_address)
+    raw_address = table.get("address", "127.0.0.1")
+    if not isinstance(raw_address, (str, list)):
+        wrong_type("address", "str or list", raw_address)
+        raw_address = "127.0.0.1"
+    addresses: list[object] = [raw_address] if isinstance(raw_address, str) else list(raw_address)
     if not addresses:
         bad("address", "bad-value", "needs at least one address")
     for a in addresses:
         try:
-            ipaddress.ip_address(a)
-        except (ValueError, TypeError):
+            ipaddress.ip_address(a if isinstance(a, str) else repr(a))
+        except ValueError:
             bad("address", "bad-value", f"{a!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)")
-    addresses = [a for a in addresses if isinstance(a, str)] or ["127.0.0.1"]
+    address = tuple(a for a in addresses if isinstance(a, str)) or ("127.0.0.1",)
 
     port = get("port", int, DEFAULT_PORTS[protocol])
     if not 0 <= port <= 65535:
@@ -214,7 +226,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     handshake_ms = duration("handshake_timeout", "10s")
 
     def path(key: str) -> str | None:
-        value = get(key, str, None)
+        value = opt_str(key)
         if value is not None and not os.path.isfile(value):
             if value.startswith("/run/credentials/"):  # exists only inside the running service
                 issues.append(Issue("file-not-found", f"{where}.{key}: no such file here: {value} (a systemd "
@@ -230,7 +242,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     if min_tls not in ("1.2", "1.3"):
         bad("min_tls_version", "bad-value", f"expected \"1.2\" or \"1.3\", got {min_tls!r}")
         min_tls = "1.2"
-    peers_raw = get("permitted_peers", list, [])
+    peers_raw = cast(list[object], get("permitted_peers", list, []))
     peers = [p for p in peers_raw if isinstance(p, str) and p]
     if len(peers) != len(peers_raw):
         bad("permitted_peers", "wrong-type", "expected a list of non-empty names (certificate CN or DNS SAN)")
@@ -259,12 +271,12 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     if any(i.severity == "error" for i in issues):
         return None, issues
     return SyslogConfig(
-        protocol=protocol, address=tuple(addresses), port=port, format=fmt, framing=framing,
+        protocol=cast(Protocol, protocol), address=address, port=port, format=fmt, framing=cast(Framing, framing),
         max_message_bytes=max_bytes, max_connections=max_conns, max_connections_per_source=per_source,
         idle_timeout_ms=idle_ms,
         handshake_timeout_ms=handshake_ms, queue_size=queue_size, receive_buffer_bytes=rcvbuf,
         cert_file=cert_file, key_file=key_file, ca_file=ca_file, verify_client=verify_client,
-        min_tls_version=min_tls, permitted_peers=tuple(peers),
+        min_tls_version=cast(Literal["1.2", "1.3"], min_tls), permitted_peers=tuple(peers),
     ), issues
 
 
@@ -501,7 +513,7 @@ class SyslogServer:
     def __init__(self, config: SyslogConfig, name: str, clock: Clock = wall_ms, stop_grace_s: float = 5.0) -> None:
         self.config = config
         self.name = name
-        self.port: int | None = None
+        self.port = 0  # the bound port, known once start() returned (the real one when 0 was asked)
         self._clock = clock
         self._stop_grace_s = stop_grace_s
         self._stopping = False
