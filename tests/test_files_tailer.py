@@ -337,6 +337,22 @@ def test_start_at_end_skips_history_on_the_first_run_only(dirs: tuple[Path, Path
     asyncio.run(body())
 
 
+def test_start_at_end_skips_gz_history_too(dirs: tuple[Path, Path]) -> None:
+    """start_at = end on a first run: a .gz present at start is history as well and is not read."""
+    logs, state = dirs
+    (logs / "app.log.1.gz").write_bytes(gzip.compress(b"old\n"))
+    append(logs / "app.log", b"history\n")
+
+    async def body() -> None:
+        async with running(config(logs, "app.log*", start_at="end"), state) as (sink, _):
+            await asyncio.sleep(0.2)  # a few scans: the .gz has settled and been judged
+            append(logs / "app.log", b"live\n")
+            await settle(sink, 1)
+        assert sink.lines == [b"live"]
+
+    asyncio.run(body())
+
+
 def test_directory_matching_the_glob_is_counted_and_files_still_read(dirs: tuple[Path, Path]) -> None:
     """A directory named like a log is counted once as not_regular; the real file is read."""
     logs, state = dirs

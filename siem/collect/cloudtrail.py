@@ -374,7 +374,11 @@ class CloudTrailCollector:
         try:
             self._load()
             while not self._stopping.is_set():
-                await self._scan_once(sink)
+                try:
+                    await self._scan_once(sink)
+                except Exception:  # a bug must not end the input: say it loudly, count it, go on
+                    log.exception("input %s: unexpected error while scanning", self.name)
+                    self._error("internal")
                 if self.autocommit and self._dirty:
                     self._autocommit()
                 try:

@@ -603,6 +603,7 @@ class FileTailer:
         self._known: list[_Known] = []
         self._path_errors: dict[str, str] = {}
         self._gz_seen: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) of the last scan, to settle
+        self._gz_at_start: set[str] = set()  # .gz paths of the first scan of a first run (start_at = "end")
         self._first_run = True
         self._loaded = False
         self._stopping = asyncio.Event()
@@ -624,10 +625,15 @@ class FileTailer:
             next_scan = 0
             while not self._stopping.is_set():
                 now = monotonic_ms()
-                if now >= next_scan:
-                    self._scan()
-                    next_scan = now + self.config.poll_interval_ms
-                more = await self._round(sink)
+                try:
+                    if now >= next_scan:
+                        self._scan()
+                        next_scan = now + self.config.poll_interval_ms
+                    more = await self._round(sink)
+                except Exception:  # a bug must not end the input: say it loudly, count it, go on
+                    log.exception("input %s: unexpected error while tailing", self.name)
+                    self._error("internal")
+                    more = False
                 if self.autocommit and self._dirty and monotonic_ms() - self._last_commit_ms >= \
                         self.config.poll_interval_ms:
                     self._autocommit()
@@ -675,9 +681,10 @@ class FileTailer:
         try:
             data = read_json(self.state_path)
         except StateError as exc:
-            log.error("input %s: %s; starting without saved positions", self.name, exc)
+            log.error("input %s: %s; reading every file from its start", self.name, exc)
             self._error("corrupt_state")
-            data = None
+            self._first_run = False  # not a first run: start_at = "end" would skip what was never read
+            return
         if data is None:
             return
         self._first_run = False
@@ -751,11 +758,13 @@ class FileTailer:
                 f.idle_since_ms = None
                 continue
             if is_gz:
+                if first:
+                    self._gz_at_start.add(path)
                 if self._gz_seen.get(path) != (st.st_size, st.st_mtime_ns):
                     self._gz_seen[path] = (st.st_size, st.st_mtime_ns)
                     continue  # not settled yet: read it when the next scan sees it unchanged
                 self._gz_seen.pop(path, None)
-            if self._open(path, st, is_gz, first):
+            if self._open(path, st, is_gz, first or path in self._gz_at_start):
                 seen.add(key)
                 self._path_errors.pop(path, None)
         for key, f in list(self._live.items()):

@@ -159,7 +159,12 @@ class JournaldFollower:
             self._load()
             while not self._stopping.is_set():
                 started = monotonic_ms()
-                delivered, cursor_refused = await self._run_once(sink)
+                try:
+                    delivered, cursor_refused = await self._run_once(sink)
+                except Exception:  # a bug must not end the input: say it loudly, count it, go on
+                    log.exception("input %s: unexpected error while following journalctl", self.name)
+                    self._error("internal")
+                    delivered, cursor_refused = 0, False
                 if self._stopping.is_set():
                     break
                 if cursor_refused:
