@@ -7,6 +7,15 @@
 or the module-scoped pytest fixture ``kafka_broker`` (see tests/conftest.py). Memory storage: every
 broker starts empty and forgets everything when stopped. Nothing in siem depends on Tansu; it is only
 the broker the tests can start without a JVM.
+
+Seen with Tansu 0.6.0 and aiokafka 0.14 (facts for test writers, not for the product):
+- a group's first join takes about 3 s (an initial rebalance delay);
+- the first generation of a group is numbered 0, and aiokafka sends LeaveGroup only for generation > 0,
+  so the first member of a fresh group that stops is noticed only after session_timeout_ms: use a short
+  session timeout (3 s) in tests that restart consumers;
+- aiokafka may fetch newly assigned partitions while on_partitions_assigned still runs
+  (KafkaConsumerLog pauses them until the hook returns);
+- the idempotent producer is refused (UnknownError); acks="all" works.
 """
 
 from __future__ import annotations
