@@ -482,6 +482,26 @@ def test_rotation_while_stopped_is_caught_up_when_the_glob_matches_rotated_names
     assert sorted(asyncio.run(run_once(2))) == [b"c", b"d"]
 
 
+def test_rotation_while_stopped_is_caught_up_even_when_the_glob_matches_only_the_live_name(
+        dirs: tuple[Path, Path]) -> None:
+    """Glob app.log only: after a restart the file rotated to app.log.1 while we were stopped is found next
+    to its old path and read to its end, then the new app.log."""
+    logs, state = dirs
+    path = logs / "app.log"
+    append(path, b"a\nb\n")
+
+    async def run_once(n: int) -> list[bytes]:
+        async with running(config(logs, "app.log"), state) as (sink, _):
+            await settle(sink, n)
+        return sink.lines
+
+    assert asyncio.run(run_once(2)) == [b"a", b"b"]
+    append(path, b"c\n")
+    os.replace(path, logs / "app.log.1")
+    append(path, b"d\n")
+    assert sorted(asyncio.run(run_once(2))) == [b"c", b"d"]
+
+
 PERMISSION_CHILD = """
 import asyncio, json, sys
 from siem import metrics

@@ -26,6 +26,8 @@ while still shorter than our offset is read from its start (duplicates, never lo
   and by the fingerprint; restart at 0.
 * **delete + recreate**, inode reuse: the new file has a different fingerprint, so it starts at 0.
 * **symlinks** are followed (identity is the target's); a swapped symlink is a rename rotation.
+* **rotation while stopped**: after a restart, a file we were reading that is gone from its path is looked
+  for in its directory under a rotated name (``app.log.1``, ``app.log-20240101``) and read to its end.
 
 Lines: split at LF; one CR before the LF is removed; empty lines are skipped (their bytes still count in
 the offset). A line longer than ``max_line_bytes`` is delivered cut at the limit once its LF arrives
@@ -532,6 +534,7 @@ class _Known:
     retired_ms: int
     tail_len: int = 0  # the TAIL_BYTES (or fewer) bytes just before offset, as length + fingerprint
     tail_fp: str = ""
+    from_state: bool = False  # loaded from the state file as a file being read (not retired) at the stop
 
     def to_json(self) -> dict:
         return {"path": self.path, "dev": self.dev, "ino": self.ino, "gz": self.gz, "fp_len": self.fp_len,
@@ -605,6 +608,7 @@ class FileTailer:
         self._gz_seen: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) of the last scan, to settle
         self._gz_at_start: set[str] = set()  # .gz paths of the first scan of a first run (start_at = "end")
         self._first_run = True
+        self._resumed = False  # state was loaded: look for files rotated while we were stopped
         self._loaded = False
         self._stopping = asyncio.Event()
         self._running: asyncio.Future[None] | None = None
@@ -694,6 +698,7 @@ class FileTailer:
                 k = _Known.from_json(d)
                 if k.retired_ms == 0:
                     k.retired_ms = self._clock()
+                    k.from_state = self._resumed = True
                 self._known.append(k)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("input %s: state file %s has an unexpected shape (%s); ignoring it", self.name,
@@ -767,6 +772,9 @@ class FileTailer:
             if self._open(path, st, is_gz, first or path in self._gz_at_start):
                 seen.add(key)
                 self._path_errors.pop(path, None)
+        if self._resumed:
+            self._resumed = False
+            self._find_rotated_while_stopped()
         for key, f in list(self._live.items()):
             if key not in seen:
                 f.at_path = False
@@ -775,6 +783,34 @@ class FileTailer:
         for path in [p for p in self._gz_seen if p not in matched]:
             del self._gz_seen[path]
         self._prune_known()
+
+    def _find_rotated_while_stopped(self) -> None:
+        """After a restart: a file we were reading that is no longer at its path may have been rotated
+        while we were stopped. Look for it next to its old path under a rotated name (``app.log.1``,
+        ``app.log-20240101``; not ``.gz``) and finish reading it, so the lines written between the stop
+        and the rotation are not lost even when the glob does not match rotated names."""
+        for k in [k for k in self._known if k.from_state and not k.gz]:
+            directory, base = os.path.split(k.path)
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(base) or name == base or name[len(base)] not in ".-_" \
+                        or name.endswith(".gz"):
+                    continue
+                try:
+                    st = os.stat(entry.path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (k.dev, k.ino) and stat.S_ISREG(st.st_mode):
+                    log.info("input %s: %s was rotated to %s while stopped; reading its rest", self.name, k.path,
+                             entry.path)
+                    self._open(entry.path, st, False, False)
+                    break
+        for k in self._known:
+            k.from_state = False
 
     def _open(self, path: str, st: os.stat_result, is_gz: bool, first: bool) -> bool:
         """Start tracking a file we hold no descriptor for; True when it is tracked now."""
