@@ -454,3 +454,21 @@ def test_state_file_is_named_after_the_input(dirs: tuple[Path, Path]) -> None:
 
     asyncio.run(body())
     assert os.listdir(state) == ["cloudtrail-odd_name.json"]
+
+
+def test_records_parse_as_cloudtrail_events(dirs: tuple[Path, Path]) -> None:
+    """What the collector emits is what the cloudtrail parser reads: one record, ECS fields out."""
+    from siem.parse import ParseContext, parse
+
+    root, state = dirs
+    put(root, f"{DAY}/a.json.gz", gzip.compress(ct_file(RECORDS[:1])))
+
+    async def body() -> RawRecord:
+        async with running(cfg(root), state) as (sink, _):
+            await settle(sink, 1)
+        return sink.records[0]
+
+    event = parse("cloudtrail", asyncio.run(body()).data, ParseContext(), "ct")
+    assert "error.message" not in event
+    assert (event["event.action"], event["event.provider"], event["cloud.account.id"]) == (
+        RECORDS[0]["eventName"], RECORDS[0]["eventSource"], RECORDS[0]["userIdentity"]["accountId"])

@@ -284,3 +284,27 @@ def test_config_defaults_and_errors() -> None:
     assert config is None
     assert sorted(i.message.split(":")[0] for i in issues) == [
         "inputs.jd.command", "inputs.jd.identifiers", "inputs.jd.unit"]
+
+
+@pytest.mark.timeout(60)
+def test_entries_parse_into_the_same_sshd_event_as_syslog(journal: Journal, state: Path) -> None:
+    """A journald entry from the follower, parsed as journald, gives the sshd event the syslog line gives."""
+    from siem.parse import ParseContext, parse
+
+    journal.write({"SYSLOG_IDENTIFIER": "sshd", "_PID": "4242", "__REALTIME_TIMESTAMP": "1700000000000000",
+                   "MESSAGE": "Failed password for invalid user admin from 203.0.113.9 port 52100 ssh2"})
+
+    async def body() -> RawRecord:
+        async with running(cfg(journal), state) as (sink, _):
+            await settle(sink, 1)
+        return sink.records[0]
+
+    record = asyncio.run(body())
+    ctx = ParseContext()
+    from_journal = parse("journald", record.data, ctx, "jd")
+    from_syslog = parse("syslog", b"<38>Nov 14 22:13:20 web1 sshd[4242]: Failed password for invalid user admin "
+                                  b"from 203.0.113.9 port 52100 ssh2", ctx, "sl")
+    keys = ("event.dataset", "event.outcome", "user.name", "source.ip", "source.port", "host.name",
+            "process.name", "process.pid")
+    assert {k: from_journal.get(k) for k in keys} == {k: from_syslog.get(k) for k in keys}
+    assert from_journal["event.outcome"] == "failure" and from_journal["source.ip"] == "203.0.113.9"
