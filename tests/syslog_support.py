@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from siem import metrics
@@ -81,3 +83,44 @@ async def send_tcp(port: int, payload: bytes, close: bool = True) -> tuple[async
         writer.close()
         await writer.wait_closed()
     return reader, writer
+
+
+RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None)
+
+
+@asynccontextmanager
+async def rsyslogd(work: Path, conf: str) -> AsyncIterator[int]:
+    """Run `rsyslogd -n` with ``conf`` (which must write its imtcp port to ``{work}/port`` through
+    listenPortFileName); yields that port; terminates rsyslogd afterwards."""
+    conf_path = work / "rsyslog.conf"
+    conf_path.write_text(conf)
+    portfile = work / "port"
+    proc = await asyncio.create_subprocess_exec(
+        RSYSLOGD or "rsyslogd", "-n", "-f", str(conf_path), "-i", str(work / "pid"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        started = await wait_until(lambda: portfile.exists() and portfile.read_text().strip().isdigit(), 20)
+        if not started:
+            proc.kill()
+            _, err = await proc.communicate()
+            raise RuntimeError(f"rsyslogd did not start: {err.decode()[-2000:]}")
+        yield int(portfile.read_text().strip())
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def run_logger(*args: str) -> None:
+    """util-linux logger with these arguments; raises with its stderr when it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        shutil.which("logger") or "logger", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"logger {' '.join(args)} failed: {err.decode()}")

@@ -33,6 +33,11 @@ def test_octet_counted_frames() -> None:
     assert frame_all([b"8 <13>one 7 <13>two"]) == Framed([b"<13>one ", b"<13>two"], [])
 
 
+def test_octet_frame_loses_trailing_lf() -> None:
+    """An LF (CRLF, NUL) counted into an octet frame, as rsyslog's protocol-23 template sends it, is removed."""
+    assert frame_all([b"6 <13>a\n7 <13>b\r\n5 <13>c"]) == Framed([b"<13>a", b"<13>b", b"<13>c"], [])
+
+
 def test_mixed_framing_on_one_stream() -> None:
     """Framing is detected per frame: octet, LF, octet, LF, NUL on one connection (RELIABILITY case 1)."""
     stream = b"7 <13>a b<13>lf one\n11 <13>octet 2<13>lf two\n<13>nul\x00"
@@ -152,7 +157,7 @@ def test_random_bytes_never_raise_and_stay_bounded(chunks: list[bytes], max_byte
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=150).filter(lambda m: m[:1] not in b"\n\x00"), max_size=15),
+@given(st.lists(st.binary(min_size=1, max_size=150).filter(lambda m: m[-1:] not in b"\r\n\x00"), max_size=15),
        st.integers(min_value=1, max_value=40))
 def test_octet_framing_round_trips(messages: list[bytes], split: int) -> None:
     """Any messages, octet-counted and cut at any chunk size, come back exactly."""

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from siem.collect.syslog import Protocol, SyslogConfig
-from syslog_support import serving, unique_name, wait_until
+from syslog_support import RSYSLOGD, rsyslogd, run_logger, serving, unique_name, wait_until
 
 N_MESSAGES = 300
-RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
 LOGGER = shutil.which("logger")
 _NUMBERED = re.compile(rb"siemtest-(\w+)-(\d+)-end")
 
@@ -40,15 +39,6 @@ def numbers_received(data: list[bytes], run: str) -> Counter[int]:
 
 def exactly_once(got: Counter[int], n: int = N_MESSAGES) -> bool:
     return set(got) == set(range(n)) and all(v == 1 for v in got.values())
-
-
-async def run_logger(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        LOGGER or "logger", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"logger {' '.join(args)} failed: {err.decode()}")
 
 
 async def _logger_roundtrip(tmp_path: Path, protocol: Protocol, flags: list[str]) -> tuple[Counter[int], list[bytes]]:
@@ -119,40 +109,19 @@ ruleset(name="fwd") {{
 """
 
 
-async def _rsyslog_roundtrip(tmp_path: Path, framing: str) -> Counter[int]:
+async def _rsyslog_roundtrip(tmp_path: Path, framing: str) -> tuple[Counter[int], list[bytes]]:
     run = unique_name("rs").replace("_", "")
     lines = numbered_file(tmp_path, run)
     work = tmp_path / "rsyslog"
     work.mkdir()
-    portfile = work / "port"
     async with serving(SyslogConfig(protocol="tcp", port=0)) as (server, sink):
-        conf = work / "rsyslog.conf"
-        conf.write_text(RSYSLOG_CONF.format(work=work, portfile=portfile, port=server.port, framing=framing))
-        proc = await asyncio.create_subprocess_exec(
-            RSYSLOGD or "rsyslogd", "-n", "-f", str(conf), "-i", str(work / "pid"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            started = await wait_until(lambda: portfile.exists() and portfile.read_text().strip().isdigit(), 20)
-            if not started:
-                proc.kill()
-                _, err = await proc.communicate()
-                raise RuntimeError(f"rsyslogd did not start: {err.decode()[-2000:]}")
-            rs_port = int(portfile.read_text().strip())
+        conf = RSYSLOG_CONF.format(work=work, portfile=work / "port", port=server.port, framing=framing)
+        async with rsyslogd(work, conf) as rs_port:
             await run_logger("-n", "127.0.0.1", "-P", str(rs_port), "--tcp", "--octet-count",
                              "-t", "siemtest", "-f", str(lines))
             await wait_until(lambda: len(numbers_received(sink.data, run)) >= N_MESSAGES, 30)
             await asyncio.sleep(0.1)
-            assert all(r.data.startswith(b"<13>1 ") for r in sink.records)
-            return numbers_received(sink.data, run)
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except asyncio.TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        return numbers_received(sink.data, run), sink.data
 
 
 @pytest.mark.skipif(RSYSLOGD is None, reason="rsyslogd not installed (Debian package rsyslog; deploy/install-test-deps.sh)")
@@ -161,7 +130,9 @@ async def _rsyslog_roundtrip(tmp_path: Path, framing: str) -> Counter[int]:
 @pytest.mark.parametrize("framing", ["octet-counted", "traditional"])
 def test_rsyslog_forwards_every_message_once(tmp_path: Path, framing: str) -> None:
     """logger -> rsyslogd (imtcp) -> omfwd over TCP -> our server: every message exactly once."""
-    assert exactly_once(asyncio.run(_rsyslog_roundtrip(tmp_path, framing)))
+    got, data = asyncio.run(_rsyslog_roundtrip(tmp_path, framing))
+    assert exactly_once(got)
+    assert all(d.startswith(b"<13>1 ") and not d.endswith(b"\n") for d in data)
 
 
 # --- several bind addresses --------------------------------------------------------------------------

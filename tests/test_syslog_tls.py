@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import glob
+import re
 import shutil
 import time
 import ssl
@@ -15,7 +17,7 @@ import pytest
 from siem import metrics
 from siem.collect.syslog import SyslogConfig, SyslogServer
 from siem.errors import ConfigError
-from syslog_support import errors, serving, wait_until
+from syslog_support import RSYSLOGD, errors, rsyslogd, run_logger, serving, unique_name, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="openssl CLI not installed (deploy/install-test-deps.sh)")
@@ -302,3 +304,50 @@ def test_certificate_expiry_is_exported(certs: Certs) -> None:
     server = SyslogServer(tls_config(certs), "tls_expiry_test")
     not_after = metrics.value("siem_tls_certificate_expiry_timestamp_seconds", input=server.name)
     assert abs(not_after - (time.time() + 2 * 86400)) < 3600
+
+
+# --- rsyslog as a TLS sender (RFC 5425: octet-counted frames over TLS, mutual authentication) -----------
+
+RSYSLOG_TLS_CONF = """
+global(workDirectory="{work}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="{work}/port" ruleset="fwd")
+ruleset(name="fwd") {{
+  action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" tcp_framing="octet-counted"
+         StreamDriver="ossl" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+         StreamDriverPermittedPeers="localhost"
+         StreamDriver.CAFile="{ca}" StreamDriver.CertFile="{cert}" StreamDriver.KeyFile="{key}"
+         template="RSYSLOG_SyslogProtocol23Format" action.resumeRetryCount="-1" action.resumeInterval="1")
+}}
+"""
+_HAS_OSSL = bool(glob.glob("/usr/lib/*/rsyslog/lmnsd_ossl.so"))
+
+
+async def _rsyslog_over_tls(certs: Certs, tmp_path: Path, n: int) -> tuple[list[int], list[bytes], float]:
+    run = unique_name("tls").replace("_", "")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"tls message siemtest-{run}-{i}-end\n" for i in range(n)))
+    work = tmp_path / "rsyslog"
+    work.mkdir()
+    async with serving(tls_config(certs, permitted_peers=("client1",))) as (server, sink):
+        conf = RSYSLOG_TLS_CONF.format(work=work, port=server.port, ca=certs.ca, cert=certs.client1[0],
+                                       key=certs.client1[1])
+        async with rsyslogd(work, conf) as rs_port:
+            await run_logger("-n", "127.0.0.1", "-P", str(rs_port), "--tcp", "-t", "siemtest", "-f", str(lines))
+            pattern = re.compile(rb"siemtest-" + run.encode() + rb"-(\d+)-end")
+            numbers = lambda: sorted(int(m.group(1)) for d in sink.data for m in pattern.finditer(d))  # noqa: E731
+            await wait_until(lambda: len(numbers()) >= n, 30)
+            await asyncio.sleep(0.1)
+        return numbers(), sink.data, errors(server, "tls_handshake")
+
+
+@pytest.mark.skipif(RSYSLOGD is None or not _HAS_OSSL,
+                    reason="rsyslogd with its OpenSSL driver not installed (Debian rsyslog, rsyslog-openssl)")
+@pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger not installed")
+@pytest.mark.timeout(90)
+def test_rsyslog_forwards_over_mutual_tls(certs: Certs, tmp_path: Path) -> None:
+    """logger -> rsyslogd -> omfwd with the ossl driver and a client cert -> our TLS input: each message once."""
+    numbers, data, failed = asyncio.run(_rsyslog_over_tls(certs, tmp_path, 200))
+    assert numbers == list(range(200))
+    assert all(d.startswith(b"<13>1 ") and not d.endswith(b"\n") for d in data)
+    assert failed == 0

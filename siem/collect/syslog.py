@@ -13,7 +13,9 @@ both framings (``framing = "auto"``, the default)::
     lf-frame    = MSG ( LF / NUL )        ; anything else; one CR before the terminator is removed
 
 Empty frames (a bare LF, CRLF or NUL between frames) are skipped silently: several senders put an LF after
-an octet-counted frame.
+an octet-counted frame. Trailing CR, LF and NUL inside an octet frame are removed too (rsyslog's
+``RSYSLOG_SyslogProtocol23Format`` ends every message with an LF, counted into the frame), as rsyslog
+itself does on reception.
 
 What happens to bad input (every case is counted, none stops the connection):
 
@@ -294,6 +296,7 @@ def _find_delim(buf: bytearray, start: int) -> int:
 
 _START, _HEADER, _OCTET, _SKIP, _LF, _DISCARD = range(6)
 _DIGITS = frozenset(b"0123456789")
+_TRAILING = b"\r\n\x00"  # removed from the end of octet frames and datagrams (rsyslog drops a trailing LF too)
 
 
 @dataclass(slots=True)
@@ -345,7 +348,9 @@ class Framer:
             if msg:
                 out.messages.append(msg)
         elif self._state == _OCTET and rest:
-            out.messages.append(rest)
+            msg = rest.rstrip(_TRAILING)
+            if msg:
+                out.messages.append(msg)
             out.problems.append("truncated")
         self._buf.clear()
         self._state = _START
@@ -381,7 +386,9 @@ class Framer:
             elif state == _OCTET:
                 if n - i < self._need:
                     break
-                out.messages.append(view[i : i + self._need].tobytes())
+                msg = view[i : i + self._need].tobytes().rstrip(_TRAILING)
+                if msg:
+                    out.messages.append(msg)
                 i += self._need
                 if self._skip:
                     out.problems.append("oversized")
@@ -426,7 +433,7 @@ class Framer:
 
 def frame_datagram(data: bytes, max_message_bytes: int) -> tuple[bytes | None, str | None]:
     """One UDP datagram -> (message or None, problem or None)."""
-    msg = data.rstrip(b"\n\r\x00")
+    msg = data.rstrip(_TRAILING)
     if not msg:
         return None, "empty"
     if len(msg) > max_message_bytes:
