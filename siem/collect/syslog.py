@@ -35,16 +35,18 @@ What happens to bad input (every case is counted, none stops the connection):
 logs over TCP); ``framing = "octet"`` expects octet counting and treats a bad count as above.
 
 UDP: one datagram is one message; trailing LF/CR/NUL are removed; empty datagrams are dropped and counted
-(``reason="empty"``), longer ones are truncated (``reason="oversized"``). The datagram callback never waits:
-it puts the message on a bounded queue and counts ``reason="queue_full"`` when the pipeline cannot keep up.
+(``reason="empty"``), longer ones are truncated (``reason="oversized"``). The reader callback never waits:
+it drains the socket in batches onto a bounded queue and counts ``reason="queue_full"`` when the pipeline
+cannot keep up, and ``reason="kernel"`` for what the kernel dropped on a full receive buffer (SO_MEMINFO).
 
 Connections (TCP and TLS): at most ``max_connections``. When a new connection arrives at the limit, the
 oldest connection that has not delivered a single message yet (idle, half-open or still in the TLS
 handshake) is closed to make room (``siem_input_errors_total{reason="evicted"}``), so idle or
 never-finishing clients cannot lock healthy senders out; when every connection has delivered something the
 new one is refused (``reason="connection_limit"``). ``max_connections_per_source`` (off by default) caps
-the connections of one client IP address (``reason="source_limit"``). Connections silent for ``idle_timeout`` are closed
-(``reason="idle_timeout"``); a TLS handshake must finish within ``handshake_timeout``. Each connection
+the connections of one client IP address (``reason="source_limit"``). Connections silent for
+``idle_timeout`` are closed (``reason="idle_timeout"``); a TLS handshake must finish within
+``handshake_timeout``. Each connection
 awaits the sink for every message, so a slow pipeline slows the reads (and, through the TCP window, the
 sender), never grows memory.
 
