@@ -593,3 +593,23 @@ def test_new_file_with_the_same_header_is_not_taken_for_a_copy(dirs: tuple[Path,
         assert sink.lines[6:] == [header[:-1]] + [b"day2 line %d" % i for i in range(20)]
 
     asyncio.run(body())
+
+
+def test_unwritable_state_is_counted_and_tailing_goes_on(tmp_path: Path) -> None:
+    """A state directory that cannot be written (here: missing): lines still flow, state_write is counted,
+    and positions are written once the directory is back."""
+    logs, state = tmp_path / "logs", tmp_path / "state-later"
+    logs.mkdir()
+    append(logs / "app.log", b"a\nb\n")
+    before = metrics.value("siem_input_errors_total", input="nostate", reason="state_write")
+
+    async def body() -> None:
+        async with running(config(logs, "app.log"), state, name="nostate") as (sink, _):
+            await settle(sink, 2)
+            assert metrics.value("siem_input_errors_total", input="nostate", reason="state_write") > before
+            state.mkdir()
+            append(logs / "app.log", b"c\n")
+            await until(lambda: (state / "files-nostate.json").exists(), what="the state file")
+        assert sink.lines == [b"a", b"b", b"c"]
+
+    asyncio.run(body())

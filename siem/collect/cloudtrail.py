@@ -359,6 +359,7 @@ class CloudTrailCollector:
         self._loaded = False
         self._dirty = False
         self._last_commit_ms = 0
+        self._state_problem: str | None = None
         self._missing_dir = False
         self._stopping = asyncio.Event()
         self._running: asyncio.Future[None] | None = None
@@ -433,8 +434,12 @@ class CloudTrailCollector:
             self.commit(self.positions())
             self._dirty = False
         except StateError as exc:
-            log.error("input %s: %s", self.name, exc)
             self._error("state_write")
+            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
+                self._state_problem = str(exc)
+                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
+        else:
+            self._state_problem = None
         self._last_commit_ms = monotonic_ms()
 
     def _error(self, reason: str) -> None:

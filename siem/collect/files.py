@@ -614,6 +614,7 @@ class FileTailer:
         self._running: asyncio.Future[None] | None = None
         self._dirty = False
         self._last_commit_ms = 0
+        self._state_problem: str | None = None
         self._since_yield = 0
         self._received = metrics.EVENTS_RECEIVED.labels(input=name, format=config.format)
         self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
@@ -713,8 +714,12 @@ class FileTailer:
             self.commit(self.positions())
             self._dirty = False
         except StateError as exc:
-            log.error("input %s: %s", self.name, exc)
             self._error("state_write")
+            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
+                self._state_problem = str(exc)
+                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
+        else:
+            self._state_problem = None
         self._last_commit_ms = monotonic_ms()
 
     # -- metrics ----------------------------------------------------------------------------------

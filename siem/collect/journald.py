@@ -139,6 +139,7 @@ class JournaldFollower:
         self._stopping = asyncio.Event()
         self._running: asyncio.Future[None] | None = None
         self._last_commit_ms = 0
+        self._state_problem: str | None = None
         self.restarts = 0
         self._received = metrics.EVENTS_RECEIVED.labels(input=name, format="journald")
         self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
@@ -231,8 +232,12 @@ class JournaldFollower:
         try:
             self.commit(self.positions())
         except StateError as exc:
-            log.error("input %s: %s", self.name, exc)
             self._error("state_write")
+            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
+                self._state_problem = str(exc)
+                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
+        else:
+            self._state_problem = None
 
     async def _last_cursor(self) -> str | None:
         """The cursor of the newest entry in the journal ("" when it is empty; None when that is unknown)."""
