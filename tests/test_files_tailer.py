@@ -613,3 +613,27 @@ def test_unwritable_state_is_counted_and_tailing_goes_on(tmp_path: Path) -> None
         assert sink.lines == [b"a", b"b", b"c"]
 
     asyncio.run(body())
+
+
+def test_copy_found_while_still_empty_is_not_read_twice(dirs: tuple[Path, Path]) -> None:
+    """copytruncate's copy seen by a scan before any byte was copied into it: once its content shows it
+    is a copy of what we read, it continues at our offset instead of from its start."""
+    logs, state = dirs
+    path = logs / "app.log"
+    content = b"".join(b"line %03d of the original file\n" % i for i in range(40))
+    append(path, content)
+
+    async def body() -> None:
+        async with running(config(logs, "app.log*"), state) as (sink, _):
+            await settle(sink, 40)
+            (logs / "app.log.1").write_bytes(b"")
+            await asyncio.sleep(0.1)  # scanned while empty
+            (logs / "app.log.1").write_bytes(content + b"written just before the copy\n")
+            os.truncate(path, 0)
+            append(path, b"after the truncation\n")
+            await settle(sink, 42)
+        assert sink.lines[40:] in ([b"written just before the copy", b"after the truncation"],
+                                   [b"after the truncation", b"written just before the copy"])
+        assert len(sink.lines) == 42
+
+    asyncio.run(body())

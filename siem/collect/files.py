@@ -892,11 +892,15 @@ class FileTailer:
                     and fingerprint(prefix[: k.fp_len]) == k.fp:
                 del self._known[i]
                 return k
+        return self._content_match(f, prefix, fd)
+
+    def _content_match(self, f: _File, prefix: bytes, fd: int | None) -> _Known | _File | None:
         if not prefix:
             return None
+        fp = fingerprint(prefix)
         best: _Known | _File | None = None
         for c in [*self._known, *self._live.values()]:
-            if c.fp_len != len(prefix) or c.fp != f.fp or (best is not None and c.offset <= best.offset):
+            if c is f or c.fp_len != len(prefix) or c.fp != fp or (best is not None and c.offset <= best.offset):
                 continue
             if c.offset > 0 and fd is not None and not _tail_matches(fd, f.size, c.offset, c.tail_len, c.tail_fp):
                 continue
@@ -958,6 +962,13 @@ class FileTailer:
                     self._truncated(f, fd, "its first bytes changed")
                 elif len(prefix) > f.fp_len:
                     f.fp_len, f.fp = len(prefix), fingerprint(prefix)
+                    if f.read_pos == 0:  # nothing read yet: it may be a copy that was still empty when found
+                        f.size = st.st_size
+                        prior = self._content_match(f, prefix, fd)
+                        if prior is not None and prior.offset > 0:
+                            f.offset = f.read_pos = prior.offset
+                            f.tail = f.raw_tail = os.pread(fd, min(TAIL_BYTES, f.offset),
+                                                           f.offset - min(TAIL_BYTES, f.offset))
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
             progressed = False
             budget = ROUND_BUDGET
