@@ -354,38 +354,39 @@ def embedded_document(base: Path) -> dict:
 
 
 def sample_inputs(directory: Path) -> dict[str, dict]:
-    """Files inputs over the sample logs: ``*.log`` as syslog, other files by their detected format."""
-    inputs: dict[str, dict] = {
-        "sample_logs": {"type": "files", "format": "syslog", "paths": [str(directory / "*.log")]},
-    }
+    """Inputs over the sample logs (searched recursively): one files input per detected format, with a
+    glob per directory where every file it matches has that format; CloudTrail delivery files through
+    the cloudtrail collector. Without any sample file: a files input over ``<directory>/*.log``."""
     if not directory.is_dir():
-        return inputs
-    by_format: dict[str, list[str]] = {}
-    for f in sorted(directory.rglob("*")):  # sample_logs/ may be organised in folders (syslog/, nginx/, ...)
-        if f.name.startswith(".") or not f.is_file() or f.suffix in (".md", ".txt", ".csv", ".yml", ".yaml"):
+        return {"sample_syslog": {"type": "files", "format": "syslog", "paths": [str(directory / "*.log")]}}
+    found: dict[Path, str] = {}
+    cloudtrail_dirs: set[Path] = set()
+    for f in sorted(directory.rglob("*")):
+        if any(part.startswith(".") for part in f.relative_to(directory).parts) or not f.is_file():
             continue
-        fmt = _detect(f)
-        if f.suffix == ".log" and fmt == "syslog" and f.parent == directory:
-            continue  # the *.log glob has it
-        by_format.setdefault(fmt, []).append(str(f))
-    cloudtrail = by_format.pop("cloudtrail", [])
-    if cloudtrail and importlib.util.find_spec("siem.collect.cloudtrail") is not None:
-        # the cloudtrail collector reads every .json / .json.gz under the directory
-        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(directory)}
-        for fmt in list(by_format):
-            by_format[fmt] = [p for p in by_format[fmt] if not p.endswith((".json", ".json.gz"))]
-    elif cloudtrail:
-        by_format["cloudtrail"] = cloudtrail
-    logs_elsewhere = [p for paths in by_format.values() for p in paths if p.endswith(".log")]
-    if logs_elsewhere:  # a .log file in another format: list the syslog files one by one instead of globbing
-        plain = [str(f) for f in sorted(directory.glob("*.log")) if str(f) not in logs_elsewhere]
-        if plain:
-            inputs["sample_logs"]["paths"] = plain
-        else:
-            del inputs["sample_logs"]
+        if f.suffix in (".md", ".txt", ".csv", ".yml", ".yaml"):
+            continue
+        if f.name.endswith((".json", ".json.gz")) and ("_CloudTrail_" in f.name or _detect(f) == "cloudtrail"):
+            cloudtrail_dirs.add(f.parent)
+            continue
+        if f.suffix == ".gz":
+            continue  # compressed rotations: the files collector reads them next to their plain file
+        found[f] = _detect(f)
+    inputs: dict[str, dict] = {}
+    by_format: dict[str, list[str]] = {}
+    for f, fmt in found.items():
+        pattern = f.parent / f"*{f.suffix}" if f.suffix else f
+        same = [g for g in found if g.parent == f.parent and g.suffix == f.suffix]
+        path = str(pattern) if all(found[g] == fmt for g in same) else str(f)
+        if path not in by_format.setdefault(fmt, []):
+            by_format[fmt].append(path)
     for fmt, paths in sorted(by_format.items()):
-        if paths:
-            inputs[f"sample_{fmt}"] = {"type": "files", "format": fmt, "paths": paths}
+        inputs[f"sample_{fmt}"] = {"type": "files", "format": fmt, "paths": paths}
+    if cloudtrail_dirs and importlib.util.find_spec("siem.collect.cloudtrail") is not None:
+        common = Path(os.path.commonpath([str(d) for d in cloudtrail_dirs]))
+        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(common)}
+    if not inputs:
+        inputs["sample_syslog"] = {"type": "files", "format": "syslog", "paths": [str(directory / "*.log")]}
     return inputs
 
 

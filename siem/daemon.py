@@ -63,7 +63,8 @@ PID_FILE = "siem.pid"
 _FILE_COMMIT_EVERY_MS = 500
 _RETRY_S = 1.0
 MARK_KEY = "@siem.positions"  # a log record holding an input's positions, not an event
-ADVANCE_KEY = "@siem.advance"  # a log record moving the watermark (idle, live stream), not an event
+ADVANCE_KEY = "@siem.advance"  # a log record moving the watermark, not an event
+UNBOUNDED_LATENESS_MS = 10**15
 _MARK_PREFIX = b'{"' + MARK_KEY.encode() + b'"'
 _STATE_MAGIC = b"SIEMD1\n"
 
@@ -147,9 +148,9 @@ async def start_input(spec: InputSpec, state_dir: Path, sink: Any, positions: di
 
         obj: Any = CloudTrailCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
     elif spec.type == "journald":
-        from siem.collect import journald  # type: ignore[attr-defined]  # noqa: PLC0415
+        from siem.collect.journald import JournaldFollower  # noqa: PLC0415
 
-        obj = journald.JournaldCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[attr-defined]
+        obj = JournaldFollower(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown input type {spec.type!r}")
     tailer = obj if hasattr(obj, "positions") and hasattr(obj, "commit") else None
@@ -210,6 +211,11 @@ class Daemon:
         self.pipeline: AlertPipeline | None = None
         self.metrics_port: int | None = None
         self.next_offset = 0
+        self._src_max: dict[tuple[str, str], int] = {}  # source -> newest event time it delivered
+        self._src_seen: dict[tuple[str, str], int] = {}  # source -> when it last delivered (monotonic)
+        self._sent_wm = -(2**62)
+        self._newest_ts = -(2**62)
+        self._started_ms = monotonic_ms()
         self._ckpt_offset = -1  # offset of the last checkpoint written
         self._ctx: Any = None
 
@@ -224,7 +230,8 @@ class Daemon:
             raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.state_dir)
         self.log = self.config.log.build(self.state_dir / "log")
-        engine = Engine(ruleset, lateness_ms=d.lateness_ms, future_skew_ms=d.future_skew_ms)
+        # the engine's watermark moves only with the advance records in the log (see _source_watermark)
+        engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=d.future_skew_ms)
         ckpt = load_checkpoint(self.state_dir)
         if ckpt is not None:
             engine_state, self.marks = unwrap_state(ckpt.state)
@@ -240,6 +247,8 @@ class Daemon:
         self._last_mark = {**self.marks, **scan_marks(self.log, self.next_offset)}
         self._file_committed = {}
         self.engine = engine
+        self._sent_wm = engine.wm
+        self._newest_ts = engine.max_ts
         self._ckpt_offset = self.next_offset
         self.pipeline = AlertPipeline(self.config.alerting, self.state_dir)
         for route in self.config.alerting.routes:
@@ -297,7 +306,7 @@ class Daemon:
                 first = await asyncio.wait_for(self.intake.get(), timeout=_FILE_COMMIT_EVERY_MS / 1000)
             except TimeoutError:  # quiet: positions may still move (empty lines, finished files); fsync policy
                 marks = self._take_marks()
-                if marks:
+                if marks or self._source_watermark() is not None:  # a source fell idle: the watermark may move
                     await self._append([], marks)
                 self._log().maybe_sync()
                 self._commit_files()
@@ -336,8 +345,16 @@ class Daemon:
 
     async def _append(self, items: list[RawRecord], marks: dict[str, dict]) -> None:
         """Parse and append; a refusing disk is retried (intake waits meanwhile), never dropped."""
-        payloads = await asyncio.to_thread(self._encode, items)
+        payloads, times = await asyncio.to_thread(self._encode, items)
+        now = monotonic_ms()
+        for key, ts in times.items():
+            self._src_max[key] = max(self._src_max.get(key, ts), ts)
+            self._src_seen[key] = now
+            self._newest_ts = max(self._newest_ts, ts)
         payloads += [encode_mark(name, pos) for name, pos in marks.items()]
+        wm = self._source_watermark()
+        if wm is not None:
+            payloads.append(orjson.dumps({ADVANCE_KEY: wm}))
         while True:
             try:
                 await asyncio.to_thread(self._log().append_many, payloads)
@@ -352,19 +369,46 @@ class Daemon:
                 log.error("cannot append to the log, retrying: %s", exc)
                 await asyncio.sleep(_RETRY_S)
         self._last_mark.update(marks)
+        if wm is not None:
+            self._sent_wm = wm
 
-    def _encode(self, items: list[RawRecord]) -> list[bytes]:
+    def _source_watermark(self) -> int | None:
+        """The event-time watermark over the sources (input + file or peer): the oldest newest-event-time
+        among the sources that delivered within idle_advance, minus lateness. None until idle_advance has
+        passed since the start (every source gets to deliver first) or when it would not move.
+
+        Taking the minimum keeps a backfill of several sources (files of different hosts read side by
+        side) from counting the slower ones' events as late: windows come out as they would live."""
+        d = self.config.daemon
+        now = monotonic_ms()
+        if now - self._started_ms < d.idle_advance_ms:
+            return None
+        for key in [k for k, seen in self._src_seen.items() if now - seen >= d.idle_advance_ms]:
+            del self._src_seen[key], self._src_max[key]  # idle: no longer holds the others back
+        # no source active: everything there is has been delivered, up to the newest time seen
+        newest = min(self._src_max.values()) if self._src_max else self._newest_ts
+        wm = newest - d.lateness_ms
+        return wm if wm > self._sent_wm else None
+
+    def _encode(self, items: list[RawRecord]) -> tuple[list[bytes], dict[tuple[str, str], int]]:
+        """Parse (worker thread); also the newest event time per source in this batch."""
         from siem.parse import parse  # noqa: PLC0415
 
         events: list[Event] = []
+        times: dict[tuple[str, str], int] = {}
         ctx = self._ctx
+        limit = wall_ms() + self.config.daemon.future_skew_ms  # the engine clamps forged future times too
         for rec in items:
             ev = parse(rec.format, rec.data, ctx, rec.input)
             ev["event.ingested"] = rec.received_ms
             if rec.origin and rec.input in self.inputs and self.inputs[rec.input].spec.type == "files":
                 ev.setdefault("log.file.path", rec.origin)
             events.append(ev)
-        return encode_events(events)
+            ts = ev.get("@timestamp")
+            if type(ts) is int:
+                key = (rec.input, rec.origin)
+                times[key] = max(times.get(key, ts), min(ts, limit))  # type: ignore[type-var]
+        return encode_events(events), times
 
     def _commit_files(self, force: bool = False) -> None:
         """Also write the logged positions to the inputs' own state files (once they are fsync'ed), so a
@@ -477,6 +521,7 @@ class Daemon:
         alerts = self._engine().process(batch) if batch else []
         if advance_to is not None:
             alerts += self._engine().advance(advance_to)
+            metrics.WATERMARK.set(max(self._engine().wm, 0) / 1000)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._submit(alerts)
         self.next_offset = end_offset
@@ -605,6 +650,7 @@ class Daemon:
             if hp is not None:
                 self.metrics_port = metrics.serve(hp[0], hp[1])
                 log.info("metrics listening", extra={"address": f"{hp[0]}:{self.metrics_port}"})
+            self._started_ms = monotonic_ms()
             await self.start_inputs(self.config.inputs)
             writer = asyncio.create_task(self.writer(), name="writer")
             engine = asyncio.create_task(self.engine_loop(), name="engine")

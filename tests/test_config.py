@@ -108,13 +108,17 @@ def test_scale_out_role_needs_a_kafka_table(tmp_path: Path) -> None:
 
 
 def test_embedded_defaults_work_from_a_checkout(tmp_path: Path) -> None:
-    """Without a config: ./state, ./rules, syslog TCP+UDP on 127.0.0.1:5514, the sample logs, metrics on 9108,
-    the alert log only."""
-    (tmp_path / "sample_logs").mkdir()
-    (tmp_path / "sample_logs" / "auth.log").write_text("Mar  1 10:00:00 h sshd[1]: Failed password for x from "
-                                                       "10.0.0.1 port 1 ssh2\n")
-    (tmp_path / "sample_logs" / "access.log").write_text(
+    """Without a config: ./state, ./rules, syslog TCP+UDP on 127.0.0.1:5514, the sample logs by format,
+    metrics on 9108, the alert log only."""
+    samples = tmp_path / "sample_logs"
+    for d in ("syslog", "nginx", "cloudtrail"):
+        (samples / d).mkdir(parents=True)
+    (samples / "syslog" / "web01-auth.log").write_text(
+        "Mar  1 10:00:00 h sshd[1]: Failed password for x from 10.0.0.1 port 1 ssh2\n")
+    (samples / "nginx" / "access.log").write_text(
         '10.0.0.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl"\n')
+    (samples / "cloudtrail" / "111122223333_CloudTrail_eu-west-1_20260301T2355Z_x.json").write_text(
+        '{"Records": []}')
     config = embedded_config(tmp_path)
     assert config.source == EMBEDDED
     assert (config.daemon.state_dir, config.daemon.rules, config.daemon.metrics_address) == (
@@ -124,9 +128,17 @@ def test_embedded_defaults_work_from_a_checkout(tmp_path: Path) -> None:
             for n, i in inputs.items() if i.type == "syslog"] == [
         ("syslog_tcp", "tcp", ("127.0.0.1",), 5514), ("syslog_udp", "udp", ("127.0.0.1",), 5514)]
     files = {n: (i.config.format, i.config.paths) for n, i in inputs.items() if i.type == "files"}  # type: ignore
-    assert files == {"sample_logs": ("syslog", (str(tmp_path / "sample_logs" / "auth.log"),)),
-                     "sample_nginx": ("nginx", (str(tmp_path / "sample_logs" / "access.log"),))}
+    assert files == {"sample_syslog": ("syslog", (str(samples / "syslog" / "*.log"),)),
+                     "sample_nginx": ("nginx", (str(samples / "nginx" / "*.log"),))}
+    assert inputs["sample_cloudtrail"].config.directory == str(samples / "cloudtrail")  # type: ignore[attr-defined]
     assert config.alerting.routes == ()
+
+
+def test_embedded_defaults_of_this_checkout_pass_config_check() -> None:
+    """`siem config check` without --config, run in the repository, is ok (rules/ and sample_logs/ exist)."""
+    out = _check()
+    assert out.returncode == 0, out.stderr
+    assert "sample_syslog:files" in out.stdout and "sample_nginx:files" in out.stdout
 
 
 def test_config_check_reports_a_missing_secret_file(tmp_path: Path) -> None:

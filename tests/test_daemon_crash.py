@@ -3,6 +3,7 @@ exactly the alerts of an uninterrupted run (and of `siem replay` over the same f
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import random
@@ -65,10 +66,25 @@ def committed_offset(d: DaemonProc, path: Path) -> int:
     return max((f["offset"] for f in state.get("files", []) if f["path"] == str(path)), default=-1)
 
 
-def finish(d: DaemonProc, path: Path) -> list[str]:
-    """Wait until every line of the file is committed (hence in the log), drain with SIGTERM, read ids."""
+def watermark_s(d: DaemonProc) -> float:
+    import urllib.request
+
+    from siem.metrics import parse_samples
+
+    try:
+        with urllib.request.urlopen(d.metrics_url(), timeout=5) as r:
+            samples = parse_samples(r.read().decode())
+    except OSError:
+        return 0.0
+    return max((v for n, _, v in samples if n == "siem_watermark_timestamp_seconds"), default=0.0)
+
+
+def finish(d: DaemonProc, path: Path, last_event_s: int) -> list[str]:
+    """Wait until every line of the file is committed (hence in the log) and the watermark has passed the
+    last failure (every alert is out), drain with SIGTERM, read the ids."""
     size = path.stat().st_size
     wait_for(lambda: committed_offset(d, path) == size, 60, f"the whole file committed ({size} bytes)")
+    wait_for(lambda: watermark_s(d) >= last_event_s, 60, "the watermark to pass the last failure")
     assert d.terminate() == 0, d.stderr()
     return [a["id"] for a in d.alerts()]
 
@@ -80,6 +96,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(tmp_path: Path) ->
     seed = int(os.environ.get("SIEM_CRASH_SEED", str(random.randrange(1 << 30))))
     print(f"crash test seed {seed}")
     lines = feed_lines(2500, seed)
+    last_event_s = calendar.timegm(time.strptime(lines[-2].split()[1].decode(), "%Y-%m-%dT%H:%M:%SZ"))
     rng = random.Random(seed)
 
     # the reference: one uninterrupted run over the complete file
@@ -90,7 +107,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(tmp_path: Path) ->
     ref = DaemonProc.create(ref_dir, RULES, files_input(ref_file))
     try:
         ref.start()
-        ref_ids = finish(ref, ref_file)
+        ref_ids = finish(ref, ref_file, last_event_s)
     finally:
         ref.close()
     assert len(ref_ids) >= 10, "the feed should make several alerts fire"
@@ -134,7 +151,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(tmp_path: Path) ->
             d.start()
         else:
             wait_for(d._running, 30, "the daemon to start")
-        crash_ids = finish(d, crash_file)
+        crash_ids = finish(d, crash_file, last_event_s)
     finally:
         d.close()
     assert kills >= 5
