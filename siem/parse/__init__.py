@@ -72,16 +72,17 @@ def _incrementers(input_name: str, fmt: str) -> tuple[Callable[[float], None], C
 
 def parse(fmt: str, data: bytes, ctx: ParseContext, input_name: str = "") -> Event:
     """Parse one record of format `fmt`; never raises (failures become events with error.message)."""
-    limit = MAX_JSON_BYTES if fmt in _JSON_FORMATS else MAX_LINE_BYTES
-    cut = 0
     if type(data) is not bytes:
         data = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
-    if len(data) > limit:
-        cut = len(data)
-        data = data[:limit]
+    cut = 0
+    if len(data) > MAX_LINE_BYTES:
+        limit = MAX_JSON_BYTES if fmt in _JSON_FORMATS else MAX_LINE_BYTES
+        if len(data) > limit:
+            cut = len(data)
+            data = data[:limit]
     text = data.decode("utf-8", "replace")
-    if text.endswith("\n"):
-        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    if text[-1:] == "\n":
+        text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
     fn = PARSERS.get(fmt)
     if fn is None:
         ev = error_event(text, fmt, f"unknown format {clip(fmt, 40)!r}", ctx)
@@ -91,7 +92,7 @@ def parse(fmt: str, data: bytes, ctx: ParseContext, input_name: str = "") -> Eve
         except Exception as e:  # noqa: BLE001 - the contract is "never raises"; the failure is in the event
             ev = error_event(text, fmt, f"{fmt} parser failed: {type(e).__name__}: {clip(str(e))}", ctx)
     if cut:
-        note(ev, f"record of {cut} bytes truncated to {limit}")
+        note(ev, f"record of {cut} bytes truncated to {len(data)}")
     pair = _counters.get((input_name, fmt)) or _incrementers(input_name, fmt)
     pair[1 if "error.message" in ev else 0](1)
     return ev

@@ -106,7 +106,9 @@ def ip_or_none(text: str) -> str | None:
 
 def set_source(ev: Event, addr: str) -> None:
     """source.ip when `addr` is an IP address, else source.address (a host name as logged)."""
-    ip = ip_or_none(addr)
+    ip = _IP_CACHE.get(addr, "")
+    if ip == "":
+        ip = ip_or_none(addr)
     if ip is not None:
         ev["source.ip"] = ip
     elif addr:

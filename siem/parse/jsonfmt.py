@@ -274,9 +274,10 @@ def parse_journald(text: str, ctx: ParseContext) -> Event:
     prog = _jstr(obj.get("SYSLOG_IDENTIFIER")) or _jstr(obj.get("_COMM"))
     pid = _jstr(obj.get("_PID")) or _jstr(obj.get("SYSLOG_PID"))
     if pid:
-        ev["log.syslog.procid"] = pid
         if pid.isdigit() and len(pid) <= 10:
             ev["process.pid"] = int(pid)
+        else:
+            ev["log.syslog.procid"] = pid
     msg = _jstr(obj.get("MESSAGE"))
     if msg is None:
         msg = ""
@@ -295,6 +296,5 @@ def parse_journald(text: str, ctx: ParseContext) -> Event:
         ev["event.dataset"] = "journald"
         return ev
     ev["process.name"] = prog
-    ev["log.syslog.appname"] = prog
     dispatch(ev, prog, msg, "journald")
     return ev

@@ -1,9 +1,9 @@
 """Syslog: RFC 3164 (BSD, also the traditional file format), RFC 5424, and auto-detection.
 
 Event: ``@timestamp``, ``event.original``, ``host.name`` (HOSTNAME, else ctx.host), ``process.name``
-(TAG / APP-NAME), ``process.pid`` (int, when the PID is numeric), ``message`` (the text after the
-tag), ``log.syslog.*`` (priority, facility/severity code and name, appname, procid, msgid, version,
-hostname), ``sd.<SD-ID>.<param>`` for RFC 5424 structured data, then whatever the program parser
+(TAG / APP-NAME), ``process.pid`` (int, when the PID is numeric; else ``log.syslog.procid``),
+``message`` (the text after the tag), ``log.syslog.*`` (priority, facility/severity code and name,
+msgid, version), ``sd.<SD-ID>.<param>`` for RFC 5424 structured data, then whatever the program parser
 (siem.parse.auth) adds. Generic messages get ``event.dataset = "syslog"``.
 
 Tolerated, with ``error.message`` describing it: invalid PRI (``<>``, ``<192>``, ``<00013>``...; the
@@ -57,8 +57,12 @@ _TOKEN: Final = re.compile(r"(\S+) ?")
 _LOOKS_5424: Final = re.compile(r"<[^>]{0,6}>\d{1,2} \S")
 
 
+_time_ns = time.time_ns
+_LAST = ts.LAST_CACHE
+
+
 def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return _time_ns() // 1_000_000
 
 
 def _set_pri(ev: Event, pri: str) -> None:
@@ -70,9 +74,10 @@ def _set_pri(ev: Event, pri: str) -> None:
 
 
 def _set_pid(ev: Event, pid: str) -> None:
-    ev["log.syslog.procid"] = pid
     if pid.isdigit() and len(pid) <= 10:
         ev["process.pid"] = int(pid)
+    else:
+        ev["log.syslog.procid"] = pid
 
 
 # --- RFC 3164 --------------------------------------------------------------------------------------
@@ -101,7 +106,6 @@ def _hot_event(text: str, m: re.Match[str], ctx: ParseContext, generic: str) -> 
         "@timestamp": 0,
         "event.original": text,
         "process.name": tag,
-        "log.syslog.appname": tag,
         "message": msg,
     }
     s = int(ss)
@@ -112,11 +116,9 @@ def _hot_event(text: str, m: re.Match[str], ctx: ParseContext, generic: str) -> 
         note(ev, f"invalid timestamp: {base if type(base) is str else f'second {s}'}")
     if host is not None:
         ev["host.name"] = host
-        ev["log.syslog.hostname"] = host
     elif ctx.host:
         ev["host.name"] = ctx.host
     if pid is not None:
-        ev["log.syslog.procid"] = pid
         ev["process.pid"] = int(pid)
     if pri is not None:
         fields = _PRI_OK.get(pri)
@@ -136,8 +138,14 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
     pri, key, ss, host, tag, pid = m.groups()
     if host[-1] == ":" or host[-1] == "]":
         return None  # no HOSTNAME: what looked like one is the tag
-    ref = ctx.now_ms if ctx.now_ms is not None else _wall_ms()
-    cache = ts.rfc3164_cache(ctx.tz, ref)
+    ref = ctx.now_ms
+    if ref is None:
+        ref = _time_ns() // 1_000_000
+    last = _LAST
+    if last[0] is ctx.tz and last[1] <= ref < last[2]:  # type: ignore[operator]
+        cache: dict[str, int | str] = last[3]  # type: ignore[assignment]
+    else:
+        cache = ts.rfc3164_cache(ctx.tz, ref)
     base = cache.get(key)
     if base is None:
         return None  # first line of this minute: the general path validates and fills the cache
@@ -149,13 +157,10 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
         "@timestamp": base + s * 1000,
         "event.original": text,
         "host.name": host,
-        "log.syslog.hostname": host,
         "process.name": tag,
-        "log.syslog.appname": tag,
         "message": msg,
     }
     if pid is not None:
-        ev["log.syslog.procid"] = pid
         ev["process.pid"] = int(pid)
     if pri:
         fields = _PRI_OK.get(pri)
@@ -219,7 +224,6 @@ def _slow_3164(text: str, ctx: ParseContext, generic: str) -> Event:
             pos = tg.end()
     if host is not None:
         ev["host.name"] = host
-        ev["log.syslog.hostname"] = host
     elif ctx.host:
         ev["host.name"] = ctx.host
     msg = text[pos:]
@@ -228,7 +232,6 @@ def _slow_3164(text: str, ctx: ParseContext, generic: str) -> Event:
         ev["event.dataset"] = generic
         return ev
     ev["process.name"] = tag
-    ev["log.syslog.appname"] = tag
     dispatch(ev, tag, msg, generic)
     return ev
 
@@ -332,7 +335,6 @@ def _parse_5424(text: str, ctx: ParseContext, generic: str) -> Event:
     host, app, procid, msgid = fields
     if host != "-":
         ev["host.name"] = host
-        ev["log.syslog.hostname"] = host
     elif ctx.host:
         ev["host.name"] = ctx.host
     if procid != "-":
@@ -362,7 +364,6 @@ def _parse_5424(text: str, ctx: ParseContext, generic: str) -> Event:
         ev["event.dataset"] = generic
         return ev
     ev["process.name"] = app
-    ev["log.syslog.appname"] = app
     dispatch(ev, app, msg, generic)
     return ev
 

@@ -144,12 +144,12 @@ def iso_ms(text: str, tz: tzinfo) -> int | str:
 _rfc3164_caches: dict[tuple[tzinfo, int], dict[str, int | str]] = {}
 
 
-_last_cache: list[object] = [None, -1, -1, {}]  # tz, day start ms, day end ms, cache
+LAST_CACHE: list[object] = [None, -1, -1, {}]  # tz, day start ms, day end ms, cache (the last one used)
 
 
 def rfc3164_cache(tz: tzinfo, ref_ms: int) -> dict[str, int | str]:
     """The minute cache for one zone and one reference day (year inference depends on both)."""
-    last = _last_cache
+    last = LAST_CACHE
     if last[0] is tz and last[1] <= ref_ms < last[2]:  # type: ignore[operator]
         return last[3]  # type: ignore[return-value]
     day = ref_ms // 86_400_000
