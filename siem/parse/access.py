@@ -29,6 +29,7 @@ _COMBINED_MATCH = _COMBINED.match
 _LOOSE: Final = re.compile(r'(\S+) (\S+) (\S+) \[([^\]]*)\] "(.*?)" (\d{1,3}|-) (\S+)(?: "(.*)" "(.*)")?\s*', re.S)
 _METHOD: Final = re.compile(r"[A-Z][A-Z_-]{0,31}")
 _METHOD_MATCH = _METHOD.fullmatch
+_COMMON_METHODS: Final = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT"})
 
 
 def _request(ev: Event, req: str) -> None:
@@ -36,7 +37,10 @@ def _request(ev: Event, req: str) -> None:
         return
     parts = req.split(" ")
     n = len(parts)
-    if n >= 3 and parts[-1].startswith("HTTP/") and _METHOD_MATCH(parts[0]) is not None:
+    if n == 3 and parts[0] in _COMMON_METHODS and parts[2].startswith("HTTP/"):
+        target = parts[1]
+        ev["http.version"] = parts[2][5:]
+    elif n >= 3 and parts[-1].startswith("HTTP/") and _METHOD_MATCH(parts[0]) is not None:
         target = parts[1] if n == 3 else " ".join(parts[1:-1])
         ev["http.version"] = parts[-1][5:]
     elif n == 2 and _METHOD_MATCH(parts[0]) is not None:

@@ -198,11 +198,17 @@ _clf_minutes: dict[str, int | str] = {}
 
 def clf_ms(text: str) -> int | str:
     """Apache/nginx ``$time_local`` to epoch ms."""
+    if len(text) == 26 and text[20] == " ":  # dd/Mon/yyyy:hh:mm:ss +zzzz, minute already seen
+        base = _clf_minutes.get(text[:17] + text[20:])
+        if type(base) is int:
+            ss = text[18:20]
+            if ss.isdigit() and ss <= "60":
+                return base + int(ss) * 1000
     m = _CLF_MATCH(text)
     if m is None:
         return f"not a log time: {text[:40]!r}"
     d, mon, y, hh, mi, ss, frac, zone = m.groups()
-    key = f"{d}/{mon}/{y}:{hh}:{mi} {zone}"
+    key = f"{d}/{mon}/{y}:{hh}:{mi} {zone}"  # == text[:17] + text[20:] for the common 26-character form
     base = _clf_minutes.get(key)
     if base is None:
         month = MONTHS.get(mon)
