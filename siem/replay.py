@@ -116,11 +116,20 @@ def input_files(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                              and f.suffix not in (".md", ".txt", ".csv", ".yaml", ".yml")))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_log_file(f)))
         else:
             out.append(p)
     return out
+
+
+NOT_LOGS_SUFFIXES = frozenset({".md", ".txt", ".csv", ".tsv", ".yaml", ".yml", ".py", ".sh", ".toml", ".html", ".pdf"})
+NOT_LOGS_NAMES = ("license", "readme", "notice", "copying", "authors")
+
+
+def is_log_file(path: Path) -> bool:
+    """Whether a file found in a directory is a log (documentation and data tables next to logs are not)."""
+    name = path.name.lower()
+    return not (name.startswith(".") or name.startswith(NOT_LOGS_NAMES) or path.suffix.lower() in NOT_LOGS_SUFFIXES)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def test_out_of_order_within_lateness_is_reordered() -> None:
 
 
 def test_late_event_beyond_lateness_is_kept() -> None:
-    """An event later than the allowed lateness is still counted, at the watermark."""
+    """An event later than the allowed lateness is still counted, with its own time."""
     src = BF.replace(">= 3", ">= 2")
     events = fails("1.1.1.1", [100, 0])  # second arrives 100s late, lateness 0
     assert [a.count for a in run(src, events)] == [2]
@@ -240,3 +240,18 @@ def test_reload_keeps_state_of_unchanged_rules() -> None:
     eng.process(fails("1.1.1.1", [3, 4]))
     eng.replace_rules(load_texts({"t.rules": BF.replace(">= 3", ">= 4")}))
     assert eng.process(fails("1.1.1.1", [5])) == []
+
+
+def test_backfilled_host_keeps_its_own_time() -> None:
+    """A second host's log read after the first's (all late) is windowed at its own times: no false burst."""
+    # host A (1.1.1.1) then host B (2.2.2.2): each source fails once every 10 minutes for 5 hours
+    a = fails("1.1.1.1", [i * 600 for i in range(30)])
+    b = fails("2.2.2.2", [i * 600 + 5 for i in range(30)])
+    assert run(BF, a + b) == []
+
+
+def test_late_event_completes_its_own_window() -> None:
+    """Late events of one key still count in the window of their own time."""
+    a = fails("9.9.9.9", [1000, 1001])
+    b = fails("1.1.1.1", [0, 30, 60])  # arrive after 9.9.9.9's, 1000s late
+    assert [(dict(x.group)["source.ip"], x.count) for x in run(BF, a + b)] == [("1.1.1.1", 3)]

@@ -433,7 +433,9 @@ class _Resolver:
                 self.check_field(name, loc)
 
 
-TEMPLATE_WORDS = frozenset({"count", "rule", "title", "severity", "first", "last", "window", "key"})
+TEMPLATE_WORDS = frozenset(
+    {"count", "rule", "title", "severity", "first", "last", "key", "baseline", "factor", "silent_ms"}
+)
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")

@@ -141,19 +141,31 @@ class ThresholdCorrelator(Correlator):
                 vals = {f: old_vals[f] + [events[rows_l[p]].get(f) for p in pos] for f in agg_fields}
             else:
                 vals = old_vals
-            if len(T) < cannot_fire_below:
+            ordered = (not base or new_ts[0] >= old_ts[-1]) and all(a <= b for a, b in zip(new_ts, new_ts[1:]))
+            if ordered and len(T) < cannot_fire_below:
                 reset = 0
                 new_events = [events[rows_l[p]] for p in pos[-k_samples:]]
+                recent_pool = old_samples + new_events
             else:
                 new_events = [events[rows_l[p]] for p in pos]
-                reset = self._scan(key, np.array(T, dtype=np.int64), vals, base, new_events, old_samples, fires)
+                kept = old_samples[-base:] if base else []
+                evs: list[Event | None] = [None] * (base - len(kept)) + kept + new_events
+                start = base
+                if not ordered:  # events later than the allowed lateness: windows use their own time per key
+                    order = sorted(range(len(T)), key=T.__getitem__)
+                    T = [T[i] for i in order]
+                    vals = {f: [v[i] for i in order] for f, v in vals.items()}
+                    evs = [evs[i] for i in order]
+                    start = min(j for j, i in enumerate(order) if i >= base)
+                reset = self._scan(key, np.array(T, dtype=np.int64), vals, start, evs, fires)
+                recent_pool = [e for e in evs[reset:] if e is not None]
             cut = T[-1] - window_ms
             keep_from = reset if T[reset if reset < len(T) else -1] > cut else max(reset, bisect_right(T, cut))
             if keep_from >= len(T):
                 state.pop(key, None)
                 continue
             k = min(k_samples, len(T) - reset)
-            recent = (old_samples + new_events)[-k:] if k > 0 else []
+            recent = recent_pool[-k:] if k > 0 else []
             if keep_from:
                 T = T[keep_from:]
                 vals = {f: v[keep_from:] for f, v in vals.items()}
@@ -162,9 +174,11 @@ class ThresholdCorrelator(Correlator):
 
     def _scan(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
-        new_events: list[Event], old_samples: list[Event], fires: list[Fire],
+        evs: list[Event | None], fires: list[Fire],
     ) -> int:
-        """Find every fire among positions >= base; returns the reset position (start of the open window)."""
+        """Find every fire among positions >= base; returns the reset position (start of the open window).
+
+        `evs` is aligned with T: the events of this batch, the last few of the state, None for the rest."""
         spec = self.spec
         n = len(T)
         lo = np.searchsorted(T, T - spec.window_ms, "right")
@@ -181,7 +195,7 @@ class ThresholdCorrelator(Correlator):
                 if not len(hits):
                     break
                 p = p + int(hits[0])
-                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, base, new_events, old_samples, fires)
+                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, fires)
                 p = reset
             return reset
         if spec.kind == "sum":
@@ -196,7 +210,7 @@ class ThresholdCorrelator(Correlator):
                 if not len(hits):
                     break
                 p = p + int(hits[0])
-                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, base, new_events, old_samples, fires)
+                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, fires)
                 p = reset
             return reset
         # distinct: a sliding multiset of values, one step per event
@@ -217,20 +231,19 @@ class ThresholdCorrelator(Correlator):
             if col[p] is not None:
                 counts[str(col[p])] += 1
             if (len(counts) > need) if strict else (len(counts) >= need):
-                reset = self._fire(key, T, vals, left, p, base, new_events, old_samples, fires)
+                reset = self._fire(key, T, vals, left, p, evs, fires)
                 counts.clear()
                 left = reset
         return reset
 
     def _fire(
-        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int, base: int,
-        new_events: list[Event], old_samples: list[Event], fires: list[Fire],
+        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int,
+        evs: list[Event | None], fires: list[Fire],
     ) -> int:
-        history = old_samples + new_events[: p - base + 1]
-        window_len = p - start + 1
-        samples = history[-min(self.sample_size, window_len) :]
+        window = [e for e in evs[start : p + 1] if e is not None]
+        trigger = evs[p] or (window[-1] if window else {"@timestamp": int(T[p])})
         fires.append(
-            Fire(key, int(T[start]), int(T[p]), window_len, new_events[p - base], samples,
+            Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger, window[-self.sample_size :],
                  _aggregates(vals, start, p + 1))
         )
         return p + 1
@@ -301,6 +314,9 @@ class SequenceCorrelator(Correlator):
             block = candidates[-need:]
             chain = block + chain
             before = block[0][1]
+        times = [x[0] for x in chain]
+        if max(times) - min(times) >= spec.window_ms:  # possible only with events beyond the lateness
+            return None
         return chain
 
     def key_count(self) -> int:
@@ -325,7 +341,8 @@ class AbsentCorrelator(Correlator):
             prev = self.state.get(key)
             if prev is not None and t - prev[0] > self.spec.window_ms:
                 fires.append(self._silence(key, prev))
-            self.state[key] = (t, batch.events[rows[i]])
+            if prev is None or t >= prev[0]:  # a late event never moves "last seen" backwards
+                self.state[key] = (t, batch.events[rows[i]])
         return fires
 
     def advance(self, stream_ms: int) -> list[Fire]:
