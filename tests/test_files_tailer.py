@@ -44,9 +44,9 @@ async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "co
 
 
 def config(tmp: Path, *patterns: str, **kw: object) -> FileInputConfig:
-    base: dict = {"poll_interval_ms": 20, "rotate_wait_ms": 300}
+    base: dict = {"poll_interval_ms": 20, "rotate_wait_ms": 300, "format": "raw"}
     base.update(kw)
-    return FileInputConfig(paths=tuple(str(tmp / p) for p in patterns), format="raw", **base)
+    return FileInputConfig(paths=tuple(str(tmp / p) for p in patterns), **base)
 
 
 @contextlib.asynccontextmanager
@@ -637,3 +637,23 @@ def test_copy_found_while_still_empty_is_not_read_twice(dirs: tuple[Path, Path])
         assert len(sink.lines) == 42
 
     asyncio.run(body())
+
+
+def test_cloudtrail_json_lines_are_a_files_input(dirs: tuple[Path, Path]) -> None:
+    """CloudTrail records one per line (EventBridge, Kafka sinks): a files input with format cloudtrail;
+    every line parses into a CloudTrail event."""
+    from siem.parse import ParseContext, parse
+
+    logs, state = dirs
+    data = (Path(__file__).parent / "data" / "collect_cloudtrail" / "aws_docs_examples.jsonl").read_bytes()
+    append(logs / "events.jsonl", data)
+
+    async def body() -> list[RawRecord]:
+        async with running(config(logs, "*.jsonl", format="cloudtrail"), state) as (sink, _):
+            await settle(sink, 16)
+        return sink.records
+
+    records = asyncio.run(body())
+    events = [parse(r.format, r.data, ParseContext(), r.input) for r in records]
+    assert [e.get("error.message") for e in events] == [None] * 16
+    assert [e["event.action"] for e in events] == [orjson.loads(x)["eventName"] for x in data.splitlines()]

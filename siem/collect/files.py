@@ -46,8 +46,8 @@ fingerprint) continues at the old offset, i.e. normally reads nothing.
 Offsets (the end of the last line handed to the sink, in decompressed bytes for ``.gz``) are kept in
 ``<state_dir>/files-<name>.json``, written with :func:`siem.statefile.write_atomic`. Two ways to commit:
 
-* ``autocommit=True`` (the simple mode): after lines were handed to the sink, at most once per
-  ``poll_interval``, and at :meth:`FileTailer.stop`. The sink only enqueues, so a crash can lose what was
+* ``autocommit=True`` (the simple mode): after lines were handed to the sink, at most once a second (or
+  per ``poll_interval`` if longer), and at :meth:`FileTailer.stop`. The sink only enqueues, so a crash can lose what was
   enqueued but not yet durable downstream (a clean stop is exact: no line lost, none read twice).
 * ``autocommit=False`` (the daemon's crash-safe mode): take ``p = tailer.positions()`` - it covers exactly
   the lines already handed to the sink - make everything handed to the sink so far durable (e.g. wait for
@@ -89,8 +89,9 @@ FINGERPRINT_BYTES = 256
 TAIL_BYTES = 64  # the bytes just before an offset, kept to check that a copy really continues there
 READ_CHUNK = 64 * 1024
 ROUND_BUDGET = 1024 * 1024  # bytes read per file per round, so one big file cannot starve the others
-RETIRED_KEEP_MS = 7 * 86_400_000  # a rotated file's fingerprint is remembered this long (its .gz comes later)
-RETIRED_MAX = 10_000
+RETIRED_KEEP_MS = 3 * 86_400_000  # a rotated file's fingerprint is remembered this long (its .gz comes later)
+RETIRED_MAX = 2_000
+COMMIT_EVERY_MS = 1000  # autocommit: at most this often while lines flow (and at stop)
 STATE_VERSION = 1
 YIELD_EVERY = 256  # lines handed to the sink between two yields to the event loop
 
@@ -640,7 +641,7 @@ class FileTailer:
                     self._error("internal")
                     more = False
                 if self.autocommit and self._dirty and monotonic_ms() - self._last_commit_ms >= \
-                        self.config.poll_interval_ms:
+                        max(self.config.poll_interval_ms, COMMIT_EVERY_MS):
                     self._autocommit()
                 if not more:
                     delay = max(next_scan - monotonic_ms(), 0) / 1000
