@@ -285,6 +285,13 @@ def test_structured_data_unescaped_quote_is_an_error() -> None:
     assert ev["message"] == '[id a="x"y"] msg'
 
 
+def test_structured_data_unescaped_bracket_and_backslash_are_tolerated() -> None:
+    """`]` and a lone `\\` inside a quoted value (RFC says escape them) are kept as written."""
+    ev = syslog(r'<13>1 2024-03-27T13:06:56Z h a - - [id path="C:\dir\x]y" n="1"] m')
+    assert (ev["sd.id.path"], ev["sd.id.n"], ev["message"]) == (r"C:\dir\x]y", "1", "m")
+    assert "error.message" not in ev
+
+
 def test_structured_data_duplicate_sd_id_values_are_joined() -> None:
     """The same SD-ID twice: values of one param name joined with ', '."""
     ev = syslog('<13>1 2024-03-27T13:06:56Z h a - - [id ip="1.1.1.1"][id ip="2.2.2.2"] m')

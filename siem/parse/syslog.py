@@ -58,7 +58,6 @@ _LOOKS_5424: Final = re.compile(r"<[^>]{0,6}>\d{1,2} \S")
 
 
 _time_ns = time.time_ns
-_LAST = ts.LAST_CACHE
 
 
 def _wall_ms() -> int:
@@ -141,10 +140,8 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
     ref = ctx.now_ms
     if ref is None:
         ref = _time_ns() // 1_000_000
-    last = _LAST
-    if last[0] is ctx.tz and last[1] <= ref < last[2]:  # type: ignore[operator]
-        cache: dict[str, int | str] = last[3]  # type: ignore[assignment]
-    else:
+    ltz, start, end, cache = ts.last_cache
+    if ltz is not ctx.tz or not start <= ref < end:
         cache = ts.rfc3164_cache(ctx.tz, ref)
     base = cache.get(key)
     if base is None:

@@ -144,23 +144,26 @@ def iso_ms(text: str, tz: tzinfo) -> int | str:
 _rfc3164_caches: dict[tuple[tzinfo, int], dict[str, int | str]] = {}
 
 
-LAST_CACHE: list[object] = [None, -1, -1, {}]  # tz, day start ms, day end ms, cache (the last one used)
+# The cache used last, as one immutable tuple (tz, day start ms, day end ms, cache) so that a reader in
+# another thread never sees half of an update.
+last_cache: tuple[tzinfo | None, int, int, dict[str, int | str]] = (None, -1, -1, {})
 
 
 def rfc3164_cache(tz: tzinfo, ref_ms: int) -> dict[str, int | str]:
     """The minute cache for one zone and one reference day (year inference depends on both)."""
-    last = LAST_CACHE
-    if last[0] is tz and last[1] <= ref_ms < last[2]:  # type: ignore[operator]
-        return last[3]  # type: ignore[return-value]
+    global last_cache
+    ltz, start, end, c = last_cache
+    if ltz is tz and start <= ref_ms < end:
+        return c
     day = ref_ms // 86_400_000
     key = (tz, day)
-    c = _rfc3164_caches.get(key)
-    if c is None:
+    got = _rfc3164_caches.get(key)
+    if got is None:
         if len(_rfc3164_caches) > 16:
             _rfc3164_caches.clear()
-        c = _rfc3164_caches[key] = {}
-    last[:] = [tz, day * 86_400_000, (day + 1) * 86_400_000, c]
-    return c
+        got = _rfc3164_caches[key] = {}
+    last_cache = (tz, day * 86_400_000, (day + 1) * 86_400_000, got)
+    return got
 
 
 def infer_year(month: int, day: int, ref_ms: int) -> int:
