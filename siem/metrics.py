@@ -88,6 +88,10 @@ EVENT_TO_ALERT_SECONDS = Histogram(
 RULE_EVALUATIONS = Counter(
     "siem_rule_evaluations_total", "Events a rule's filter was evaluated on.", ["rule"], registry=REGISTRY
 )
+RULE_ERRORS = Counter(
+    "siem_rule_errors_total", "Batches a rule failed on (an engine bug or unexpected input; the rule skips them).",
+    ["rule"], registry=REGISTRY,
+)
 RULE_MATCHES = Counter("siem_rule_matches_total", "Events that passed a rule's filter.", ["rule"], registry=REGISTRY)
 ALERTS_FIRED = Counter(
     "siem_alerts_fired_total", "Alerts emitted by the engine.", ["rule", "severity"], registry=REGISTRY

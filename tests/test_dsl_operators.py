@@ -123,3 +123,10 @@ def test_rules_are_skipped_for_datasets_absent_from_the_batch() -> None:
         frozenset({"sshd"}), frozenset({"nginx.access", "apache.access", "x"}), None]
     assert len(run('rule a { when event.dataset == "sshd" and user.name == "x" }',
                    [ev(0, event__dataset="nginx.access", user__name="x"), ev(1, event__dataset="sshd", user__name="x")])) == 1
+
+
+def test_unhashable_values_do_not_break_a_batch() -> None:
+    """A list or object where a text is expected (JSON input) is compared as its JSON text, not a crash."""
+    src = 'rule r { when user.name == "root" or user.name contains "admin" }'
+    events = [ev(0, user__name=["a", "b"]), ev(1, user__name={"x": 1}), ev(2, user__name="root")]
+    assert [a.events[0]["user.name"] for a in run(src, events)] == ["root"]

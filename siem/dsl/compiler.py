@@ -107,7 +107,13 @@ def _compile(node: ast.Expr) -> MaskFn:
             search = rx.search
             return _lut_mask(field, lambda s: search(s) is not None)
         case ast.Exists(field):
-            return lambda b: np.fromiter((field in e for e in b.events), dtype=bool, count=b.n)
+
+            def exists(b: Batch) -> np.ndarray:
+                col = b.keyword(field)  # shared with every other predicate on this field
+                missing = col.code_of(None)
+                return col.codes != missing if missing >= 0 else np.ones(b.n, dtype=bool)
+
+            return exists
         case ast.MacroRef() | _:
             raise TypeError(f"cannot compile unresolved node {node!r}")
 

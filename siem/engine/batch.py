@@ -9,8 +9,10 @@ values of a column, not on every row. Number fields are float64 arrays with NaN 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 import numpy as np
+import orjson
 
 from siem.schema import Event
 
@@ -23,12 +25,21 @@ class KeywordColumn:
     def __init__(self, raw: list[object]) -> None:
         index: dict[object, int] = {}
         setdefault = index.setdefault
-        self.codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int32, count=len(raw))
+        try:
+            self.codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int32, count=len(raw))
+        except TypeError:  # an unhashable value (a list or object from a JSON input): compare its JSON text
+            index.clear()
+            raw = [v if isinstance(v, Hashable) else _json_text(v) for v in raw]
+            self.codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int32, count=len(raw))
         self.index = index  # value -> code
         self.values: list[object] = list(index)
 
     def code_of(self, value: object) -> int:
         return self.index.get(value, -1)
+
+
+def _json_text(v: object) -> str:
+    return orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _as_float(v: object) -> float:

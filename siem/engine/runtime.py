@@ -16,6 +16,7 @@ when the input is idle and caught up, so silence is noticed even when nothing ar
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import re
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from siem.errors import StateError
 from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
+log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 2  # 2: threshold windows hold plain lists
 _MIN_TS = -(2**62)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
@@ -239,15 +241,19 @@ class Engine:
             rule.evaluations.inc(n)
             if rule.datasets is not None and rule.datasets.isdisjoint(present):
                 continue
-            rows = np.flatnonzero(rule.filter(batch))
-            if not len(rows):
-                continue
-            rule.matches.inc(len(rows))
-            if rule.correlator is None:
-                fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
-            else:
-                fires = rule.correlator.process(batch, rows)
-            alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
+            try:
+                rows = np.flatnonzero(rule.filter(batch))
+                if not len(rows):
+                    continue
+                rule.matches.inc(len(rows))
+                if rule.correlator is None:
+                    fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
+                else:
+                    fires = rule.correlator.process(batch, rows)
+                alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
+            except Exception:  # noqa: BLE001 - one rule's failure must not stop the others or the daemon
+                metrics.RULE_ERRORS.labels(rule=rule.id).inc()
+                log.exception("rule %s failed on a batch of %d events; skipped", rule.id, n)
         alerts.sort(key=lambda a: (a.last_ms, a.rule_id, a.id))
         return alerts
 
