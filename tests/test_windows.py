@@ -255,3 +255,21 @@ def test_late_event_completes_its_own_window() -> None:
     a = fails("9.9.9.9", [1000, 1001])
     b = fails("1.1.1.1", [0, 30, 60])  # arrive after 9.9.9.9's, 1000s late
     assert [(dict(x.group)["source.ip"], x.count) for x in run(BF, a + b)] == [("1.1.1.1", 3)]
+
+
+def test_a_failing_rule_is_counted_and_the_others_still_fire() -> None:
+    """Fault injection: one rule's window raising does not stop the batch, the other rules, or the engine."""
+    from siem import metrics
+    from tests.engine_support import engine
+
+    eng = engine(BF + '\nrule root { when user.name == "root" }')
+    broken = next(r for r in eng.rules if r.id == "bf")
+
+    def explode(batch, rows):  # noqa: ANN001, ANN202 - stands in for an engine bug
+        raise RuntimeError("boom")
+
+    broken.correlator.process = explode  # type: ignore[union-attr,method-assign]
+    before = metrics.value("siem_rule_errors_total", rule="bf")
+    alerts = eng.process(fails("1.1.1.1", [0, 1, 2]))
+    assert [a.rule_id for a in alerts] == ["root", "root", "root"]
+    assert metrics.value("siem_rule_errors_total", rule="bf") == before + 1
