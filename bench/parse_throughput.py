@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         prof.runcall(measure, args.profile, fmt_lines[-1][2], args.min_seconds)
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         return 0
+    start = time.process_time()
+    for _ in range(5_000_000):
+        pass
+    print(f"machine speed: {(time.process_time() - start) / 5_000_000 * 1e9:.1f} ns per empty Python loop iteration")
     print(f"{'format':<11} {'input':<28} {'lines':>9} {'seconds':>8} {'lines/s':>10} {'failed':>7}")
     for fmt, label, lines in cases:
         n, secs, failed = measure(fmt, lines, args.min_seconds)

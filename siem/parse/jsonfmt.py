@@ -141,8 +141,8 @@ class Flattener:
     def _leaf(self, key: str, value: object) -> None:
         if self.stringify or isinstance(value, str):
             value = scalar_text(value)
-            if len(value) > MAX_VALUE_CHARS:  # type: ignore[arg-type]
-                value = value[:MAX_VALUE_CHARS]  # type: ignore[index]
+            if len(value) > MAX_VALUE_CHARS:
+                value = value[:MAX_VALUE_CHARS]
                 self.cut_values += 1
         got = self.values.get(key)
         if got is not None:
@@ -239,7 +239,7 @@ def _jstr(v: object) -> str | None:
         return v
     if isinstance(v, list) and v:
         if all(isinstance(b, int) and 0 <= b < 256 for b in v):
-            return bytes(v).decode("utf-8", "replace")  # type: ignore[arg-type]
+            return bytes(v).decode("utf-8", "replace")
         return _jstr(v[0])
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)

@@ -111,7 +111,7 @@ def iso_ms(text: str, tz: tzinfo) -> int | str:
             if len(_local_minutes) > CACHE_MAX:
                 _local_minutes.clear()
             _local_minutes[lkey] = base
-        off: int | str = 0
+        off = 0
     else:
         base = _utc_minutes.get(key)
         if base is None:
@@ -123,10 +123,11 @@ def iso_ms(text: str, tz: tzinfo) -> int | str:
             if len(_utc_minutes) > CACHE_MAX:
                 _utc_minutes.clear()
             _utc_minutes[key] = base
-        off = _offset_ms(zone)
-        if type(off) is str:
-            return off
-    if type(base) is str:
+        got_off = _offset_ms(zone)
+        if isinstance(got_off, str):
+            return got_off
+        off = got_off
+    if isinstance(base, str):
         return base
     ms = base
     if ss is not None:
@@ -136,7 +137,7 @@ def iso_ms(text: str, tz: tzinfo) -> int | str:
         ms += s * 1000
         if frac is not None:
             ms += int((frac + "00")[:3])
-    return ms - off  # type: ignore[operator]
+    return ms - off
 
 
 # --- RFC 3164 -----------------------------------------------------------------------------------------
