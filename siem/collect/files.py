@@ -911,8 +911,17 @@ class FileTailer:
     def _retire(self, f: _File) -> None:
         self._close(f)
         self._live.pop(f.key, None)
-        self._known.append(f.known(self._clock()))
+        self._remember(f)
         self._dirty = True
+
+    def _remember(self, f: _File) -> None:
+        """Keep what a later copy or .gz of this content needs (nothing, if nothing was read of it)."""
+        if f.offset <= 0 or f.fp_len <= 0:
+            return
+        k = f.known(self._clock())
+        self._known = [o for o in self._known if (o.fp_len, o.fp, o.offset, o.tail_fp) !=
+                       (k.fp_len, k.fp, k.offset, k.tail_fp)]
+        self._known.append(k)
 
     def _prune_known(self) -> None:
         now = self._clock()
@@ -1009,8 +1018,7 @@ class FileTailer:
         """The file was truncated (copytruncate, truncate in place): remember the old content's offset
         under its fingerprint (so a copy of it can continue there), restart at 0."""
         log.info("input %s: %s was truncated (%s); reading it again from the start", self.name, f.path, why)
-        if f.fp_len > 0 and f.offset > 0:
-            self._known.append(f.known(self._clock()))
+        self._remember(f)
         f.offset = f.read_pos = 0
         f.tail = f.raw_tail = b""
         prefix = _fd_prefix(fd, FINGERPRINT_BYTES)
