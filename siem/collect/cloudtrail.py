@@ -178,7 +178,10 @@ def iter_records(text: str) -> Iterator[object]:
     Records before the problem have been yielded. Of duplicate ``Records`` keys the first is read.
     """
     dec = json.JSONDecoder()
-    ws = _WS.match
+
+    def skip(pos: int) -> int:
+        m = _WS.match(text, pos)
+        return m.end() if m else pos
 
     def value(pos: int) -> tuple[object, int]:
         try:
@@ -189,16 +192,16 @@ def iter_records(text: str) -> Iterator[object]:
             raise Malformed("invalid_json", f"JSON nested too deeply at char {pos}") from None
 
     def expect(pos: int, char: str) -> int:
-        pos = ws(text, pos).end()
+        pos = skip(pos)
         if not text.startswith(char, pos):
             raise Malformed("invalid_json", f"invalid JSON: expected {char!r} at char {pos}")
-        return ws(text, pos + 1).end()
+        return skip(pos + 1)
 
-    pos = ws(text, 0).end()
+    pos = skip(0)
     if not text.startswith("{", pos):
         value(pos)  # say invalid_json rather than no_records for text that is not JSON at all
         raise Malformed("no_records", "the JSON document is not an object with Records")
-    pos = ws(text, pos + 1).end()
+    pos = skip(pos + 1)
     found = False
     while not text.startswith("}", pos):
         key, pos = value(pos)
@@ -210,16 +213,16 @@ def iter_records(text: str) -> Iterator[object]:
             if not text.startswith("[", pos):
                 value(pos)
                 raise Malformed("bad_records", "Records is not an array")
-            pos = ws(text, pos + 1).end()
+            pos = skip(pos + 1)
             if text.startswith("]", pos):
                 pos += 1
             else:
                 while True:
                     record, pos = value(pos)
                     yield record
-                    pos = ws(text, pos).end()
+                    pos = skip(pos)
                     if text.startswith(",", pos):
-                        pos = ws(text, pos + 1).end()
+                        pos = skip(pos + 1)
                     elif text.startswith("]", pos):
                         pos += 1
                         break
@@ -227,12 +230,12 @@ def iter_records(text: str) -> Iterator[object]:
                         raise Malformed("invalid_json", f"invalid JSON: expected ',' or ']' at char {pos}")
         else:
             _, pos = value(pos)
-        pos = ws(text, pos).end()
+        pos = skip(pos)
         if text.startswith(",", pos):
-            pos = ws(text, pos + 1).end()
+            pos = skip(pos + 1)
         elif not text.startswith("}", pos):
             raise Malformed("invalid_json", f"invalid JSON: expected ',' or '}}' at char {pos}")
-    if ws(text, pos + 1).end() != len(text):
+    if skip(pos + 1) != len(text):
         raise Malformed("invalid_json", f"invalid JSON: data after the document at char {pos + 1}")
     if not found:
         raise Malformed("no_records", "the JSON object has no Records")
@@ -419,6 +422,8 @@ class CloudTrailCollector:
             data = read_json(self.state_path)
             if data is None:
                 return
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             self._done = {str(p): (int(v[0]), int(v[1])) for p, v in data["done"].items()}
             cur = data.get("current")
             if cur:

@@ -209,13 +209,13 @@ class TableReader:
         value = self.get(key, (list, str), None)
         if value is None:
             return default
-        items = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        items: list[object] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else []
         if not all(isinstance(v, str) and v for v in items):
             self.bad(key, "wrong-type", "expected a list of non-empty strings")
             return default
         if required and not items:
             self.bad(key, "bad-value", "must not be empty")
-        return tuple(items)
+        return tuple(str(v) for v in items)
 
     def format_(self, key: str, default: str | None) -> str:
         """A key of siem.parse.PARSERS (checked when the registry exists)."""
@@ -900,7 +900,8 @@ class FileTailer:
             return None
         fp = fingerprint(prefix)
         best: _Known | _File | None = None
-        for c in [*self._known, *self._live.values()]:
+        candidates: list[_Known | _File] = [*self._known, *self._live.values()]
+        for c in candidates:
             if c is f or c.fp_len != len(prefix) or c.fp != fp or (best is not None and c.offset <= best.offset):
                 continue
             if c.offset > 0 and fd is not None and not _tail_matches(fd, f.size, c.offset, c.tail_len, c.tail_fp):

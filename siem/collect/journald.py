@@ -216,6 +216,8 @@ class JournaldFollower:
             data = read_json(self.state_path)
             if data is None:
                 return
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             cursor = data["cursor"]
             if cursor is not None and not isinstance(cursor, str):
                 raise TypeError("cursor is not a string")
