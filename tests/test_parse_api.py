@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from siem import metrics
-from siem.parse import MAX_JSON_BYTES, MAX_LINE_BYTES, PARSERS, ParseContext, parse
+from siem.parse import MAX_JSON_BYTES, MAX_LINE_BYTES, PARSERS, ParseContext, parse, parse_batch
 from siem.schema import FIELDS, field_type
 
 REF = 1_711_627_200_000
@@ -110,3 +110,20 @@ def test_every_field_the_parsers_emit_is_typed_in_the_schema() -> None:
             for name in parse(fmt, raw, CTX):
                 assert field_type(name) is not None, (fmt, name)
     assert FIELDS["event.repeat_count"] == "long"
+
+
+def test_batch_gives_the_same_events_and_counts_as_single_calls() -> None:
+    """parse_batch = parse per record: same events, same parsed/failed counts (oversized ones included)."""
+    records = [SSHD, b"garbage", SSHD + b"\n", b"x" * (MAX_LINE_BYTES + 10), bytearray(SSHD), "text line"]
+    p0 = metrics.value("siem_events_parsed_total", input="api-batch", format="syslog")
+    f0 = metrics.value("siem_events_failed_total", input="api-batch", format="syslog")
+    singles = [parse("syslog", r, CTX, "api-single") for r in records]  # type: ignore[arg-type]
+    assert parse_batch("syslog", records, CTX, "api-batch") == singles  # type: ignore[arg-type]
+    failed = sum("error.message" in ev for ev in singles)
+    assert metrics.value("siem_events_parsed_total", input="api-batch", format="syslog") == p0 + len(records) - failed
+    assert metrics.value("siem_events_failed_total", input="api-batch", format="syslog") == f0 + failed
+
+
+def test_batch_with_unknown_format() -> None:
+    """An unknown format in a batch: one error event per record."""
+    assert [ev["error.message"] for ev in parse_batch("nope", [b"a", b"b"], CTX)] == ["unknown format 'nope'"] * 2
