@@ -411,7 +411,7 @@ def test_missing_directory_is_counted_and_watched_until_it_appears(dirs: tuple[P
 
     async def body() -> None:
         async with running(cfg(later), state, name="missing") as (sink, _):
-            await asyncio.sleep(0.1)
+            await until(lambda: errors("missing", "missing_directory") > before, what="the first scan")
             put(later, f"{DAY}/a.json", ct_file(RECORDS[:1]))
             await settle(sink, 1)
         assert len(sink.records) == 1

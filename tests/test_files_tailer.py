@@ -327,8 +327,8 @@ def test_start_at_end_skips_history_on_the_first_run_only(dirs: tuple[Path, Path
     append(logs / "a.log", b"history\n")
 
     async def body() -> None:
-        async with running(config(logs, "*.log", start_at="end"), state) as (sink, _):
-            await asyncio.sleep(0.1)
+        async with running(config(logs, "*.log", start_at="end"), state) as (sink, tailer):
+            await until(lambda: len(tailer.positions()["files"]) == 1, what="a.log tracked")
             append(logs / "a.log", b"live\n")
             append(logs / "b.log", b"new file\n")
             await settle(sink, 2)
@@ -344,8 +344,8 @@ def test_start_at_end_skips_gz_history_too(dirs: tuple[Path, Path]) -> None:
     append(logs / "app.log", b"history\n")
 
     async def body() -> None:
-        async with running(config(logs, "app.log*", start_at="end"), state) as (sink, _):
-            await asyncio.sleep(0.2)  # a few scans: the .gz has settled and been judged
+        async with running(config(logs, "app.log*", start_at="end"), state) as (sink, tailer):
+            await until(lambda: len(tailer.positions()["files"]) == 2, what="the .gz judged")
             append(logs / "app.log", b"live\n")
             await settle(sink, 1)
         assert sink.lines == [b"live"]
@@ -439,7 +439,8 @@ def test_not_gzip_despite_the_name_is_counted(dirs: tuple[Path, Path]) -> None:
     async def body() -> None:
         async with running(config(logs, "app.log*"), state, name="notgz") as (sink, _):
             await settle(sink, 1)
-            await asyncio.sleep(0.2)
+            await until(lambda: metrics.value("siem_input_errors_total", input="notgz", reason="bad_gzip") > before)
+            await asyncio.sleep(0.1)  # more scans: it is not judged (or counted) again
         assert sink.lines == [b"ok"]
 
     asyncio.run(body())

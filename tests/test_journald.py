@@ -143,8 +143,8 @@ def test_start_at_end_skips_the_history(journal: Journal, state: Path) -> None:
     journal.sshd(1, 2, 3)
 
     async def body() -> None:
-        async with running(cfg(journal, start_at="end"), state) as (sink, _):
-            await asyncio.sleep(1.0)  # journalctl is up and waiting
+        async with running(cfg(journal, start_at="end"), state) as (sink, follower):
+            await until(lambda: follower.pid is not None, what="journalctl following")  # the anchor is taken
             journal.sshd(4, 5)
             await settle(sink, 2)
         assert sink.numbers() == [4, 5]
@@ -159,11 +159,11 @@ def test_start_at_end_then_restart_before_any_new_entry_loses_nothing(journal: J
     journal.sshd(1, 2)
 
     async def run_once(wait_for: int) -> list[int]:
-        async with running(cfg(journal, start_at="end"), state) as (sink, _):
+        async with running(cfg(journal, start_at="end"), state) as (sink, follower):
             if wait_for:
                 await settle(sink, wait_for)
             else:
-                await asyncio.sleep(0.5)
+                await until(lambda: follower.pid is not None, what="journalctl following")
         return sink.numbers()
 
     assert asyncio.run(run_once(0)) == []
