@@ -185,23 +185,14 @@ class ThresholdCorrelator(Correlator):
         reset = 0
         need = spec.value
         strict = spec.op == ">"
-        if spec.kind == "count":
-            idx = np.arange(n)
-            p = base
-            while p < n:
-                start = np.maximum(lo[p:], reset)
-                cnt = idx[p:] - start + 1
-                hits = np.flatnonzero(cnt > need if strict else cnt >= need)
-                if not len(hits):
-                    break
-                p = p + int(hits[0])
-                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, fires)
-                p = reset
-            return reset
-        if spec.kind == "sum":
-            col = vals[spec.field or ""]
-            V = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0 for v in col], np.float64)
-            S = np.concatenate([[0.0], np.cumsum(V)])
+        if spec.kind in ("count", "sum"):
+            # cumulative measure: the window (start, p] holds S[p + 1] - S[start]
+            if spec.kind == "count":
+                S = np.arange(n + 1, dtype=np.float64)
+            else:
+                col = vals[spec.field or ""]
+                V = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0 for v in col])
+                S = np.concatenate([[0.0], np.cumsum(V, dtype=np.float64)])
             p = base
             while p < n:
                 start = np.maximum(lo[p:], reset)
