@@ -7,6 +7,7 @@ because ``sink`` awaits a bounded queue (UDP, which cannot be slowed, counts wha
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -23,3 +24,20 @@ class RawRecord:
 
 
 Sink = Callable[[RawRecord], Awaitable[None]]
+
+
+def commit_positions(name: str, commit: Callable[[], None], last_problem: str | None) -> str | None:
+    """Persist an input's positions via `commit()`; a failure is counted and logged once per distinct problem
+    (positions stay in memory and are written when possible). Returns the problem now current, or None."""
+    from siem import metrics
+    from siem.errors import StateError
+
+    try:
+        commit()
+    except StateError as exc:
+        metrics.INPUT_ERRORS.labels(input=name, reason="state_write").inc()
+        if str(exc) != last_problem:
+            logging.getLogger("siem.collect").error(
+                "input %s: %s (positions are kept in memory and written when possible)", name, exc)
+        return str(exc)
+    return None

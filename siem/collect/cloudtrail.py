@@ -73,7 +73,7 @@ from pathlib import Path
 import orjson
 
 from siem import metrics
-from siem.collect import RawRecord, Sink
+from siem.collect import RawRecord, Sink, commit_positions
 from siem.collect.files import BoundedGunzip, GzipError, TableReader, state_file_name
 from siem.errors import Issue, StateError
 from siem.statefile import read_json, write_json_atomic
@@ -435,16 +435,8 @@ class CloudTrailCollector:
             self._done, self._current = {}, None
 
     def _autocommit(self) -> None:
-        try:
-            self.commit(self.positions())
-            self._dirty = False
-        except StateError as exc:
-            self._error("state_write")
-            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
-                self._state_problem = str(exc)
-                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
-        else:
-            self._state_problem = None
+        self._state_problem = commit_positions(self.name, lambda: self.commit(self.positions()), self._state_problem)
+        self._dirty = self._dirty and self._state_problem is not None
         self._last_commit_ms = monotonic_ms()
 
     def _error(self, reason: str) -> None:

@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from siem import metrics
-from siem.collect import RawRecord, Sink
+from siem.collect import RawRecord, Sink, commit_positions
 from siem.errors import InputError, Issue, StateError
 from siem.statefile import read_json, write_json_atomic
 from siem.timeutil import Clock, monotonic_ms, parse_duration_ms, wall_ms
@@ -711,16 +711,8 @@ class FileTailer:
     def _autocommit(self, final: bool = False) -> None:
         if not self._dirty and not final:
             return
-        try:
-            self.commit(self.positions())
-            self._dirty = False
-        except StateError as exc:
-            self._error("state_write")
-            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
-                self._state_problem = str(exc)
-                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
-        else:
-            self._state_problem = None
+        self._state_problem = commit_positions(self.name, lambda: self.commit(self.positions()), self._state_problem)
+        self._dirty = self._dirty and self._state_problem is not None
         self._last_commit_ms = monotonic_ms()
 
     # -- metrics ----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Literal
 
 from siem import metrics
-from siem.collect import RawRecord, Sink
+from siem.collect import RawRecord, Sink, commit_positions
 from siem.collect.files import LineSplitter, TableReader, state_file_name
 from siem.errors import Issue, StateError
 from siem.statefile import read_json, write_json_atomic
@@ -231,15 +231,7 @@ class JournaldFollower:
         self._last_commit_ms = monotonic_ms()
         if self._cursor == self._saved:
             return
-        try:
-            self.commit(self.positions())
-        except StateError as exc:
-            self._error("state_write")
-            if str(exc) != self._state_problem:  # say it once per problem, not at every commit
-                self._state_problem = str(exc)
-                log.error("input %s: %s (positions are kept in memory and written when possible)", self.name, exc)
-        else:
-            self._state_problem = None
+        self._state_problem = commit_positions(self.name, lambda: self.commit(self.positions()), self._state_problem)
 
     async def _last_cursor(self) -> str | None:
         """The cursor of the newest entry in the journal ("" when it is empty; None when that is unknown)."""
