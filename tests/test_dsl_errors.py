@@ -120,3 +120,18 @@ def test_rules_test_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["rules", "test", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "FAIL r [expect nofire]" in out and "1 passed, 1 failed" in out
+
+
+def test_reserved_word_as_a_name_is_explained() -> None:
+    """`rule for { ... }` says the name is a reserved word, at the name."""
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": 'rule for { when user.name == "x" }'})
+    assert str(exc.value).splitlines()[0] == (
+        "r.rules:1:6: error[syntax]: syntax error: a name that is not a reserved word, found 'for'")
+
+
+def test_empty_condition_says_what_a_condition_looks_like() -> None:
+    """A `when` with nothing after it asks for a condition, with an example."""
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": "rule r { when }"})
+    assert 'expected condition (e.g. user.name == "root"), found \'}\'' in str(exc.value)

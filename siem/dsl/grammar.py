@@ -69,8 +69,12 @@ KEYWORDS = (
     "startswith endswith icontains istartswith iendswith matches exists cidr file true false x"
 ).split()
 
-IDENT = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*")
-IDENT = (~pp.MatchFirst([K(k) for k in KEYWORDS]) + IDENT).set_name("identifier")
+_RESERVED = frozenset(KEYWORDS)
+IDENT = (
+    pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*")
+    .add_condition(lambda t: t[0] not in _RESERVED, message="a name that is not a reserved word")
+    .set_name("name")
+)
 FIELD = (
     pp.Regex(r"[A-Za-z_@][A-Za-z0-9_@\-]*(\.[A-Za-z0-9_@\-]+)*") | pp.QuotedString("`")
 ).set_name("field name")
@@ -171,7 +175,9 @@ PREDICATE = pp.MatchFirst(
 MACRO_REF = _with_loc(IDENT).set_parse_action(lambda t: ast.MacroRef(t[1], t[0])).set_name("macro name")
 PAREN = S("(") - expr - S(")")
 not_expr = pp.Forward()
-not_expr <<= (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | PREDICATE | MACRO_REF
+not_expr <<= (
+    (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | PREDICATE | MACRO_REF
+).set_name('condition (e.g. user.name == "root")')
 
 
 def _fold(cls: type) -> Any:
@@ -184,6 +190,8 @@ def _fold(cls: type) -> Any:
 
 and_expr = (not_expr + pp.ZeroOrMore(S(K("and")) + not_expr)).set_parse_action(_fold(ast.And))
 expr <<= (and_expr + pp.ZeroOrMore(S(K("or")) + and_expr)).set_parse_action(_fold(ast.Or))
+for _element in (not_expr, and_expr, expr):
+    _element.set_name('condition (e.g. user.name == "root")')
 
 # --- correlations ---------------------------------------------------------------------------------
 
