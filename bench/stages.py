@@ -1,0 +1,185 @@
+"""One format, one core: read-only, parse-only and end-to-end replay on the same file, stage by stage.
+
+    python -m bench.stages --format syslog --file F [--runs 3] [--rules rules/]   (prints JSON)
+
+Run as its own process by the runner so that peak RSS (getrusage ru_maxrss) is this measurement's.
+End to end is the loop of siem/replay.py (`siem replay`) for one file: read lines, parse each with
+siem.parse.parse (plus log.file.path), micro-batches of 4096 into Engine.process, alerts serialised as
+JSON lines to an output file; each stage is timed separately (CPU time of this process, which is less
+disturbed by other processes on a shared machine than wall time; wall time is recorded too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from siem.dsl.loader import RuleSet, load_rules
+from siem.engine.runtime import Engine
+from siem.parse import ParseContext, parse
+
+from bench.workload import NOW_MS
+
+BATCH = 4096
+LATENESS_MS = 10_000  # siem replay's default
+
+
+def clock() -> float:
+    return time.process_time()
+
+
+def read_only(path: Path) -> dict:
+    """Iterate the file's lines as replay does (binary file object, line by line)."""
+    c0, w0 = clock(), time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        for _raw in f:
+            n += 1
+    return {"lines": n, "cpu_s": clock() - c0, "wall_s": time.perf_counter() - w0}
+
+
+def parse_only(fmt: str, lines: list[bytes]) -> dict:
+    """Parse lines already in memory: the floor of this implementation for the format."""
+    ctx = ParseContext(now_ms=NOW_MS)
+    c0, w0 = clock(), time.perf_counter()
+    failed = 0
+    for raw in lines:
+        if "error.message" in parse(fmt, raw, ctx, "bench"):
+            failed += 1
+    return {"events": len(lines), "failed": failed, "cpu_s": clock() - c0, "wall_s": time.perf_counter() - w0}
+
+
+def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: int = BATCH) -> dict:
+    """Replay one file through the rules; CPU seconds per stage, events, alerts (per rule)."""
+    ctx = ParseContext(now_ms=NOW_MS)
+    engine = Engine(ruleset, lateness_ms=LATENESS_MS, future_skew_ms=None)
+    stages = {"read": 0.0, "parse": 0.0, "evaluate": 0.0, "alerting": 0.0}
+    per_rule: dict[str, int] = {}
+    events = alerts = 0
+    origin = str(path)
+    c_start, w_start = clock(), time.perf_counter()
+    with open(path, "rb") as f:
+        while True:
+            t0 = clock()
+            chunk = list(islice(f, batch))
+            t1 = clock()
+            stages["read"] += t1 - t0
+            if chunk:
+                evs = []
+                for raw in chunk:
+                    if not raw.strip():
+                        continue
+                    ev = parse(fmt, raw, ctx, "replay")
+                    ev.setdefault("log.file.path", origin)
+                    evs.append(ev)
+                t2 = clock()
+                got = engine.process(evs)
+                events += len(evs)
+            else:
+                t2 = clock()
+                got = engine.flush()
+            t3 = clock()
+            for a in got:
+                out.write(a.dumps() + b"\n")
+                per_rule[a.rule_id] = per_rule.get(a.rule_id, 0) + 1
+            t4 = clock()
+            stages["parse"] += t2 - t1
+            stages["evaluate"] += t3 - t2
+            stages["alerting"] += t4 - t3
+            alerts += len(got)
+            if not chunk:
+                break
+    out.flush()
+    return {"events": events, "alerts": alerts, "alerts_by_rule": per_rule, "cpu_s": clock() - c_start,
+            "wall_s": time.perf_counter() - w_start, "stages_cpu_s": stages}
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process image (VmHWM: unlike ru_maxrss it does not inherit the parent's peak
+    across fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def measure(fmt: str, path: Path, rules: list[str], runs: int) -> dict:
+    ruleset = load_rules(rules)
+    e2e: list[dict] = []
+    with tempfile.TemporaryFile() as out:
+        for _ in range(runs):
+            gc.collect()
+            out.seek(0)
+            out.truncate()
+            e2e.append(end_to_end(fmt, path, ruleset, out))
+    rss_e2e = peak_rss_mib()  # before the parse-only floor holds the whole file in memory
+    reads = [read_only(path) for _ in range(runs)]
+    lines = path.read_bytes().splitlines()
+    parses = []
+    for _ in range(runs):
+        gc.collect()
+        parses.append(parse_only(fmt, lines))
+    n = e2e[0]["events"]
+    stage_rates = {}
+    for st in ("read", "parse", "evaluate", "alerting"):
+        t = statistics.median(r["stages_cpu_s"][st] for r in e2e)
+        stage_rates[st] = {"cpu_s": t, "events_per_s": n / t if t > 0 else None}
+    result = {
+        "format": fmt,
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "lines": reads[0]["lines"],
+        "events": n,
+        "rules": len(ruleset.rules),
+        "runs": runs,
+        "read_lines_per_s": reads[0]["lines"] / median_of(reads, "cpu_s"),
+        "parse_events_per_s": len(lines) / median_of(parses, "cpu_s"),
+        "e2e_events_per_s": n / median_of(e2e, "cpu_s"),
+        "e2e_events_per_s_wall": n / median_of(e2e, "wall_s"),
+        "e2e_runs_events_per_s": [n / r["cpu_s"] for r in e2e],
+        "parse_runs_events_per_s": [len(lines) / r["cpu_s"] for r in parses],
+        "stages": stage_rates,
+        "alerts": e2e[0]["alerts"],
+        "alerts_by_rule": e2e[0]["alerts_by_rule"],
+        "parse_failed": parses[0]["failed"],
+        "peak_rss_mib": rss_e2e,
+    }
+    result["ratio_e2e_to_parse"] = result["e2e_events_per_s"] / result["parse_events_per_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--format", required=True)
+    ap.add_argument("--file", type=Path, required=True)
+    ap.add_argument("--rules", action="append", default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+    rules = args.rules or [str(Path(__file__).resolve().parent.parent / "rules")]
+    result = measure(args.format, args.file, rules, args.runs)
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())
