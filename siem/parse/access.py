@@ -25,8 +25,33 @@ from siem.schema import Event
 _Q: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _COMBINED: Final = re.compile(rf"(\S+) (\S+) (\S+) \[([^\]]*)\] {_Q} (\S+) (\S+)(?: {_Q} {_Q})?", re.S)
 _COMBINED_MATCH = _COMBINED.match
-# Fallback for servers that did not escape quotes inside the request (Apache < 2.0.46).
-_LOOSE: Final = re.compile(r'(\S+) (\S+) (\S+) \[([^\]]*)\] "(.*?)" (\d{1,3}|-) (\S+)(?: "(.*)" "(.*)")?\s*', re.S)
+# Fallback for servers that did not escape quotes inside the request (Apache < 2.0.46): the request
+# ends at the first `" <status> <size>`; referrer and user agent are split at the first `" "`.
+# (Plain string scanning: a regex with two free-running groups here backtracks cubically.)
+_LOOSE_HEAD: Final = re.compile(r'(\S+) (\S+) (\S+) \[([^\]]*)\] "')
+_LOOSE_STATUS: Final = re.compile(r'" (\d{1,3}|-) (\S+)')
+
+
+_Fields = tuple[str, str, str, str, str, str, str, "str | None", "str | None"]
+
+
+def _loose(line: str) -> _Fields | None:
+    h = _LOOSE_HEAD.match(line)
+    if h is None:
+        return None
+    st = _LOOSE_STATUS.search(line, h.end())
+    if st is None:
+        return None
+    ref: str | None = None
+    agent: str | None = None
+    rest = line[st.end():].strip()
+    if len(rest) >= 2 and rest[0] == '"' and rest[-1] == '"':
+        inner = rest[1:-1]
+        cut = inner.find('" "')
+        if cut >= 0:
+            ref, agent = inner[:cut], inner[cut + 3:]
+    addr, ident, user, when = h.groups()
+    return (addr, ident, user, when, line[h.end():st.start()], st.group(1), st.group(2), ref, agent)
 _METHOD: Final = re.compile(r"[A-Z][A-Z_-]{0,31}")
 _METHOD_MATCH = _METHOD.fullmatch
 _COMMON_METHODS: Final = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT"})
@@ -80,11 +105,10 @@ def _clf(text: str, ctx: ParseContext, dataset: str) -> Event:
     if line.startswith('"') and line.endswith('"') and len(line) > 2:
         line = line[1:-1]
     m = _COMBINED_MATCH(line)
-    if m is None:
-        m = _LOOSE.fullmatch(line)
-        if m is None:
-            return error_event(text, dataset, "not a common/combined log format line", ctx)
-    addr, _ident, user, when, req, status, size, ref, agent = m.groups()
+    fields: _Fields | None = m.groups() if m is not None else _loose(line)  # type: ignore[assignment]
+    if fields is None:
+        return error_event(text, dataset, "not a common/combined log format line", ctx)
+    addr, _ident, user, when, req, status, size, ref, agent = fields
     stamp = ts.clf_ms(when)
     ev: Event = {"@timestamp": stamp, "event.original": text, "event.dataset": dataset, "event.category": "web"}
     if type(stamp) is str:

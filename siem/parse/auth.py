@@ -22,7 +22,7 @@ Handler = Callable[[Event, str, str], None]
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-_KV: Final = re.compile(r"(\w+)=(\S*)")
+_KV: Final = re.compile(r"(?<!\w)(\w{1,32})=(\S*)")  # bounded key: linear even on "aaaa...a"
 
 
 def _proto(tok: str | None) -> str | None:
@@ -303,7 +303,7 @@ def sshd(ev: Event, msg: str, prog: str) -> None:
 # --- pam_unix --------------------------------------------------------------------------------------
 
 _PAM_PREFIX: Final = re.compile(r"pam_unix\(([^:)]*)(?::([^)]*))?\): ")
-_SESSION_OPENED: Final = re.compile(r"session opened for user (.+?)(?:\(uid=\d+\))? by (.*?)\(uid=\d+\)")
+_SESSION_OPENED: Final = re.compile(r"session opened for user (\S+?)(?:\(uid=\d+\))? by (\S*?)\(uid=\d+\)")
 _SESSION_CLOSED: Final = re.compile(r"session closed for user (\S+)")
 _PASSWORD_CHANGED: Final = re.compile(r"password changed for (\S+)")
 _SSHD_NAMES: Final = frozenset({"sshd", "sshd-session", "sshd-auth"})
