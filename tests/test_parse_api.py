@@ -83,11 +83,14 @@ def test_a_parser_exception_becomes_an_error_event(monkeypatch: pytest.MonkeyPat
                   "error.message": "broken parser failed: KeyError: 'boom'"}
 
 
-def test_text_and_bytearray_input_are_accepted() -> None:
-    """A str or bytearray instead of bytes is parsed the same way."""
+def test_text_bytearray_and_memoryview_input_are_accepted() -> None:
+    """A str, bytearray or memoryview instead of bytes is parsed the same way; None is an error event."""
     a = parse("syslog", SSHD, CTX)
     assert parse("syslog", SSHD.decode(), CTX) == a
     assert parse("syslog", bytearray(SSHD), CTX) == a
+    assert parse("syslog", memoryview(SSHD), CTX) == a
+    ev = parse("syslog", None, CTX)  # type: ignore[arg-type]
+    assert ev["event.original"] == "None" and "error.message" in ev
 
 
 def test_every_field_the_parsers_emit_is_typed_in_the_schema() -> None:

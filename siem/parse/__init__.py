@@ -73,10 +73,19 @@ def _incrementers(input_name: str, fmt: str) -> tuple[Callable[[float], None], C
     return got
 
 
+def _as_bytes(data: object) -> bytes:
+    """bytes of a str/bytearray/memoryview record; anything else as its repr (never raises)."""
+    if isinstance(data, str):
+        return data.encode("utf-8", "replace")
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    return repr(data).encode("utf-8", "replace")
+
+
 def parse(fmt: str, data: bytes, ctx: ParseContext, input_name: str = "") -> Event:
     """Parse one record of format `fmt`; never raises (failures become events with error.message)."""
     if type(data) is not bytes:
-        data = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
+        data = _as_bytes(data)
     cut = 0
     if len(data) > MAX_LINE_BYTES:
         limit = MAX_JSON_BYTES if fmt in _JSON_FORMATS else MAX_LINE_BYTES
