@@ -17,8 +17,10 @@ but only on watermark records: the matcher sends ``{"@siem.advance": W}`` to eve
 where W = (the smallest, over the events partitions it reads, of the newest event time seen there) minus
 the configured lateness. Events of one events partition arrive in order, so later matches are not older
 than W (up to that lateness), whichever order the matcher interleaved them in: every correlator, and any
-number of them, computes the same windows. With several matchers, W of one matcher may run ahead of
-another's: lateness must cover the skew between matchers.
+number of them, computes the same windows. A partition that has delivered nothing for ``idle_advance``
+and has nothing left to read does not hold W back; when every partition is idle, W is the newest time
+seen minus lateness. With several matchers, W of one matcher may run ahead of another's: lateness must
+cover the skew between matchers.
 
 A correlator saves each partition's window state with the offset it covers (siem.log.kafka
 KafkaStateStore) every checkpoint interval and when partitions are revoked, then commits; a correlator
@@ -103,7 +105,7 @@ class Matcher:
         self.max_ts: dict[TopicPartition, int] = {}
         self.sent_wm = _MIN_TS
         self.last_wm_ms = 0
-        self.idle_since: dict[TopicPartition, int] = {}
+        self.last_record_ms: dict[TopicPartition, int] = {}  # when a partition last delivered (monotonic)
         self.idle_ms = config.daemon.idle_advance_ms
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -140,9 +142,11 @@ class Matcher:
         batch = await self.consumer.poll(timeout_ms=200)
         if batch.records:
             events = [r.value for r in batch.records]
+            now = monotonic_ms()
             for r in batch.records:
                 tp = TopicPartition(r.topic, r.partition)
                 self.max_ts[tp] = max(self.max_ts.get(tp, _MIN_TS), _ts(r.value))
+                self.last_record_ms[tp] = now
             matches = await asyncio.to_thread(self.match, events)
             if matches:
                 await self.producer.send_many(self.kafka.topic_matches, matches)
@@ -150,6 +154,7 @@ class Matcher:
         for tp in list(self.max_ts):
             if tp not in held:
                 del self.max_ts[tp]
+                self.last_record_ms.pop(tp, None)
         if held and monotonic_ms() - self.last_wm_ms >= 200:
             wm = await self._watermark(held)
             if wm is not None and wm > self.sent_wm:
@@ -173,15 +178,14 @@ class Matcher:
             except Exception:  # noqa: BLE001 - no position yet (just assigned): not caught up
                 pos = None
             caught_up = high is not None and pos is not None and pos >= high
-            if not caught_up:
-                self.idle_since.pop(tp, None)
-            elif now - self.idle_since.setdefault(tp, now) >= self.idle_ms:
-                continue
+            quiet_ms = now - self.last_record_ms.setdefault(tp, now)
+            if caught_up and quiet_ms >= self.idle_ms:
+                continue  # idle (or empty): does not hold the others back
             if tp not in self.max_ts:
                 return None
             newest.append(self.max_ts[tp])
-        if not newest:
-            return None
+        if not newest:  # every partition idle: all there is has been read, up to the newest time seen
+            return max(self.max_ts.values()) - self.lateness_ms if self.max_ts else None
         return min(newest) - self.lateness_ms
 
     async def _send_watermark(self, wm: int) -> None:
@@ -291,6 +295,9 @@ class Correlator:
 
     async def step(self) -> None:
         batch = await self.consumer.poll(timeout_ms=200)
+        if (batch.records or batch.positions) and log.isEnabledFor(logging.DEBUG):
+            log.debug("correlator poll", extra={"records": len(batch.records), "owned": len(self.owned),
+                                                "positions": {f"{tp.partition}": o for tp, o in batch.positions.items()}})
         async with self._lock:
             if batch.records:
                 alerts = await asyncio.to_thread(self.process, batch.records)

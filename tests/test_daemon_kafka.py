@@ -80,7 +80,7 @@ class Cluster:
                                "poll_interval": "50ms"}}
         config = write_config(d / "siem.toml", {
             "state_dir": str(d / "state"), "rules": [str(self.base / "rules")], "role": role,
-            "metrics_address": "", "checkpoint_interval": "500ms", "lateness": "10s", "log_format": "json",
+            "metrics_address": "127.0.0.1:0", "checkpoint_interval": "500ms", "lateness": "10s", "log_format": "json",
         }, inputs, self.kafka)
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "siem", "run", "--config", str(config)],
                                             stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "wb"))
@@ -88,6 +88,28 @@ class Cluster:
     def alerts(self) -> list[str]:
         d = DaemonProc(self.base / "notifier", self.base / "notifier" / "siem.toml", {})
         return [a["id"] for a in d.alerts()]
+
+    def diagnose(self) -> str:
+        """Key counters of every role, for a failure message."""
+        import json
+        import urllib.request
+
+        from siem.metrics import parse_samples
+
+        out = []
+        for name in self.procs:
+            try:
+                info = json.loads((self.base / name / "state" / "run.json").read_text())
+                with urllib.request.urlopen(f"http://127.0.0.1:{info['metrics_port']}/metrics", timeout=5) as r:
+                    samples = parse_samples(r.read().decode())
+            except (OSError, ValueError, KeyError) as exc:
+                out.append(f"{name}: {exc}")
+                continue
+            keep = ("siem_events_parsed_total", "siem_rule_matches_total", "siem_alerts_fired_total",
+                    "siem_alerts_duplicate_total", "siem_kafka_rebalances_total", "siem_kafka_commit_failed_total")
+            got = {k: sum(v for n, _, v in samples if n == k) for k in keep}
+            out.append(f"{name}: {got}")
+        return "; ".join(out)
 
     def check_alive(self) -> bool:
         for name, p in self.procs.items():
@@ -108,8 +130,11 @@ class Cluster:
 
 
 def settle(cluster: Cluster, want: int, timeout_s: float = 90) -> list[str]:
-    wait_for(lambda: cluster.check_alive() and len(set(cluster.alerts())) >= want, timeout_s,
-             f"{want} alerts from the cluster", interval_s=0.2)
+    try:
+        wait_for(lambda: cluster.check_alive() and len(set(cluster.alerts())) >= want, timeout_s,
+                 f"{want} alerts from the cluster", interval_s=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; got {len(cluster.alerts())}; {cluster.diagnose()}") from None
     time.sleep(2.0)  # nothing more may come
     return cluster.alerts()
 
