@@ -74,14 +74,17 @@ _PAM_MORE: Final = re.compile(r"PAM \d+ more authentication failures?; (.*)")
 _USERAUTH_INVALID: Final = re.compile(r"input_userauth_request: (?:invalid|illegal) user (.*)")
 
 
+_LOGIN_SUCCESS: Final = {"event.action": "ssh_login", "event.category": "authentication", "event.outcome": "success"}
+_LOGIN_FAILURE: Final = {"event.action": "ssh_login", "event.category": "authentication", "event.outcome": "failure"}
+_INVALID_USER: Final = {"event.action": "invalid_user", "event.category": "authentication", "event.outcome": "failure"}
+
+
 def _ssh_accept_fail(ev: Event, body: str) -> None:
     m = _LOGIN.fullmatch(body)
     if m is None:
         return
     verb, method, user, addr, port, proto = m.groups()
-    ev["event.action"] = "ssh_login"
-    ev["event.category"] = "authentication"
-    ev["event.outcome"] = "success" if verb == "Accepted" else "failure"
+    ev.update(_LOGIN_SUCCESS if verb == "Accepted" else _LOGIN_FAILURE)
     ev["user.name"] = user
     set_source(ev, addr)
     ev["source.port"] = int(port)
@@ -95,9 +98,7 @@ def _ssh_invalid(ev: Event, body: str) -> None:
     if m is None:
         return
     user, addr, port = m.groups()
-    ev["event.action"] = "invalid_user"
-    ev["event.category"] = "authentication"
-    ev["event.outcome"] = "failure"
+    ev.update(_INVALID_USER)
     ev["user.name"] = user
     set_source(ev, addr)
     if port:
@@ -288,16 +289,20 @@ _SSHD_WORDS: Final[dict[str, Callable[[Event, str], None]]] = {
 def sshd(ev: Event, msg: str, prog: str) -> None:
     """OpenSSH server messages (also sshd-session / sshd-auth of OpenSSH >= 9.8)."""
     ev["event.dataset"] = "sshd"
-    body = msg[:-10] if msg.endswith(" [preauth]") else msg
-    if body.startswith(("error: ", "fatal: ")):
-        body = body[7:]
-    if body.startswith("pam_unix("):
-        pam(ev, body, prog)
-        return
-    sp = body.find(" ")
-    h = _SSHD_WORDS.get(body[:sp] if sp > 0 else body)
-    if h is not None:
-        h(ev, body)
+    if msg[-10:] == " [preauth]":
+        msg = msg[:-10]
+    sp = msg.find(" ")
+    h = _SSHD_WORDS.get(msg[:sp] if sp > 0 else msg)
+    if h is None:  # rarer shapes: "error: ..."/"fatal: ..." prefixes, pam_unix lines
+        if msg.startswith(("error: ", "fatal: ")):
+            msg = msg[7:]
+            sp = msg.find(" ")
+            h = _SSHD_WORDS.get(msg[:sp] if sp > 0 else msg)
+        if h is None:
+            if msg.startswith("pam_unix("):
+                pam(ev, msg, prog)
+            return
+    h(ev, msg)
 
 
 # --- pam_unix --------------------------------------------------------------------------------------
