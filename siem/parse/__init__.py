@@ -5,6 +5,8 @@
                                                       (updates the counters once per batch)
     parse_cloudtrail_record(rec, ctx) -> Event        one element of a CloudTrail file's Records
     PARSERS[fmt](text, ctx) -> Event                  the explicit registry (text already decoded)
+    siem.parse.jsonfmt.loads_exact(text) -> object    JSON loading without silent precision loss (use it
+                                                      for CloudTrail files before parse_cloudtrail_record)
 
 Formats (keys of PARSERS): syslog (RFC 5424 or RFC 3164, detected per message), rfc3164, rfc5424,
 nginx, apache, access_json, cloudtrail, json, journald. Syslog and journald messages are handed to

@@ -1,7 +1,7 @@
 """Shared pieces of the parsers: the parse context, error notes, IP classification, limits.
 
-Everything here is on the hot path of every line; it avoids datetime objects, exceptions and
-allocations beyond the event dict itself.
+Everything here is on the hot path of every line: no datetime objects, no exceptions, and caches
+for what repeats (IP validation). ParseContext and ParserFn are re-exported by siem.parse.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ MAX_JSON_BYTES: Final = 1024 * 1024
 class ParseContext:
     """What a parser may know besides the line itself.
 
-    tz:     zone of timestamps that carry none (RFC 3164, Apache without offset is impossible).
+    tz:     zone of timestamps that carry none (RFC 3164, zone-less RFC 3339); a ZoneInfo for local
+            time with DST, UTC by default.
     now_ms: reference wall clock for RFC 3164 year inference and for the @timestamp of lines
             without a usable time; None means the current wall clock.
     host:   host.name for formats that do not carry one (access logs), and for syslog lines
