@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash deploy/install-test-deps.sh
 
+# The daemon on its embedded defaults: tails sample_logs/, listens for syslog on 127.0.0.1:5514, serves metrics on
+# 127.0.0.1:9108 and prints each alert as a JSON line. A demo: its state in ./state is reset on every `make run`.
 run: $(STAMP)
-	$(BIN)/siem replay --rules rules/ sample_logs/
+	rm -rf state
+	$(BIN)/siem run --print-alerts
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 -q tests/

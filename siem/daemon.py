@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,10 @@ class _Stats:
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
+                 print_alerts: bool = False) -> None:
         self.config = config
+        self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
         d = config.daemon
@@ -537,7 +540,10 @@ class Daemon:
             latest = max((t for t in ingested if isinstance(t, int)), default=None)
             if latest is not None:
                 metrics.EVENT_TO_ALERT_SECONDS.observe(max(now - latest, 0) / 1000)
-        self._pipeline().submit_many(alerts)  # alert log (fsync'ed) before the checkpoint moves past them
+        new = self._pipeline().submit_many(alerts)  # alert log (fsync'ed) before the checkpoint moves past them
+        if self.print_alerts and new:
+            sys.stdout.buffer.write(b"".join(a.dumps() + b"\n" for a in new))
+            sys.stdout.flush()
 
     def checkpoint(self) -> None:
         """Window state + the offset it covers, atomically; then the log may drop what is below."""
@@ -710,7 +716,7 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config_path: str | None) -> int:
+def run_daemon(config_path: str | None, print_alerts: bool = False) -> int:
     """`siem run`: load everything, serve until SIGTERM. Exit codes: 0 clean, 2 bad config/rules,
     1 state or runtime failure."""
     try:
@@ -735,7 +741,7 @@ def run_daemon(config_path: str | None) -> int:
     for w in config.warnings:
         log.warning("config: %s", w.message)
     notifier = Notifier.from_env()
-    daemon = Daemon(config, config_path, notifier)
+    daemon = Daemon(config, config_path, notifier, print_alerts=print_alerts)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except StateError as exc:

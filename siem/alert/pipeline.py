@@ -167,8 +167,9 @@ class AlertPipeline:
         the caller must then not move its checkpoint past this alert, so it is emitted again later."""
         self.submit_many([alert])
 
-    def submit_many(self, alerts: Iterable[Alert]) -> None:
-        """Take a batch in with one log fsync and one database transaction."""
+    def submit_many(self, alerts: Iterable[Alert]) -> list[Alert]:
+        """Take a batch in with one log fsync and one database transaction; returns the alerts that were new
+        (the others were already logged: a replay after a crash, or a duplicate id)."""
         with self._core:
             batch: dict[str, Alert] = {}
             for a in alerts:
@@ -177,19 +178,20 @@ class AlertPipeline:
                 else:
                     batch[a.id] = a
             if not batch:
-                return
+                return []
             known = self.outbox.known(list(batch))
             if known:
                 metrics.ALERTS_DUPLICATE.inc(len(known))
             new = [a for i, a in batch.items() if i not in known]
             if not new:
-                return
+                return []
             try:
                 pos = self.log.append([a.dumps() for a in new])
             except OSError as exc:
                 raise StateError(f"cannot write the alert log {self.log.path}: {exc.strerror or exc}") from exc
             self._take_in(new, self.now_ms(), pos)
         self._wake_worker()
+        return new
 
     def _take_in(self, alerts: list[Alert], now: int, pos: tuple[int, int]) -> None:
         notes: list[Notification] = []
