@@ -13,8 +13,11 @@ writes) run in worker threads so the loop keeps reading sockets and pinging the 
 
 Crash safety (kill -9 at any moment):
 
-* a record is *accepted* when the writer's append returned; file positions are committed only after the
-  lines they cover are appended and fsync'ed, so a restart re-reads from the last commit (at-least-once);
+* a record is *accepted* when the writer's append returned. Each append also carries the positions of the
+  position-keeping inputs (files, cloudtrail, journald) that cover exactly the records before them, so a
+  restart resumes those inputs from the last positions in the log: no line read twice, none skipped;
+* the event-time watermark moves only with records in the log (the minimum over the active sources, and
+  the wall clock for an idle live stream), so a replay of the log after a crash moves it identically;
 * the engine's window state and the log offset it covers are written together, atomically
   (siem.log.checkpoint), and only after every alert of the events below that offset is in the alert log;
 * after a restart the engine restores the checkpoint and re-reads the log from its offset; evaluation does
