@@ -11,6 +11,7 @@ compared with the same replay in one process (bench.stages.end_to_end), run just
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import statistics
 import tempfile
 import time
@@ -57,15 +58,22 @@ def pooled(fmt: str, path: Path, ruleset: RuleSet, workers: int = 2) -> dict:
     engine = Engine(ruleset, lateness_ms=10_000, future_skew_ms=None)
     ctx = multiprocessing.get_context("fork")
     events = alerts = 0
-    with ctx.Pool(workers, initializer=_init, initargs=(fmt, str(path))) as pool:
-        w0 = time.perf_counter()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pool = ctx.Pool(workers, initializer=_init, initargs=(fmt, str(path)))
+    try:
+        w0, c0 = time.perf_counter(), time.process_time()
         for blob in pool.imap(_parse_chunk, _chunks(path), chunksize=1):
             evs = orjson.loads(blob)
             events += len(evs)
             alerts += len(engine.process(evs))
         alerts += len(engine.flush())
-        wall = time.perf_counter() - w0
-    return {"events": events, "alerts": alerts, "wall_s": wall}
+        wall, main_cpu = time.perf_counter() - w0, time.process_time() - c0
+    finally:
+        pool.close()
+        pool.join()
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
+    return {"events": events, "alerts": alerts, "wall_s": wall, "main_cpu_s": main_cpu, "workers_cpu_s": workers_cpu}
 
 
 def measure(fmt: str, path: Path, ruleset: RuleSet, runs: int = 3, workers: int = 2) -> dict:
@@ -79,6 +87,13 @@ def measure(fmt: str, path: Path, ruleset: RuleSet, runs: int = 3, workers: int 
     n = single[0]["events"]
     one = n / statistics.median(r["wall_s"] for r in single)
     many = n / statistics.median(r["wall_s"] for r in multi)
+    # noise-robust estimate for an otherwise idle machine with `cpus` cores: the critical path is the
+    # main process (decode + engine) or the total CPU spread over the cores, whichever is longer
+    single_cpu = statistics.median(r["cpu_s"] for r in single)
+    main_cpu = statistics.median(r["main_cpu_s"] for r in multi)
+    workers_cpu = statistics.median(r["workers_cpu_s"] for r in multi)
+    cpus = multiprocessing.cpu_count()
+    bound = max(main_cpu, (main_cpu + workers_cpu) / cpus)
     return {
         "prototype": True,
         "what": f"bench/multicore.py: multiprocessing.Pool({workers}) parsing 4096-line chunks, one engine "
@@ -90,6 +105,10 @@ def measure(fmt: str, path: Path, ruleset: RuleSet, runs: int = 3, workers: int 
         "single_events_per_s_wall": one,
         "pool_events_per_s_wall": many,
         "speedup": many / one,
+        "single_cpu_s": single_cpu,
+        "pool_main_cpu_s": main_cpu,
+        "pool_workers_cpu_s": workers_cpu,
+        "speedup_cpu_bound_estimate": single_cpu / bound,
         "same_alert_count": single[0]["alerts"] == multi[0]["alerts"],
         "alerts_single": single[0]["alerts"],
         "alerts_pool": multi[0]["alerts"],

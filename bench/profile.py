@@ -9,6 +9,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import tempfile
+import time
 from pathlib import Path
 
 from siem.dsl.loader import RuleSet
@@ -18,8 +19,13 @@ from bench.stages import end_to_end
 
 def profile_e2e(fmt: str, path: Path, ruleset: RuleSet, top: int = 15) -> dict:
     prof = cProfile.Profile()
+    engines: list = []
     with tempfile.TemporaryFile() as out:
-        result = prof.runcall(end_to_end, fmt, path, ruleset, out)
+        result = prof.runcall(end_to_end, fmt, path, ruleset, out, keep=engines)
+    # what a daemon checkpoint costs with this state: Engine.snapshot() (pickle of all window state)
+    t0 = time.perf_counter()
+    blob = engines[0].snapshot()
+    snap_s = time.perf_counter() - t0
     stage_cpu = result["stages_cpu_s"]
     whole = sum(stage_cpu.values()) or 1.0
     return {
@@ -27,6 +33,8 @@ def profile_e2e(fmt: str, path: Path, ruleset: RuleSet, top: int = 15) -> dict:
         "events": result["events"],
         "stage_share": {k: v / whole for k, v in stage_cpu.items()},
         "hottest_stage": max(stage_cpu, key=stage_cpu.__getitem__),
+        "snapshot_after_replay": {"window_keys": sum(engines[0].window_keys().values()), "seconds": snap_s,
+                                  "bytes": len(blob)},
         **_top(prof, top),
     }
 

@@ -60,10 +60,14 @@ def parse_only(fmt: str, lines: list[bytes]) -> dict:
     return {"events": len(lines), "failed": failed, "cpu_s": clock() - c0, "wall_s": time.perf_counter() - w0}
 
 
-def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: int = BATCH) -> dict:
-    """Replay one file through the rules; CPU seconds per stage, events, alerts (per rule)."""
+def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: int = BATCH,
+               keep: list[Engine] | None = None) -> dict:
+    """Replay one file through the rules; CPU seconds per stage, events, alerts (per rule).
+    `keep` receives the engine (to look at its state afterwards)."""
     ctx = ParseContext(now_ms=NOW_MS)
     engine = Engine(ruleset, lateness_ms=LATENESS_MS, future_skew_ms=None)
+    if keep is not None:
+        keep.append(engine)
     stages = {"read": 0.0, "parse": 0.0, "evaluate": 0.0, "alerting": 0.0}
     per_rule: dict[str, int] = {}
     events = alerts = 0
