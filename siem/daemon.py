@@ -221,6 +221,7 @@ class Daemon:
         self._src_seen: dict[tuple[str, str], int] = {}  # source -> when it last delivered (monotonic)
         self._sent_wm = -(2**62)
         self._newest_ts = -(2**62)
+        self._wall_adv_ms = 0
         self._started_ms = monotonic_ms()
         self._ckpt_offset = -1  # offset of the last checkpoint written
         self._ctx: Any = None
@@ -312,8 +313,9 @@ class Daemon:
                 first = await asyncio.wait_for(self.intake.get(), timeout=_FILE_COMMIT_EVERY_MS / 1000)
             except TimeoutError:  # quiet: positions may still move (empty lines, finished files); fsync policy
                 marks = self._take_marks()
-                if marks or self._source_watermark() is not None:  # a source fell idle: the watermark may move
-                    await self._append([], marks)
+                wm = self._source_watermark()  # a source fell idle, or the wall clock moved on
+                if marks or wm is not None:
+                    await self._append([], marks, wm)
                 self._log().maybe_sync()
                 self._commit_files()
                 continue
@@ -349,8 +351,9 @@ class Daemon:
                 out[name] = pos
         return out
 
-    async def _append(self, items: list[RawRecord], marks: dict[str, dict]) -> None:
-        """Parse and append; a refusing disk is retried (intake waits meanwhile), never dropped."""
+    async def _append(self, items: list[RawRecord], marks: dict[str, dict], wm: int | None = None) -> None:
+        """Parse and append, with the positions and the watermark they make; a refusing disk is retried
+        (intake waits meanwhile), never dropped."""
         payloads, times = await asyncio.to_thread(self._encode, items)
         now = monotonic_ms()
         for key, ts in times.items():
@@ -358,7 +361,8 @@ class Daemon:
             self._src_seen[key] = now
             self._newest_ts = max(self._newest_ts, ts)
         payloads += [encode_mark(name, pos) for name, pos in marks.items()]
-        wm = self._source_watermark()
+        if items:
+            wm = self._source_watermark()
         if wm is not None:
             payloads.append(orjson.dumps({ADVANCE_KEY: wm}))
         while True:
@@ -391,8 +395,20 @@ class Daemon:
             return None
         for key in [k for k, seen in self._src_seen.items() if now - seen >= d.idle_advance_ms]:
             del self._src_seen[key], self._src_max[key]  # idle: no longer holds the others back
-        # no source active: everything there is has been delivered, up to the newest time seen
-        newest = min(self._src_max.values()) if self._src_max else self._newest_ts
+        active = list(self._src_max.values())
+        wall = wall_ms()
+        live = self._newest_ts >= wall - d.live_horizon_ms
+        if live:  # a source with a clock far behind (a device reset to 1970) must not stop the live ones;
+            active = [t for t in active if t >= wall - d.live_horizon_ms]  # its events count as late
+        if active:
+            newest = min(active)
+        elif live:  # no live source is sending: event time follows the wall clock, so `absent` rules and
+            if now - self._wall_adv_ms < d.idle_advance_ms:  # window ends fire without traffic
+                return None
+            self._wall_adv_ms = now
+            newest = wall
+        else:  # a finished backfill: everything there is has been delivered, up to the newest time seen
+            newest = self._newest_ts
         wm = newest - d.lateness_ms
         return wm if wm > self._sent_wm else None
 
@@ -448,8 +464,6 @@ class Daemon:
         first_read_ms = 0
         since_ckpt_records = 0
         last_ckpt_ms = monotonic_ms()
-        last_input_ms = monotonic_ms()
-        live = False
         advance_to: int | None = None
         while True:
             if self._reload_rules is not None:
@@ -472,7 +486,6 @@ class Daemon:
                         break
                     else:
                         batch.append(e)
-                last_input_ms = monotonic_ms()
             caught_up = batch_end >= lg.end_offset
             idle_intake = self.intake.empty() and self.written == self.enqueued
             due = advance_to is not None or batch and (len(batch) >= d.batch_max_events
@@ -482,19 +495,9 @@ class Daemon:
                 n = len(batch)
                 alerts = await asyncio.to_thread(self._evaluate, batch, batch_end, batch_marks, advance_to)
                 batch_marks, advance_to = {}, None
-                live = self._is_live(batch, live)
                 since_ckpt_records += n
                 batch = []
                 self.stats.alerts += alerts
-            elif caught_up and not batch and live and monotonic_ms() - last_input_ms >= d.idle_advance_ms:
-                # nothing arrives: move event time on with the wall clock so `absent` rules and window
-                # expiry work without traffic (only for a live stream; a backfill must not jump ahead).
-                # The advance goes through the log like an event, so a restart replays it at the same
-                # place in the stream and re-emits exactly the same alerts.
-                to_ms = wall_ms() - d.lateness_ms
-                if to_ms > engine.wm:
-                    await asyncio.to_thread(lg.append_many, [orjson.dumps({ADVANCE_KEY: to_ms})])
-                last_input_ms = monotonic_ms()
             now = monotonic_ms()
             if self.next_offset > self._ckpt_offset and (
                     since_ckpt_records >= d.checkpoint_records or now - last_ckpt_ms >= d.checkpoint_interval_ms):
@@ -513,13 +516,6 @@ class Daemon:
                     pass
             elif batch and not records:
                 await asyncio.sleep(min(d.batch_max_wait_ms / 1000, 0.01))
-
-    def _is_live(self, batch: list[Event], was_live: bool) -> bool:
-        """The stream is live when its newest event time is within live_horizon of the wall clock."""
-        if not batch:
-            return was_live
-        engine = self._engine()
-        return engine.max_ts >= wall_ms() - self.config.daemon.live_horizon_ms
 
     def _evaluate(self, batch: list[Event], end_offset: int, marks: dict[str, dict], advance_to: int | None) -> int:
         """Evaluate one batch (worker thread), hand the alerts to the pipeline, advance next_offset."""

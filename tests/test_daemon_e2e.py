@@ -102,3 +102,37 @@ def test_absent_rule_fires_without_traffic(tmp_path: Path) -> None:
         assert d.terminate() == 0
     finally:
         d.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_source_with_a_broken_clock_does_not_hold_back_live_alerts(daemon: DaemonProc) -> None:
+    """A sender stuck in 2001 keeps sending while a live host is attacked: the live alert still comes (the
+    stale source is left out of the watermark and its events count as late)."""
+    import socket
+    import threading
+
+    daemon.start()
+    stop = threading.Event()
+
+    def stale_sender() -> None:
+        with socket.create_connection(("127.0.0.1", daemon.port("syslog_tcp")), timeout=10) as s:
+            n = 0
+            while not stop.is_set():
+                s.sendall(b"<38>1 2001-01-01T00:00:00Z oldbox sshd 1 - - Failed password for x from "
+                          b"192.0.2.200 port 1 ssh2\n")
+                n += 1
+                time.sleep(0.05)
+
+    sender = threading.Thread(target=stale_sender, daemon=True)
+    sender.start()
+    try:
+        time.sleep(1.0)
+        with open(daemon.base / "logs" / "auth.log", "ab") as f:
+            f.write(b"".join(sshd_line(_now_ts(), "203.0.113.99", n) + b"\n" for n in range(5)))
+        wait_for(lambda: "203.0.113.99" in {a["group"]["source.ip"] for a in daemon.alerts()}, 20,
+                 "the live source's alert")
+        assert sender.is_alive()  # the stale source was still sending when the alert came
+    finally:
+        stop.set()
+        sender.join(5)
+    assert daemon.terminate() == 0
