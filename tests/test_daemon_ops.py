@@ -149,3 +149,20 @@ def test_metrics_move_with_traffic_and_pass_promtool(daemon: DaemonProc, tmp_pat
     assert "syslog_tcp" in status.stdout
     time.sleep(0)
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_small_intake_queue_slows_tcp_senders_instead_of_dropping(tmp_path: Path) -> None:
+    """With a 16-record intake queue, 20,000 lines sent over one TCP connection all reach the log: the
+    queue's back-pressure slows the reads (and the sender), nothing is dropped."""
+    d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "intake_queue_size": 16})
+    try:
+        d.start()
+        d.send_tcp("syslog_tcp", [b"<38>" + sshd_line(_ts(), f"10.9.{i % 250}.{i % 200}", i) for i in range(20_000)])
+        wait_for(lambda: _metric(d, "siem_events_parsed_total", input="syslog_tcp") == 20_000, 60,
+                 "20,000 parsed")
+        assert _metric(d, "siem_input_dropped_total") == 0
+        assert _metric(d, "siem_log_appended_records_total") >= 20_000
+        assert d.terminate() == 0
+    finally:
+        d.close()
