@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from siem.parse import PARSERS, ParseContext, parse
 
 
@@ -397,6 +399,31 @@ def test_same_minute_twice_uses_the_cached_minute() -> None:
     assert b["@timestamp"] == a["@timestamp"] + 1000  # type: ignore[operator]
     assert {k: v for k, v in a.items() if k not in ("@timestamp", "event.original")} == {
         k: v for k, v in b.items() if k not in ("@timestamp", "event.original")}
+
+
+LOGIN_LINES = [
+    "sshd[5]: Failed password for invalid user admin from 10.1.2.3 port 4242 ssh2",
+    "sshd[5]: Failed password for root from ::ffff:10.1.2.3 port 4242 ssh2",
+    "sshd[5]: Accepted publickey for bob from 2001:db8::1 port 22 ssh2: ED25519 SHA256:abc",
+    "sshd[5]: Accepted keyboard-interactive/pam for bob from 10.0.0.1 port 22 ssh2",
+    "sshd[5]: Failed none for invalid user x from host.example.com port 1 ssh2",
+    "sshd[5]: Failed password for x from 10.0.0.1 port 1",
+    "sshd[5]: Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 1.2.3.4 port 5 ssh2",
+]
+
+
+@pytest.mark.parametrize("pri", ["", "<38>"])
+@pytest.mark.parametrize("tail", LOGIN_LINES)
+def test_fast_login_path_gives_the_general_paths_event(pri: str, tail: str) -> None:
+    """Login lines take a shortcut once their minute is cached; the event is the same as the general path's."""
+    ctx = ParseContext(now_ms=ms("2021-06-15T12:00:00+00:00"))
+    minute = f"Jun 14 {LOGIN_LINES.index(tail):02d}:{len(pri):02d}"
+    first = syslog(f"{pri}{minute}:01 web {tail}", ctx)  # first line of the minute: general path
+    second = syslog(f"{pri}{minute}:02 web {tail}", ctx)  # minute cached: fast path
+    assert second["@timestamp"] == first["@timestamp"] + 1000  # type: ignore[operator]
+    assert {k: v for k, v in first.items() if k not in ("@timestamp", "event.original")} == {
+        k: v for k, v in second.items() if k not in ("@timestamp", "event.original")}
+    assert first["event.dataset"] == "sshd"
 
 
 def test_reference_time_defaults_to_wall_clock() -> None:

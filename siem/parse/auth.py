@@ -34,7 +34,7 @@ def _proto(tok: str | None) -> str | None:
 
 # --- sshd ------------------------------------------------------------------------------------------
 
-_LOGIN: Final = re.compile(
+LOGIN: Final = re.compile(
     r"(Accepted|Failed) (\S+) for (?:(?:invalid|illegal) user )?(.*?) from (\S+) port (\d+)(?: (ssh\d))?(?:: .*)?"
 )
 _INVALID: Final = re.compile(r"(?:Invalid|Illegal) user (.*?) from (\S+?)(?: port (\d+))?")
@@ -80,7 +80,7 @@ _INVALID_USER: Final = {"event.action": "invalid_user", "event.category": "authe
 
 
 def _ssh_accept_fail(ev: Event, body: str) -> None:
-    m = _LOGIN.fullmatch(body)
+    m = LOGIN.fullmatch(body)
     if m is None:
         return
     verb, method, user, addr, port, proto = m.groups()

@@ -74,7 +74,7 @@ def clip(value: str, limit: int = 200) -> str:
 
 _IPV4: Final = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 _IPV4_FULL = _IPV4.fullmatch
-_IP_CACHE: dict[str, str | None] = {}
+IP_CACHE: dict[str, str | None] = {}
 
 
 def ip_or_none(text: str) -> str | None:
@@ -84,7 +84,7 @@ def ip_or_none(text: str) -> str | None:
     as logged by dual-stack servers) becomes the IPv4 address so CIDR rules see one form.
     Results are cached (bounded): brute-force traffic repeats its sources.
     """
-    got = _IP_CACHE.get(text, "")
+    got = IP_CACHE.get(text, "")
     if got != "":
         return got
     out: str | None = None
@@ -99,15 +99,15 @@ def ip_or_none(text: str) -> str | None:
             mapped = getattr(addr, "ipv4_mapped", None)
             out = str(mapped) if mapped is not None else str(addr)
     if len(text) <= 64:
-        if len(_IP_CACHE) >= 100_000:
-            _IP_CACHE.clear()
-        _IP_CACHE[text] = out
+        if len(IP_CACHE) >= 100_000:
+            IP_CACHE.clear()
+        IP_CACHE[text] = out
     return out
 
 
 def set_source(ev: Event, addr: str) -> None:
     """source.ip when `addr` is an IP address, else source.address (a host name as logged)."""
-    ip = _IP_CACHE.get(addr, "")
+    ip = IP_CACHE.get(addr, "")
     if ip == "":
         ip = ip_or_none(addr)
     if ip is not None:
