@@ -409,13 +409,17 @@ LOGIN_LINES = [
     "sshd[5]: Failed none for invalid user x from host.example.com port 1 ssh2",
     "sshd[5]: Failed password for x from 10.0.0.1 port 1",
     "sshd[5]: Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 1.2.3.4 port 5 ssh2",
+    "sshd[5]: Invalid user oracle from 10.9.8.7 port 50000",
+    "sshd[5]: Invalid user  from 10.9.8.7 port 50000",
+    "sshd[5]: Invalid user oracle from 10.9.8.7",
+    "sshd[5]: Invalid user x from 6.6.6.6 port 1 from host.example.com port 2",
 ]
 
 
 @pytest.mark.parametrize("pri", ["", "<38>"])
 @pytest.mark.parametrize("tail", LOGIN_LINES)
 def test_fast_login_path_gives_the_general_paths_event(pri: str, tail: str) -> None:
-    """Login lines take a shortcut once their minute is cached; the event is the same as the general path's."""
+    """Login/invalid-user lines take a shortcut once their minute is cached; same event as the general path."""
     ctx = ParseContext(now_ms=ms("2021-06-15T12:00:00+00:00"))
     minute = f"Jun 14 {LOGIN_LINES.index(tail):02d}:{len(pri):02d}"
     first = syslog(f"{pri}{minute}:01 web {tail}", ctx)  # first line of the minute: general path

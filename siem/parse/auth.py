@@ -37,7 +37,7 @@ def _proto(tok: str | None) -> str | None:
 LOGIN: Final = re.compile(
     r"(Accepted|Failed) (\S+) for (?:(?:invalid|illegal) user )?(.*?) from (\S+) port (\d+)(?: (ssh\d))?(?:: .*)?"
 )
-_INVALID: Final = re.compile(r"(?:Invalid|Illegal) user (.*?) from (\S+?)(?: port (\d+))?")
+INVALID: Final = re.compile(r"(?:Invalid|Illegal) user (.*?) from (\S+?)(?: port (\d+))?")
 _DISCONNECTED: Final = re.compile(
     r"Disconnected from (?:(?:invalid |authenticating )?user (.*) )?(\S+) port (\d+)"
 )
@@ -71,7 +71,7 @@ _REVERSE: Final = re.compile(r"reverse mapping checking getaddrinfo for (\S+) \[
 _ADDRESS_MAPS: Final = re.compile(r"Address (\S+) maps to (\S+), but this does not map back to the address.*")
 _NO_IDENT: Final = re.compile(r"Did not receive identification string from (\S+?)(?: port (\d+))?")
 _PAM_MORE: Final = re.compile(r"PAM \d+ more authentication failures?; (.*)")
-_USERAUTH_INVALID: Final = re.compile(r"input_userauth_request: (?:invalid|illegal) user (.*)")
+_USERAUTHINVALID: Final = re.compile(r"input_userauth_request: (?:invalid|illegal) user (.*)")
 
 
 _LOGIN_SUCCESS: Final = {"event.action": "ssh_login", "event.category": "authentication", "event.outcome": "success"}
@@ -94,7 +94,7 @@ def _ssh_accept_fail(ev: Event, body: str) -> None:
 
 
 def _ssh_invalid(ev: Event, body: str) -> None:
-    m = _INVALID.fullmatch(body)
+    m = INVALID.fullmatch(body)
     if m is None:
         return
     user, addr, port = m.groups()
@@ -259,7 +259,7 @@ def _ssh_pam_more(ev: Event, body: str) -> None:
 
 
 def _ssh_userauth(ev: Event, body: str) -> None:
-    m = _USERAUTH_INVALID.fullmatch(body)
+    m = _USERAUTHINVALID.fullmatch(body)
     if m is not None:
         ev["user.name"] = m.group(1)
 

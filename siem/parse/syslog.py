@@ -19,7 +19,7 @@ import time
 from typing import Final
 
 from siem.parse import timestamps as ts
-from siem.parse.auth import LOGIN, PROGRAMS, dispatch
+from siem.parse.auth import INVALID, LOGIN, PROGRAMS, dispatch
 from siem.parse.base import IP_CACHE, ParseContext, ip_or_none, note
 from siem.schema import Event
 
@@ -89,6 +89,7 @@ _FAST_TAIL: Final = r"(\w{3} [ \d]\d \d\d:\d\d):(\d\d) (\S+) ([^\s\[\]:]+)(?:\[(
 _FAST_MATCH = re.compile(r"()" + _FAST_TAIL).match
 _FAST_PRI_MATCH = re.compile(r"<(\d{1,3})>" + _FAST_TAIL).match
 _LOGIN_MATCH = LOGIN.fullmatch
+_INVALID_MATCH = INVALID.fullmatch
 _IP_CACHE = IP_CACHE
 _PRI_OK: Final[dict[str, tuple[tuple[str, object], ...]]] = {str(p): PRI_FIELDS[p] for p in range(192)}
 
@@ -184,6 +185,32 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
                     "source.port": int(port),
                     "ssh.method": method.partition("/")[0],
                     "ssh.protocol_version": proto[3:],
+                }
+                if pri:
+                    ev.update(fields)
+                return ev
+    elif tag == "sshd" and pid is not None and msg[:13] == "Invalid user ":
+        im = _INVALID_MATCH(msg)
+        if im is not None:
+            user, addr, port = im.groups()
+            ip = _IP_CACHE.get(addr, "")
+            if ip == "":
+                ip = ip_or_none(addr)
+            if ip is not None and port is not None:
+                ev = {
+                    "@timestamp": base + s * 1000,
+                    "event.original": text,
+                    "host.name": host,
+                    "process.name": tag,
+                    "process.pid": int(pid),
+                    "message": msg,
+                    "event.dataset": "sshd",
+                    "event.action": "invalid_user",
+                    "event.category": "authentication",
+                    "event.outcome": "failure",
+                    "user.name": user,
+                    "source.ip": ip,
+                    "source.port": int(port),
                 }
                 if pri:
                     ev.update(fields)
