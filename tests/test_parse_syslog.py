@@ -413,6 +413,7 @@ LOGIN_LINES = [
     "sshd[5]: Invalid user  from 10.9.8.7 port 50000",
     "sshd[5]: Invalid user oracle from 10.9.8.7",
     "sshd[5]: Invalid user x from 6.6.6.6 port 1 from host.example.com port 2",
+    "sshd-session[5]: Failed password for root from 10.0.0.1 port 1 ssh2",
 ]
 
 

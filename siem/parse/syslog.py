@@ -160,7 +160,8 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
             return None
         fields = got
     ev: Event
-    if tag == "sshd" and pid is not None and (msg[:7] == "Failed " or msg[:9] == "Accepted "):
+    sshd = tag == "sshd" or tag == "sshd-session"  # OpenSSH >= 9.8 logs authentication as sshd-session
+    if sshd and pid is not None and (msg[:7] == "Failed " or msg[:9] == "Accepted "):
         # The bulk of brute-force traffic: the whole event in one literal, same fields as auth.sshd gives.
         lm = _LOGIN_MATCH(msg)
         if lm is not None:
@@ -189,7 +190,7 @@ def _fast(text: str, ctx: ParseContext) -> Event | None:
                 if pri:
                     ev.update(fields)
                 return ev
-    elif tag == "sshd" and pid is not None and msg[:13] == "Invalid user ":
+    elif sshd and pid is not None and msg[:13] == "Invalid user ":
         im = _INVALID_MATCH(msg)
         if im is not None:
             user, addr, port = im.groups()
