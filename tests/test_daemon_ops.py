@@ -166,3 +166,22 @@ def test_a_small_intake_queue_slows_tcp_senders_instead_of_dropping(tmp_path: Pa
         assert d.terminate() == 0
     finally:
         d.close()
+
+
+@pytest.mark.timeout(90)
+def test_reload_starts_an_input_added_to_the_config(daemon: DaemonProc) -> None:
+    """A files input added to the config is started by SIGHUP and its lines raise alerts."""
+    from daemon_support import write_config
+
+    daemon.start()
+    log_file = daemon.base / "added.log"
+    log_file.write_bytes(b"".join(sshd_line(_ts(), "198.51.100.77", n) + b"\n" for n in range(5)))
+    settings = {"state_dir": str(daemon.state_dir), "rules": [str(daemon.base / "rules")],
+                "metrics_address": daemon.run_info()["metrics_address"], "log_format": "json", **FAST}
+    write_config(daemon.config, settings, {**TCP, "added": {"type": "files", "format": "syslog",
+                                                            "paths": [str(log_file)], "poll_interval": "50ms"}})
+    daemon.signal(signal.SIGHUP)
+    alerts = daemon.wait_alerts(1)
+    assert [a["group"] for a in alerts] == [{"source.ip": "198.51.100.77"}]
+    assert sorted(daemon.run_info()["inputs"]) == ["added", "syslog_tcp"]
+    assert daemon.terminate() == 0
