@@ -57,7 +57,7 @@ from siem.log.local import DirLock
 from siem.schema import Event
 from siem.service import Notifier, watchdog_loop
 from siem.statefile import write_json_atomic
-from siem.timeutil import monotonic_ms
+from siem.timeutil import monotonic_ms, wall_ms
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class Matcher:
         self.last_wm_ms = 0
         self.last_record_ms: dict[TopicPartition, int] = {}  # when a partition last delivered (monotonic)
         self.idle_ms = config.daemon.idle_advance_ms
+        self.live_horizon_ms = config.daemon.live_horizon_ms
+        self.wall_adv_ms = 0
 
     def set_rules(self, ruleset: RuleSet) -> None:
         self.rules = [compile_rule(spec) for spec in ruleset.rules]
@@ -184,9 +186,20 @@ class Matcher:
             if tp not in self.max_ts:
                 return None
             newest.append(self.max_ts[tp])
-        if not newest:  # every partition idle: all there is has been read, up to the newest time seen
-            return max(self.max_ts.values()) - self.lateness_ms if self.max_ts else None
-        return min(newest) - self.lateness_ms
+        if not self.max_ts:
+            return None
+        wall = wall_ms()
+        live = max(self.max_ts.values()) >= wall - self.live_horizon_ms
+        if live:  # a partition whose newest event is far behind the wall clock (a reset device clock)
+            newest = [t for t in newest if t >= wall - self.live_horizon_ms]  # does not stop the live ones
+        if newest:
+            return min(newest) - self.lateness_ms
+        if live:  # nothing live is arriving: event time follows the wall clock (absent rules, window ends)
+            if now - self.wall_adv_ms < self.idle_ms:
+                return None
+            self.wall_adv_ms = now
+            return wall - self.lateness_ms
+        return max(self.max_ts.values()) - self.lateness_ms  # a finished backfill: up to the newest time
 
     async def _send_watermark(self, wm: int) -> None:
         topic = self.kafka.topic_matches

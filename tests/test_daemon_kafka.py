@@ -57,13 +57,13 @@ def lines(n: int) -> list[bytes]:
 class Cluster:
     """Role processes sharing one set of topics and groups (a fresh set per cluster)."""
 
-    def __init__(self, base: Path, broker: TansuBroker, log_file: Path) -> None:
+    def __init__(self, base: Path, broker: TansuBroker, log_file: Path, rules: str = RULES) -> None:
         self.base = base
         self.broker = broker
         self.log_file = log_file
         tag = uuid.uuid4().hex[:8]
         (base / "rules").mkdir(parents=True)
-        (base / "rules" / "test.rules").write_text(RULES)
+        (base / "rules" / "test.rules").write_text(rules)
         self.kafka = (
             f'\n[kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\npartitions = 4\nlinger_ms = 5\n'
             f"fetch_max_wait_ms = 100\nsession_timeout_ms = 3000\nheartbeat_interval_ms = 300\n"
@@ -71,7 +71,7 @@ class Cluster:
             f'[kafka.groups]\nmatcher = "gm.{tag}"\ncorrelator = "gc.{tag}"\nnotifier = "gn.{tag}"\n')
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, role: str) -> None:
+    def start(self, name: str, role: str, **daemon: object) -> None:
         d = self.base / name
         d.mkdir()
         inputs = {}
@@ -81,7 +81,7 @@ class Cluster:
         config = write_config(d / "siem.toml", {
             "state_dir": str(d / "state"), "rules": [str(self.base / "rules")], "role": role,
             "metrics_address": "127.0.0.1:0", "checkpoint_interval": "500ms", "lateness": "10s", "log_format": "json",
-        }, inputs, self.kafka)
+            **daemon}, inputs, self.kafka)
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "siem", "run", "--config", str(config)],
                                             stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "wb"))
 
@@ -203,3 +203,27 @@ def _rules(tmp_path: Path) -> Path:
     d.mkdir(exist_ok=True)
     (d / "test.rules").write_text(RULES)
     return d
+
+
+@pytest.mark.timeout(120)
+def test_absent_rule_fires_without_traffic_over_kafka(kafka_broker: TansuBroker, tmp_path: Path) -> None:
+    """A host that falls silent is noticed by an `absent` rule in the correlator although nothing else
+    arrives: the matcher's watermark follows the wall clock when no live event is coming."""
+    from datetime import UTC, datetime
+
+    log_file = tmp_path / "live.log"
+    log_file.touch()
+    rules = 'rule host_silent { severity medium absent event.dataset == "sshd" for 3s by host.name }\n'
+    cluster = Cluster(tmp_path / "c", kafka_broker, log_file, rules=rules)
+    fast = {"lateness": "1s", "idle_advance": "500ms"}
+    try:
+        for name in ("collector", "matcher", "correlator", "notifier"):
+            cluster.start(name, name, **fast)
+        wait_for(lambda: cluster.check_alive() and _holds_partitions(cluster, "correlator"), 60, "the correlator")
+        ts = datetime.now(UTC).strftime("%b %e %H:%M:%S")
+        log_file.write_bytes(f"{ts} web7 sshd[1]: Failed password for root from 192.0.2.3 port 1 ssh2\n".encode())
+        alerts = wait_for(lambda: cluster.check_alive() and DaemonProc(
+            cluster.base / "notifier", Path("-"), {}).alerts(), 60, "the absent alert")
+        assert [(a["rule"], a["group"]) for a in alerts] == [("host_silent", {"host.name": "web7"})]  # type: ignore
+    finally:
+        cluster.stop()
