@@ -457,8 +457,7 @@ class Collector:
 
         for inp in self.inputs.values():
             await stop_input(inp)
-        while not self.queue.empty():
-            await self._send_drained()
+        await self._send_drained([])  # what is still queued, and the final positions
         await self.producer.stop()
 
     async def step(self) -> None:
@@ -466,13 +465,12 @@ class Collector:
             first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
         except TimeoutError:
             return
-        self.queue.put_nowait(first)
-        await self._send_drained()
+        await self._send_drained([first])
 
-    async def _send_drained(self) -> None:
+    async def _send_drained(self, items: list[RawRecord]) -> None:
+        """Send `items` and everything queued; then commit the positions read right after the drain."""
         from siem.parse import parse  # noqa: PLC0415
 
-        items = []
         while not self.queue.empty():
             items.append(self.queue.get_nowait())
         # positions read in the same step as the drain cover exactly what was taken (see siem.daemon)
