@@ -8,6 +8,7 @@ A summary goes to stderr; a progress line too when stderr is a terminal and the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import heapq
 import itertools
@@ -23,6 +24,7 @@ from siem.dsl.loader import load_rules
 from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
+from siem.parse.jsonfmt import loads_exact
 from siem.schema import Event
 
 BATCH_SIZE = 4096
@@ -77,8 +79,8 @@ def _cloudtrail_file(path: Path, ctx: ParseContext) -> Iterator[Event] | None:
         f.seek(0)
         data = f.read(CLOUDTRAIL_FILE_MAX + 1)
     try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        doc = loads_exact(data.decode("utf-8", "replace"))  # integers beyond 64 bits keep their digits
+    except ValueError:
         return None
     records = doc.get("Records") if isinstance(doc, dict) else None
     if not isinstance(records, list):
@@ -87,6 +89,8 @@ def _cloudtrail_file(path: Path, ctx: ParseContext) -> Iterator[Event] | None:
 
 
 def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str, int]) -> Iterator[Event]:
+    if ctx.now_ms is None:  # lines without a year (RFC 3164) take it from when the file was last written
+        ctx = dataclasses.replace(ctx, now_ms=path.stat().st_mtime_ns // 1_000_000)
     if fmt in (None, "cloudtrail"):
         records = _cloudtrail_file(path, ctx)
         if records is not None:
