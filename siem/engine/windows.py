@@ -126,8 +126,13 @@ class ThresholdCorrelator(Correlator):
         cannot_fire_below = int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
         agg_fields = self.agg_fields
         state = self.state
+        single_cannot_fire = cannot_fire_below > 1
         for key, pos in group_rows(keys).items():
             win = state.get(key)
+            if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once
+                ev = events[rows_l[pos[0]]]
+                state[key] = _Window([ts_all[pos[0]]], {f: [ev.get(f)] for f in agg_fields}, [ev])
+                continue
             new_ts = [ts_all[p] for p in pos]
             if win is None:
                 old_ts: list[int] = []
