@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import operator
+import socket
 from typing import Any, Callable
 
 import numpy as np
@@ -177,6 +178,11 @@ def _cidr_pred(networks: tuple[str, ...]) -> ValuePred:
         (v4 if net.version == 4 else v6).append((int(net.network_address), int(net.netmask)))
 
     def pred(s: str) -> bool:
+        try:  # dotted quads through the C parser; everything else through ipaddress
+            n = int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
+            return any(n & m == a for a, m in v4)
+        except OSError:
+            pass
         try:
             ip = ipaddress.ip_address(s.strip("[]").split("%", 1)[0])
         except ValueError:
