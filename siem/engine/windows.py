@@ -260,14 +260,15 @@ class SequenceCorrelator(Correlator):
         spec = self.spec
         masks = [m(batch)[rows] for m in self.step_masks]
         keys = row_keys(batch, rows, spec.by)
+        ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         fires: list[Fire] = []
         last = len(spec.steps) - 1
         for i, key in enumerate(keys):
             if key is None:
                 continue
             self.seq += 1
-            t = int(batch.ts[rows[i]])
-            event = batch.events[rows[i]]
+            t = ts_l[i]
+            event = batch.events[rows_l[i]]
             steps = self.state.get(key)
             if steps is None:
                 steps = self.state[key] = [[] for _ in spec.steps]
@@ -329,16 +330,17 @@ class AbsentCorrelator(Correlator):
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         keys = row_keys(batch, rows, self.spec.by)
+        ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         fires: list[Fire] = []
         for i, key in enumerate(keys):
             if key is None:
                 continue
-            t = int(batch.ts[rows[i]])
+            t = ts_l[i]
             prev = self.state.get(key)
             if prev is not None and t - prev[0] > self.spec.window_ms:
                 fires.append(self._silence(key, prev))
             if prev is None or t >= prev[0]:  # a late event never moves "last seen" backwards
-                self.state[key] = (t, batch.events[rows[i]])
+                self.state[key] = (t, batch.events[rows_l[i]])
         return fires
 
     def advance(self, stream_ms: int) -> list[Fire]:
@@ -363,6 +365,7 @@ class FirstSeenCorrelator(Correlator):
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         keys = row_keys(batch, rows, self.spec.by)
+        ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         col = batch.keyword(self.spec.field)
         values = [col.values[c] for c in col.codes[rows].tolist()]
         fires: list[Fire] = []
@@ -370,7 +373,7 @@ class FirstSeenCorrelator(Correlator):
             value = values[i]
             if key is None or value is None:
                 continue
-            t = int(batch.ts[rows[i]])
+            t = ts_l[i]
             v = str(value)
             st = self.state.get(key)
             if st is None:
@@ -380,7 +383,7 @@ class FirstSeenCorrelator(Correlator):
             if v in seen:
                 continue
             if t - first >= self.spec.learn_ms:
-                event = batch.events[rows[i]]
+                event = batch.events[rows_l[i]]
                 fires.append(Fire((key, v), t, t, 1, event, [event], {}))
             if len(seen) < self.MAX_VALUES_PER_KEY:
                 seen.add(v)
@@ -400,11 +403,12 @@ class SpikeCorrelator(Correlator):
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
         keys = row_keys(batch, rows, spec.by)
+        ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         fires: list[Fire] = []
         for i, key in enumerate(keys):
             if key is None:
                 continue
-            t = int(batch.ts[rows[i]])
+            t = ts_l[i]
             b = t // spec.window_ms
             first, counts, fired = self.state.get(key, (b, {}, -1))
             counts[b] = counts.get(b, 0) + 1
@@ -415,7 +419,7 @@ class SpikeCorrelator(Correlator):
                 continue
             baseline = sum(counts.get(x, 0) for x in range(b - self.nb, b)) / self.nb
             if counts[b] >= spec.min_count and counts[b] > spec.factor * baseline:
-                event = batch.events[rows[i]]
+                event = batch.events[rows_l[i]]
                 fires.append(Fire(key, b * spec.window_ms, t, counts[b], event, [event],
                                   {"baseline": round(baseline, 3), "factor": spec.factor}))
                 self.state[key] = (first, counts, b)
