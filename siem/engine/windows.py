@@ -46,8 +46,42 @@ class Fire:
     aggregates: dict[str, object] = field(default_factory=dict)
 
 
+class _KeyedRows:
+    """The keys of a set of rows, and (on first use) their grouping; shared per batch by every rule with
+    the same `by` fields whose filter selected the same rows (variants of one rule, tuned per site)."""
+
+    __slots__ = ("rows", "keys", "_groups")
+
+    def __init__(self, rows: np.ndarray, keys: list[Key]) -> None:
+        self.rows = rows
+        self.keys = keys
+        self._groups: dict[Key, list[int]] | None = None
+
+    def groups(self) -> dict[Key, list[int]]:
+        """Positions (into keys) per key, in processing order; keys that are None are dropped."""
+        if self._groups is None:
+            out: dict[Key, list[int]] = {}
+            for i, k in enumerate(self.keys):
+                if k is not None:
+                    out.setdefault(k, []).append(i)
+            self._groups = out
+        return self._groups
+
+
+def keyed_rows(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> _KeyedRows:
+    memo_key = ("keyed_rows", by, len(rows), hash(rows.tobytes()))
+    got = batch.memo.get(memo_key)
+    if not isinstance(got, _KeyedRows) or not np.array_equal(got.rows, rows):
+        got = batch.memo[memo_key] = _KeyedRows(rows, _row_keys(batch, rows, by))  # type: ignore[assignment]
+    return got
+
+
 def row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
     """The key of each row (None where a `by` field is missing: such events are not correlated)."""
+    return keyed_rows(batch, rows, by).keys
+
+
+def _row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
     if not by:
         return [()] * len(rows)
     cols = [batch.keyword(f) for f in by]
@@ -55,15 +89,6 @@ def row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
     if len(by) == 1:
         return per_field[0]
     return [None if None in t else t for t in zip(*per_field)]
-
-
-def group_rows(keys: list[Key]) -> dict[Key, list[int]]:
-    """Positions (into `keys`) per key, in processing order; keys that are None are dropped."""
-    out: dict[Key, list[int]] = {}
-    for i, k in enumerate(keys):
-        if k is not None:
-            out.setdefault(k, []).append(i)
-    return out
 
 
 class Correlator(ABC):
@@ -115,7 +140,7 @@ class ThresholdCorrelator(Correlator):
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
-        keys = row_keys(batch, rows, spec.by)
+        keyed = keyed_rows(batch, rows, spec.by)
         fires: list[Fire] = []
         ts_all = batch.ts[rows].tolist()
         rows_l = rows.tolist()
@@ -127,7 +152,7 @@ class ThresholdCorrelator(Correlator):
         agg_fields = self.agg_fields
         state = self.state
         single_cannot_fire = cannot_fire_below > 1
-        for key, pos in group_rows(keys).items():
+        for key, pos in keyed.groups().items():
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once
                 ev = events[rows_l[pos[0]]]
