@@ -69,7 +69,6 @@ _RETRY_S = 1.0
 MARK_KEY = "@siem.positions"  # a log record holding an input's positions, not an event
 ADVANCE_KEY = "@siem.advance"  # a log record moving the watermark, not an event
 UNBOUNDED_LATENESS_MS = 10**15
-_MARK_PREFIX = b'{"' + MARK_KEY.encode() + b'"'
 _STATE_MAGIC = b"SIEMD1\n"
 
 
@@ -78,24 +77,32 @@ def encode_mark(input_name: str, positions: dict) -> bytes:
     return orjson.dumps({MARK_KEY: input_name, "positions": positions})
 
 
-def scan_marks(lg: LocalLog, from_offset: int, chunk: int = 4096) -> dict[str, dict]:
-    """The last positions per input in the log from `from_offset` to its end (a restart reads only the
-    part not covered by the checkpoint)."""
+def scan_tail(lg: LocalLog, from_offset: int, chunk: int = 4096) -> tuple[dict[str, dict], int, int]:
+    """What the part of the log not covered by the checkpoint says, for a restart: the last positions per
+    input, the newest event time and the last watermark record (-2**62 when none)."""
     marks: dict[str, dict] = {}
+    newest = last_wm = -(2**62)
     offset = from_offset
     while offset < lg.end_offset:
         records = lg.read(offset, chunk)
         if not records:
             break
         for _, payload in records:
-            if payload.startswith(_MARK_PREFIX):
-                try:
-                    doc = orjson.loads(payload)
-                    marks[str(doc[MARK_KEY])] = doc["positions"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if MARK_KEY in doc:
+                marks[str(doc[MARK_KEY])] = doc.get("positions")  # type: ignore[assignment]
+            elif ADVANCE_KEY in doc:
+                if isinstance(doc[ADVANCE_KEY], int):
+                    last_wm = max(last_wm, doc[ADVANCE_KEY])
+            elif type(doc.get("@timestamp")) is int:
+                newest = max(newest, doc["@timestamp"])
         offset = records[-1][0] + 1
-    return marks
+    return marks, newest, last_wm
 
 
 def wrap_state(engine_state: bytes, marks: dict[str, dict]) -> bytes:
@@ -250,12 +257,14 @@ class Daemon:
             log.info("restored checkpoint", extra={"offset": ckpt.offset, "log_end": self.log.end_offset})
         else:
             self.next_offset = self.log.start_offset
-        # where each position-keeping input resumes: the last positions in the log
-        self._last_mark = {**self.marks, **scan_marks(self.log, self.next_offset)}
+        # where each position-keeping input resumes: the last positions in the log; and the event times
+        # the previous run appended after the checkpoint (the watermark must still get past them)
+        tail_marks, tail_newest, tail_wm = scan_tail(self.log, self.next_offset)
+        self._last_mark = {**self.marks, **tail_marks}
         self._file_committed = {}
         self.engine = engine
-        self._sent_wm = engine.wm
-        self._newest_ts = engine.max_ts
+        self._sent_wm = max(engine.wm, tail_wm)
+        self._newest_ts = max(engine.max_ts, tail_newest)
         self._ckpt_offset = self.next_offset
         self.pipeline = AlertPipeline(self.config.alerting, self.state_dir)
         for route in self.config.alerting.routes:

@@ -158,3 +158,35 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(tmp_path: Path) ->
     assert len(crash_ids) == len(set(crash_ids)), "an alert was written twice"
     assert sorted(crash_ids) == sorted(ref_ids)
     assert sorted(replay_ids(tmp_path / "ref" / "rules", [ref_file])) == sorted(ref_ids)
+
+
+@pytest.mark.timeout(120)
+def test_events_logged_before_a_kill_still_reach_the_watermark_after_restart(tmp_path: Path) -> None:
+    """Killed after the whole file is in the log but before the watermark record was written (the start-up
+    hold of idle_advance): the restarted daemon learns the newest event time from the log's tail and still
+    releases every alert."""
+    lines = feed_lines(300, 5)
+    last_event_s = calendar.timegm(time.strptime(lines[-2].split()[1].decode(), "%Y-%m-%dT%H:%M:%SZ"))
+    log_file = tmp_path / "auth.log"
+    log_file.write_bytes(b"".join(line + b"\n" for line in lines))
+    expected = sorted(replay_ids(_rules_dir(tmp_path), [log_file]))
+    d = DaemonProc.create(tmp_path, RULES, files_input(log_file), daemon={"idle_advance": "6s"})
+    try:
+        d.start()
+        size = log_file.stat().st_size
+        wait_for(lambda: committed_offset(d, log_file) == size, 30, "the whole file committed")
+        assert watermark_s(d) < last_event_s  # still in the start-up hold
+        d.kill()
+        assert d.alerts() == []
+        d.start()
+        ids = finish(d, log_file, last_event_s)
+    finally:
+        d.close()
+    assert sorted(ids) == expected
+
+
+def _rules_dir(tmp_path: Path) -> Path:
+    p = tmp_path / "replay-rules"
+    p.mkdir(exist_ok=True)
+    (p / "t.rules").write_text(RULES)
+    return p
