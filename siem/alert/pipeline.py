@@ -75,6 +75,7 @@ class AlertPipeline:
     def __init__(self, config: AlertingConfig, state_dir: str | Path, now_ms: Clock = wall_ms,
                  rng: random.Random | None = None, environ: dict[str, str] | None = None) -> None:
         self.config = config
+        self._unrouted: set[str] = set()  # rules already reported as matching no route
         self.state_dir = Path(state_dir)
         self.now_ms = now_ms
         self._rng = rng or random.Random()
@@ -289,8 +290,10 @@ class AlertPipeline:
     def _route_notification(self, n: Notification, now: int) -> None:
         routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
         if not routes:
-            log.warning("no alerting route matches rule %r (severity %s) and there is no default route",
-                        n.rule, n.severity)
+            if n.rule not in self._unrouted:  # once per rule: without routes every alert would repeat it
+                self._unrouted.add(n.rule)
+                log.warning("no alerting route matches rule %r (severity %s) and there is no default route; "
+                            "its alerts are only in the alert log", n.rule, n.severity)
             return
         fields_src = n.to_json()
         for r in routes:
