@@ -31,11 +31,13 @@ checkpoint) and exit 0; SIGHUP reloads config and rules (an invalid set keeps th
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import logging
 import os
 import signal
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,10 +196,52 @@ class _Stats:
     last_status_ms: int = field(default_factory=monotonic_ms)
 
 
+_POOL_MIN_BATCH = 256  # smaller intake batches are parsed in a thread: the pool's round trip is not worth it
+
+
+def encode_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
+                   ) -> tuple[list[bytes], dict[tuple[str, str], int], dict[tuple[str, str], tuple[int, int]]]:
+    """Parse raw records into encoded log records (runs in a thread or a parse worker process).
+
+    Returns the encoded events, the newest event time per source (input, origin) and the parsed/failed
+    counts per (input, format)."""
+    from siem.parse import parse  # noqa: PLC0415
+
+    events: list[Event] = []
+    times: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for rec in items:
+        ev = parse(rec.format, rec.data, ctx, rec.input)  # type: ignore[arg-type]
+        ev["event.ingested"] = rec.received_ms
+        if rec.origin and rec.input in file_inputs:
+            ev.setdefault("log.file.path", rec.origin)
+        events.append(ev)
+        ok, failed = counts.get((rec.input, rec.format), (0, 0))
+        counts[(rec.input, rec.format)] = (ok, failed + 1) if "error.message" in ev else (ok + 1, failed)
+        ts = ev.get("@timestamp")
+        if type(ts) is int:
+            key = (rec.input, rec.origin)
+            times[key] = max(times.get(key, ts), min(ts, limit_ms))  # type: ignore[type-var]
+    return encode_events(events), times, counts
+
+
+def _start_parse_pool(workers: int) -> tuple[ProcessPoolExecutor | None, int]:
+    """Parse worker processes (spawned: no fork of a threaded event loop); none when there is one CPU."""
+    n = (os.cpu_count() or 1) if workers < 0 else workers
+    if workers < 0 and n < 2:
+        n = 0
+    if n <= 0:
+        return None, 0
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")), n
+
+
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
                  print_alerts: bool = False) -> None:
         self.config = config
+        self._parse_pool: ProcessPoolExecutor | None = None  # parse worker processes (daemon.parse_workers)
+        self._ckpt_task: asyncio.Task[None] | None = None  # the checkpoint being written
+        self._parse_workers = 0
         self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
@@ -276,8 +320,13 @@ class Daemon:
         from siem.parse import ParseContext  # noqa: PLC0415
 
         self._ctx = ParseContext(tz=ZoneInfo(d.timezone), now_ms=None)
+        if self._parse_pool is None:
+            self._parse_pool, self._parse_workers = _start_parse_pool(d.parse_workers)
 
     def close_state(self) -> None:
+        if self._parse_pool is not None:
+            self._parse_pool.shutdown(wait=True, cancel_futures=True)
+            self._parse_pool = None
         if self.log is not None:
             self.log.close()
         if self._lock is not None:
@@ -363,7 +412,7 @@ class Daemon:
     async def _append(self, items: list[RawRecord], marks: dict[str, dict], wm: int | None = None) -> None:
         """Parse and append, with the positions and the watermark they make; a refusing disk is retried
         (intake waits meanwhile), never dropped."""
-        payloads, times = await asyncio.to_thread(self._encode, items)
+        payloads, times = await self._encode_async(items)
         now = monotonic_ms()
         for key, ts in times.items():
             self._src_max[key] = max(self._src_max.get(key, ts), ts)
@@ -421,25 +470,31 @@ class Daemon:
         wm = newest - d.lateness_ms
         return wm if wm > self._sent_wm else None
 
-    def _encode(self, items: list[RawRecord]) -> tuple[list[bytes], dict[tuple[str, str], int]]:
-        """Parse (worker thread); also the newest event time per source in this batch."""
-        from siem.parse import parse  # noqa: PLC0415
-
-        events: list[Event] = []
-        times: dict[tuple[str, str], int] = {}
-        ctx = self._ctx
+    async def _encode_async(self, items: list[RawRecord]) -> tuple[list[bytes], dict[tuple[str, str], int]]:
+        """Parse a batch: in the parse worker processes when there are some and the batch is worth
+        splitting, else in a thread. Returns the encoded events and the newest event time per source."""
         limit = wall_ms() + self.config.daemon.future_skew_ms  # the engine clamps forged future times too
-        for rec in items:
-            ev = parse(rec.format, rec.data, ctx, rec.input)
-            ev["event.ingested"] = rec.received_ms
-            if rec.origin and rec.input in self.inputs and self.inputs[rec.input].spec.type == "files":
-                ev.setdefault("log.file.path", rec.origin)
-            events.append(ev)
-            ts = ev.get("@timestamp")
-            if type(ts) is int:
-                key = (rec.input, rec.origin)
-                times[key] = max(times.get(key, ts), min(ts, limit))  # type: ignore[type-var]
-        return encode_events(events), times
+        file_inputs = frozenset(n for n, i in self.inputs.items() if i.spec.type == "files")
+        pool = self._parse_pool
+        if pool is None or len(items) < _POOL_MIN_BATCH:
+            payloads, times, _ = await asyncio.to_thread(encode_records, items, self._ctx, limit, file_inputs)
+            return payloads, times
+        loop = asyncio.get_running_loop()
+        n = self._parse_workers
+        step = -(-len(items) // n)
+        parts = await asyncio.gather(*(
+            loop.run_in_executor(pool, encode_records, items[i : i + step], self._ctx, limit, file_inputs)
+            for i in range(0, len(items), step)))
+        payloads, times = [], {}
+        for part_payloads, part_times, counts in parts:
+            payloads += part_payloads
+            for key, ts in part_times.items():
+                times[key] = max(times.get(key, ts), ts)
+            for (input_name, fmt), (ok, failed) in counts.items():  # the workers' own counters are not served
+                metrics.EVENTS_PARSED.labels(input=input_name, format=fmt).inc(ok)
+                if failed:
+                    metrics.EVENTS_FAILED.labels(input=input_name, format=fmt).inc(failed)
+        return payloads, times
 
     def _commit_files(self, force: bool = False) -> None:
         """Also write the logged positions to the inputs' own state files (once they are fsync'ed), so a
@@ -510,7 +565,7 @@ class Daemon:
             now = monotonic_ms()
             if self.next_offset > self._ckpt_offset and (
                     since_ckpt_records >= d.checkpoint_records or now - last_ckpt_ms >= d.checkpoint_interval_ms):
-                await asyncio.to_thread(self.checkpoint)
+                await self._checkpoint_in_background()
                 since_ckpt_records, last_ckpt_ms = 0, now
             metrics.CHECKPOINT_AGE.set((now - last_ckpt_ms) / 1000)
             if self._writer_done.is_set() and caught_up and not batch and batch_end >= lg.end_offset:
@@ -555,16 +610,32 @@ class Daemon:
 
     def checkpoint(self) -> None:
         """Window state + the offset it covers, atomically; then the log may drop what is below."""
-        engine, lg = self._engine(), self._log()
-        offset = self.next_offset
-        if lg.durable_offset < offset:
-            lg.sync()
-        save_checkpoint(self.state_dir, offset, wrap_state(engine.snapshot(), self.marks))
-        lg.commit(offset)
-        self._ckpt_offset = offset
+        self._write_checkpoint(*self._take_snapshot())
+
+    def _take_snapshot(self) -> tuple[int, bytes]:
+        """The state to checkpoint and the offset it covers (while the engine is not evaluating)."""
+        engine = self._engine()
         for rule, n in engine.window_keys().items():
             metrics.WINDOW_KEYS.labels(rule=rule).set(n)
+        return self.next_offset, wrap_state(engine.snapshot(), self.marks)
+
+    def _write_checkpoint(self, offset: int, state: bytes) -> None:
+        """fsync the log up to offset, write the checkpoint, let the log drop what is below it."""
+        lg = self._log()
+        if lg.durable_offset < offset:
+            lg.sync()
+        save_checkpoint(self.state_dir, offset, state)
+        lg.commit(offset)
+        self._ckpt_offset = offset
         log.debug("checkpoint", extra={"offset": offset})
+
+    async def _checkpoint_in_background(self) -> None:
+        """Snapshot now; write and fsync while the engine goes on (the fsync was the latency tail).
+        One write at a time, in order; a write still running makes this round wait for it."""
+        if self._ckpt_task is not None:
+            await self._ckpt_task
+        offset, state = await asyncio.to_thread(self._take_snapshot)
+        self._ckpt_task = asyncio.create_task(asyncio.to_thread(self._write_checkpoint, offset, state))
 
     # --- reload -----------------------------------------------------------------------------------
 
@@ -695,6 +766,8 @@ class Daemon:
             await writer
             self._appended.set()
             await engine
+            if self._ckpt_task is not None:
+                await self._ckpt_task
             await asyncio.to_thread(self.checkpoint)
             log.info("stopped cleanly", extra={"offset": self.next_offset})
             return 0

@@ -136,3 +136,38 @@ def test_a_source_with_a_broken_clock_does_not_hold_back_live_alerts(daemon: Dae
         stop.set()
         sender.join(5)
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(120)
+def test_parse_worker_processes_give_the_alerts_of_replay(tmp_path: Path) -> None:
+    """With parse_workers = 2, a backfilled file is parsed in worker processes: same alerts as replay,
+    and the parsed-events counter still counts every line."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    (tmp_path / "logs").mkdir()
+    log_file = tmp_path / "logs" / "auth.log"
+    lines = [sshd_line(f"Mar  9 10:{i // 60:02d}:{i % 60:02d}", f"198.51.100.{i % 7}", i) for i in range(3000)]
+    log_file.write_bytes(b"".join(line + b"\n" for line in lines))
+    d = DaemonProc.create(
+        tmp_path, SSH_RULES,
+        inputs={"auth_files": {"type": "files", "format": "syslog", "paths": [str(log_file)], "poll_interval": "50ms"}},
+        daemon={"lateness": "1s", "idle_advance": "300ms", "parse_workers": 2, "timezone": "UTC"},
+    )
+    try:
+        d.start()
+        (tmp_path / "r.rules").write_text(SSH_RULES)
+        replay = subprocess.run([sys.executable, "-m", "siem", "replay", "--rules", str(tmp_path / "r.rules"),
+                                 "--timezone", "UTC", str(log_file)], capture_output=True, text=True, timeout=60)
+        expected = sorted(line for line in replay.stdout.splitlines() if line)
+        d.wait_alerts(len(expected))
+        port = d.config.read_text().split("metrics_address = \"127.0.0.1:")[1].split("\"")[0]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        parsed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith('siem_events_parsed_total{') and 'input="auth_files"' in line)
+        assert parsed == 3000
+        assert sorted(a["id"] for a in d.alerts()) == sorted(__import__("orjson").loads(x)["id"] for x in expected)
+        assert d.terminate() == 0
+    finally:
+        d.close()
