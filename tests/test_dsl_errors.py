@@ -48,7 +48,7 @@ def test_syntax_error_names_what_was_expected_with_a_caret() -> None:
     with pytest.raises(RuleError) as exc:
         load_texts({"r.rules": "rule r {\n  when user.name == \n}\n"})
     text = str(exc.value)
-    assert text.splitlines()[0].startswith("r.rules:3:1: error[syntax]: syntax error: expected literal")
+    assert text.splitlines()[0].startswith("r.rules:3:1: error[syntax]: syntax error: expected literal or field(name)")
     assert text.splitlines()[-1].strip() == "^"
 
 

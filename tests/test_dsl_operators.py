@@ -130,3 +130,36 @@ def test_unhashable_values_do_not_break_a_batch() -> None:
     src = 'rule r { when user.name == "root" or user.name contains "admin" }'
     events = [ev(0, user__name=["a", "b"]), ev(1, user__name={"x": 1}), ev(2, user__name="root")]
     assert [a.events[0]["user.name"] for a in run(src, events)] == ["root"]
+
+
+FIELD_CASES = [
+    ('user.name != field(user.target.name)', {"user.name": "alice", "user.target.name": "bob"},
+     {"user.name": "alice", "user.target.name": "alice"}),
+    ('user.name == field(user.target.name)', {"user.name": "root", "user.target.name": "root"},
+     {"user.name": "root", "user.target.name": "toor"}),
+    ('user.name i== field(user.target.name)', {"user.name": "Root", "user.target.name": "rOOT"},
+     {"user.name": "root", "user.target.name": "admin"}),
+    ("source.port == field(destination.port)", {"source.port": 22, "destination.port": 22},
+     {"source.port": 22, "destination.port": 2222}),
+    ('user.name != field(user.target.name)', {"user.name": "a", "user.target.name": "b"}, {"user.name": "a"}),
+]
+
+
+@pytest.mark.parametrize("cond,hit,miss", FIELD_CASES, ids=[c[0] + str(i) for i, c in enumerate(FIELD_CASES)])
+def test_field_to_field_comparison(cond: str, hit: dict, miss: dict) -> None:
+    """field(...) compares two fields of one event; a missing side never matches."""
+    src = f"rule r {{ when {cond} }}"
+    assert len(run(src, [ev(0, **{k.replace('.', '__'): v for k, v in hit.items()})])) == 1
+    assert run(src, [ev(0, **{k.replace('.', '__'): v for k, v in miss.items()})]) == []
+
+
+def test_field_comparison_type_errors() -> None:
+    """Only == and != between fields of the same kind."""
+    from siem.dsl.loader import load_texts
+    from siem.errors import RuleError
+
+    for src in ("rule r { when user.name < field(user.target.name) }",
+                "rule r { when user.name == field(source.port) }"):
+        with pytest.raises(RuleError) as exc:
+            load_texts({"r.rules": src})
+        assert [i.code for i in exc.value.issues] == ["type"]

@@ -31,6 +31,17 @@ class Compare:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldCompare:
+    """field OP field(other) with OP in == != (i== i!= case-insensitive): two fields of one event."""
+
+    field: str
+    op: str
+    other: str
+    ci: bool = False
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True, slots=True)
 class InSet:
     field: str
     values: tuple[str | int | float | bool, ...]
@@ -104,7 +115,7 @@ class TrueExpr:
     """Matches every event (a rule without `when`)."""
 
 
-Expr = Compare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr
+Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr
 
 
 # --- correlations ---------------------------------------------------------------------------------

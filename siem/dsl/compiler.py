@@ -90,6 +90,8 @@ def _compile(node: ast.Expr) -> MaskFn:
             if ci:
                 return _lut_mask(field, lambda s: fn(s.casefold(), target))
             return _lut_mask(field, lambda s: fn(s, target))
+        case ast.FieldCompare(field, op, other, ci):
+            return _field_compare(field, op == "!=", other, ci)
         case ast.InSet(field, values, ci) if _is_number_field(field):
             nums = np.array([float(v) for v in values], dtype=np.float64)
             return lambda b: np.isin(b.number(field), nums)
@@ -133,6 +135,35 @@ def _equals(field: str, value: Any) -> MaskFn:
         return col.codes == code
 
     return eq
+
+
+def _field_compare(field: str, negate: bool, other: str, ci: bool) -> MaskFn:
+    """Two fields of the same event, equal (or not); evaluated once per distinct pair of values.
+    A missing field on either side never matches, as with a literal."""
+    if _is_number_field(field) and _is_number_field(other):
+        def numbers(b: Batch) -> np.ndarray:
+            left, right = b.number(field), b.number(other)
+            both = ~np.isnan(left) & ~np.isnan(right)
+            return both & ((left != right) if negate else (left == right))
+
+        return numbers
+
+    def texts(b: Batch) -> np.ndarray:
+        lc, rc = b.keyword(field), b.keyword(other)
+        pairs = lc.codes.astype(np.int64) * (len(rc.values) + 1) + rc.codes
+        uniq, inverse = np.unique(pairs, return_inverse=True)
+        lut = np.empty(len(uniq), dtype=bool)
+        for i, pair in enumerate(uniq.tolist()):
+            lv, rv = lc.values[pair // (len(rc.values) + 1)], rc.values[pair % (len(rc.values) + 1)]
+            if lv is None or rv is None:
+                lut[i] = False
+                continue
+            ls, rs = str(lv), str(rv)
+            same = ls.casefold() == rs.casefold() if ci else ls == rs
+            lut[i] = same != negate
+        return lut[inverse.reshape(-1)]
+
+    return texts
 
 
 def _lut_mask(field: str, pred: ValuePred) -> MaskFn:

@@ -23,7 +23,7 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     expr       = and_expr { "or" and_expr } ;
     and_expr   = not_expr { "and" not_expr } ;
     not_expr   = "not" not_expr | "(" expr ")" | predicate | IDENT (* a macro *) ;
-    predicate  = FIELD ( CMP literal | ["not"] "in" ( cidr | values | IDENT ) | "iin" ( values | IDENT )
+    predicate  = FIELD ( CMP ( literal | "field" "(" FIELD ")" ) | ["not"] "in" ( cidr | values | IDENT ) | "iin" ( values | IDENT )
                        | STROP ( STRING | values | IDENT ) | "matches" REGEX | "exists" ) ;
     cidr       = "cidr" "(" ( values | IDENT | STRING { "," STRING } ) ")" ;
     values     = "[" [ literal { "," literal } [","] ] "]" ;
@@ -66,7 +66,7 @@ S = pp.Suppress
 KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
     "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains "
-    "startswith endswith icontains istartswith iendswith matches exists cidr file true false x"
+    "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x"
 ).split()
 
 _RESERVED = frozenset(KEYWORDS)
@@ -128,6 +128,8 @@ def _values(v: Any, loc: Location) -> Any:
 def _pred_compare(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
     loc, field, op, value = t[0], t[1], t[2], t[3]
     ci = op.startswith("i")
+    if isinstance(value, ast.FieldCompare):  # the FIELD_REF marker: compare with another field
+        return ast.FieldCompare(field, op[1:] if ci else op, value.other, ci, loc)
     return ast.Compare(field, op[1:] if ci else op, value, ci, loc)
 
 
@@ -159,9 +161,15 @@ def _pred_regex(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
 
 NOT_WORD = pp.Opt(K("not"), default="")
 
+FIELD_REF = (S(K("field")) - S("(") - FIELD - S(")")).set_parse_action(
+    lambda t: ast.FieldCompare("", "", t[0])
+).set_name("field(name)")
+
 PREDICATE = pp.MatchFirst(
     [
-        _with_loc(FIELD + CMP_OP - LITERAL).set_parse_action(_pred_compare),
+        _with_loc(FIELD + CMP_OP - (LITERAL | FIELD_REF).set_name("literal or field(name)")).set_parse_action(
+            _pred_compare
+        ),
         _with_loc(FIELD + NOT_WORD + K("in") + S(K("cidr")) - S("(") - CIDR_ARGS - S(")")).set_parse_action(
             lambda s, l, t: _pred_in(s, l, pp.ParseResults([t[0], t[1], t[2], "cidr", t[4]]))
         ),

@@ -382,6 +382,12 @@ class _Resolver:
                     self.error("type", f"'{field}' is a text field, compared with the number {value!r}: quote it", loc)
                 if ci and ftype == schema.LONG:
                     self.error("type", f"case-insensitive comparison on the number field '{field}'", loc)
+            case ast.FieldCompare(field, op, other, ci, loc):
+                ftype, otype = self.check_field(field, loc), self.check_field(other, loc)
+                if op not in ("==", "!="):
+                    self.error("type", f"two fields compare with == or != only, not {op}", loc)
+                elif ftype is not None and otype is not None and (ftype == schema.LONG) != (otype == schema.LONG):
+                    self.error("type", f"'{field}' is {ftype} but '{other}' is {otype}", loc)
             case ast.InSet(field, values, ci, loc):
                 ftype = self.check_field(field, loc)
                 for v in values:
