@@ -1,115 +1,68 @@
-"""PROTOTYPE (not the daemon): parsing in a multiprocessing.Pool of 2 workers feeding one engine.
+"""Multi-core: the real daemon (`siem run`) backfilling one sshd file with 0 and with N parse workers.
 
-The daemon (siem/daemon.py) parses in a worker *thread* of its one process (``Daemon._encode`` via
-asyncio.to_thread), so parsing and rule evaluation share one core under the GIL. This measures the
-speed-up a process pool could give on this machine: the file is cut into chunks of 4096 lines, workers
-parse a chunk each and send the events back as one orjson document (cheaper than pickling dicts), the
-main process decodes them and runs Engine.process in order (Pool.imap keeps chunk order). Wall time is
-compared with the same replay in one process (bench.stages.end_to_end), run just before.
+The daemon parses intake batches of 256 records or more in worker processes (`[daemon] parse_workers`),
+while its own process reads files, appends to the log and runs the engine. Each run starts a fresh
+daemon on a fresh state directory with a files input over the workload, and the clock stops when the
+alert log holds every alert `siem replay` finds in the same file (so both runs did all the work).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import resource
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 
-import orjson
-
-from siem.dsl.loader import RuleSet
-from siem.engine.runtime import Engine
-from siem.parse import ParseContext, parse
-
-from bench.stages import end_to_end
-from bench.workload import NOW_MS
-
-CHUNK = 4096
-_fmt = "syslog"
-_origin = ""
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 
 
-def _init(fmt: str, origin: str) -> None:
-    global _fmt, _origin
-    _fmt, _origin = fmt, origin
+def _replay_alert_count(path: Path) -> int:
+    out = subprocess.run([sys.executable, "-m", "siem", "replay", "--rules", str(RULES_DIR), "--timezone", "UTC",
+                          "--quiet", str(path)], capture_output=True, timeout=600, check=True)
+    return sum(1 for line in out.stdout.splitlines() if line.strip())
 
 
-def _parse_chunk(lines: list[bytes]) -> bytes:
-    ctx = ParseContext(now_ms=NOW_MS)
-    out = []
-    for raw in lines:
-        if raw.strip():
-            ev = parse(_fmt, raw, ctx, "replay")
-            ev.setdefault("log.file.path", _origin)
-            out.append(ev)
-    return orjson.dumps(out)
+def _daemon_run(path: Path, workers: int, expected: int, timeout_s: float = 300) -> float:
+    """Seconds from start until the alert log holds `expected` alerts (the daemon's own start included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        config = base / "siem.toml"
+        config.write_text(
+            f'[daemon]\nstate_dir = "{base / "state"}"\nrules = ["{RULES_DIR}"]\nmetrics_address = ""\n'
+            f'parse_workers = {workers}\ntimezone = "UTC"\nlog_level = "warning"\n'
+            f'[inputs.backfill]\ntype = "files"\nformat = "syslog"\npaths = ["{path}"]\n')
+        alerts = base / "state" / "alerts" / "alerts.jsonl"
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "siem", "run", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base)
+        try:
+            while time.perf_counter() - started < timeout_s:
+                if alerts.exists():
+                    with open(alerts, "rb") as f:
+                        if sum(1 for _ in f) >= expected:
+                            return time.perf_counter() - started
+                if proc.poll() is not None:
+                    raise RuntimeError(f"siem run exited with {proc.returncode}")
+                time.sleep(0.1)
+            raise TimeoutError(f"the daemon did not write {expected} alerts within {timeout_s:.0f}s")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
-def _chunks(path: Path):
-    with open(path, "rb") as f:
-        while chunk := list(islice(f, CHUNK)):
-            yield chunk
-
-
-def pooled(fmt: str, path: Path, ruleset: RuleSet, workers: int = 2) -> dict:
-    engine = Engine(ruleset, lateness_ms=10_000, future_skew_ms=None)
-    ctx = multiprocessing.get_context("fork")
-    events = alerts = 0
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pool = ctx.Pool(workers, initializer=_init, initargs=(fmt, str(path)))
-    try:
-        w0, c0 = time.perf_counter(), time.process_time()
-        for blob in pool.imap(_parse_chunk, _chunks(path), chunksize=1):
-            evs = orjson.loads(blob)
-            events += len(evs)
-            alerts += len(engine.process(evs))
-        alerts += len(engine.flush())
-        wall, main_cpu = time.perf_counter() - w0, time.process_time() - c0
-    finally:
-        pool.close()
-        pool.join()
-    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    workers_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
-    return {"events": events, "alerts": alerts, "wall_s": wall, "main_cpu_s": main_cpu, "workers_cpu_s": workers_cpu}
-
-
-def measure(fmt: str, path: Path, ruleset: RuleSet, runs: int = 3, workers: int = 2) -> dict:
-    single, multi = [], []
-    with tempfile.TemporaryFile() as out:
-        for _ in range(runs):
-            out.seek(0)
-            out.truncate()
-            single.append(end_to_end(fmt, path, ruleset, out))
-            multi.append(pooled(fmt, path, ruleset, workers))
-    n = single[0]["events"]
-    one = n / statistics.median(r["wall_s"] for r in single)
-    many = n / statistics.median(r["wall_s"] for r in multi)
-    # noise-robust estimate for an otherwise idle machine with `cpus` cores: the critical path is the
-    # main process (decode + engine) or the total CPU spread over the cores, whichever is longer
-    single_cpu = statistics.median(r["cpu_s"] for r in single)
-    main_cpu = statistics.median(r["main_cpu_s"] for r in multi)
-    workers_cpu = statistics.median(r["workers_cpu_s"] for r in multi)
-    cpus = multiprocessing.cpu_count()
-    bound = max(main_cpu, (main_cpu + workers_cpu) / cpus)
+def measure(path: Path, lines: int, runs: int = 3, workers: int | None = None) -> dict:
+    n = workers or max(os.cpu_count() or 1, 2)
+    expected = _replay_alert_count(path)
+    one = [_daemon_run(path, 0, expected) for _ in range(runs)]
+    many = [_daemon_run(path, n, expected) for _ in range(runs)]
+    t1, tn = statistics.median(one), statistics.median(many)
     return {
-        "prototype": True,
-        "what": f"bench/multicore.py: multiprocessing.Pool({workers}) parsing 4096-line chunks, one engine "
-                "in the main process; NOT what `siem run` does (its parsing is a thread in the one process)",
-        "format": fmt,
-        "events": n,
-        "workers": workers,
-        "cpus": multiprocessing.cpu_count(),
-        "single_events_per_s_wall": one,
-        "pool_events_per_s_wall": many,
-        "speedup": many / one,
-        "single_cpu_s": single_cpu,
-        "pool_main_cpu_s": main_cpu,
-        "pool_workers_cpu_s": workers_cpu,
-        "speedup_cpu_bound_estimate": single_cpu / bound,
-        "same_alert_count": single[0]["alerts"] == multi[0]["alerts"],
-        "alerts_single": single[0]["alerts"],
-        "alerts_pool": multi[0]["alerts"],
+        "what": "siem run backfilling one sshd file: parse_workers = 0 vs N (wall time until every alert is logged)",
+        "format": "syslog", "events": lines, "alerts": expected, "workers": n, "cpus": os.cpu_count(),
+        "seconds_no_workers": t1, "seconds_workers": tn,
+        "events_per_s_no_workers": lines / t1, "events_per_s_workers": lines / tn,
+        "runs_no_workers_s": one, "runs_workers_s": many, "speedup": t1 / tn,
     }
