@@ -37,7 +37,7 @@ from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 2  # 2: threshold windows hold plain lists
+SNAPSHOT_VERSION = 3  # 2: threshold windows hold plain lists; 3: window state keeps compact samples
 _MIN_TS = -(2**62)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
 

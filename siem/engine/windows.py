@@ -116,6 +116,17 @@ class _Window:
     samples: list[Event]  # the last few contributing events
 
 
+SAMPLE_FIELDS = ("@timestamp", "event.original", "event.dataset", "event.action", "event.outcome", "host.name",
+                 "source.ip", "user.name", "log.file.path", "event.ingested")
+
+
+def sample(event: Event, extra: tuple[str, ...] = ()) -> Event:
+    """What window state keeps of a contributing event (and alerts show): the raw line, the fields an
+    analyst looks at first and `extra` (fields a message aggregates). Keeping whole events would multiply
+    state size and checkpoint time."""
+    return {k: event[k] for k in (*SAMPLE_FIELDS, *extra) if k in event}
+
+
 def _aggregates(vals: dict[str, list[object]], lo: int, hi: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for f, col in vals.items():
@@ -156,7 +167,7 @@ class ThresholdCorrelator(Correlator):
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once
                 ev = events[rows_l[pos[0]]]
-                state[key] = _Window([ts_all[pos[0]]], {f: [ev.get(f)] for f in agg_fields}, [ev])
+                state[key] = _Window([ts_all[pos[0]]], {f: [ev.get(f)] for f in agg_fields}, [sample(ev)])
                 continue
             new_ts = [ts_all[p] for p in pos]
             if win is None:
@@ -175,7 +186,7 @@ class ThresholdCorrelator(Correlator):
             if ordered and len(T) < cannot_fire_below:
                 reset = 0
                 new_events = [events[rows_l[p]] for p in pos[-k_samples:]]
-                recent_pool = old_samples + new_events
+                recent_pool = old_samples + [sample(e) for e in new_events]
             else:
                 new_events = [events[rows_l[p]] for p in pos]
                 kept = old_samples[-base:] if base else []
@@ -188,7 +199,7 @@ class ThresholdCorrelator(Correlator):
                     evs = [evs[i] for i in order]
                     start = min(j for j, i in enumerate(order) if i >= base)
                 reset = self._scan(key, np.array(T, dtype=np.int64), vals, start, evs, fires)
-                recent_pool = [e for e in evs[reset:] if e is not None]
+                recent_pool = [sample(e) for e in evs[reset:] if e is not None]
             cut = T[-1] - window_ms
             keep_from = reset if T[reset if reset < len(T) else -1] > cut else max(reset, bisect_right(T, cut))
             if keep_from >= len(T):
@@ -264,7 +275,7 @@ class ThresholdCorrelator(Correlator):
         window = [e for e in evs[start : p + 1] if e is not None]
         trigger = evs[p] or (window[-1] if window else {"@timestamp": int(T[p])})
         fires.append(
-            Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger, window[-self.sample_size :],
+            Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger, [sample(e) for e in window[-self.sample_size :]],
                  _aggregates(vals, start, p + 1))
         )
         return p + 1
@@ -301,7 +312,7 @@ class SequenceCorrelator(Correlator):
                 while lst and lst[0][0] <= t - spec.window_ms:
                     lst.pop(0)
             if masks[last][i]:
-                chain = self._complete(steps, (t, self.seq, event))
+                chain = self._complete(steps, (t, self.seq, sample(event, self.agg_fields)))
                 if chain is not None:
                     fires.append(Fire(key, chain[0][0], t, len(chain), event,
                                       [e for _, _, e in chain][-self.sample_size :],
@@ -312,7 +323,7 @@ class SequenceCorrelator(Correlator):
             for j in range(last + 1):
                 if masks[j][i]:
                     lst = steps[j]
-                    lst.append((t, self.seq, event))
+                    lst.append((t, self.seq, sample(event, self.agg_fields)))
                     if len(lst) > max(spec.steps[j].min_count, 1) * 4:
                         del lst[: len(lst) - spec.steps[j].min_count * 4]
             if not any(steps):
@@ -365,7 +376,7 @@ class AbsentCorrelator(Correlator):
             if prev is not None and t - prev[0] > self.spec.window_ms:
                 fires.append(self._silence(key, prev))
             if prev is None or t >= prev[0]:  # a late event never moves "last seen" backwards
-                self.state[key] = (t, batch.events[rows_l[i]])
+                self.state[key] = (t, sample(batch.events[rows_l[i]]))
         return fires
 
     def advance(self, stream_ms: int) -> list[Fire]:
