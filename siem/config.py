@@ -70,8 +70,8 @@ class DaemonConfig:
     batch_max_events: int = 4096  # engine micro-batch: at most this many events ...
     batch_max_wait_ms: int = 200  # ... and an event waits at most this long before evaluation
     intake_queue_size: int = 10_000  # raw records between the collectors and the log writer
-    checkpoint_interval_ms: int = 5_000  # engine checkpoint at least this often (when there was input)
-    checkpoint_records: int = 50_000  # ... or after this many records
+    checkpoint_interval_ms: int = 30_000  # engine checkpoint at least this often (when there was input)
+    checkpoint_records: int = 500_000  # ... or after this many records
     idle_advance_ms: int = 2_000  # caught up and no input this long: advance the watermark on the wall clock
     live_horizon_ms: int = 3_600_000  # ... only when the last events were at most this far behind the wall clock
     metrics_address: str = DEFAULT_METRICS  # "" turns the exporter off
