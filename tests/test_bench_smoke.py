@@ -29,7 +29,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert set(f["stages"]) == {"read", "parse", "evaluate", "alerting"}
         assert f["peak_rss_mib"] > 0
     assert [r["rules"] for r in res["scaling"]["rows"]] == [10, 100, 1000]
-    assert res["multicore"]["prototype"] is True and res["multicore"]["same_alert_count"]
+    assert res["multicore"]["workers"] >= 1 and res["multicore"]["speedup"] > 0 and res["multicore"]["alerts"] > 0
     assert [r["rules"] for r in res["sec"]["rows"]] == [1, 50]
     assert all(r["same_sources"] and r["sources_equal_attackers"] for r in res["sec"]["rows"])
     assert res["memory"]["live_keys"] == res["memory"]["keys_fed"]
