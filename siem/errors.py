@@ -12,7 +12,6 @@ User-facing errors carry their issues so that a CLI can print all of them at onc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +75,3 @@ class InputError(SiemError):
 class StateError(SiemError):
     """A state file is corrupt or cannot be written."""
 
-
-def display_path(path: str | Path) -> str:
-    return str(path)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-import orjson
 
 from siem.dsl.loader import load_rules
 from siem.engine.runtime import Engine
@@ -103,7 +102,7 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
     with _open(path) as f:
         head = f.readlines(8192)
         chosen = fmt or detect_format(path, head)
-        lines = _chain(head, f)
+        lines = itertools.chain(head, f)
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             counters["bytes"] += sum(map(len, chunk))
             events = parse_batch(chosen, [raw for raw in chunk if not raw.isspace()], ctx, input_name="replay")
@@ -113,11 +112,6 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
             counters["events"] += len(events)
             counters["failed"] += sum("error.message" in ev for ev in events)
             yield from events
-
-
-def _chain(head: list[bytes], rest: IO[bytes]) -> Iterator[bytes]:
-    yield from head
-    yield from rest
 
 
 def input_files(paths: list[str]) -> list[Path]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
 import pyparsing as pp
 import re2
 
@@ -345,8 +346,6 @@ class _Resolver:
             for line in case.lines:
                 if line.event_json is not None:
                     try:
-                        import orjson
-
                         ev = orjson.loads(line.event_json)
                         if not isinstance(ev, dict):
                             raise ValueError("not an object")

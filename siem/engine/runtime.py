@@ -147,7 +147,6 @@ class Engine:
         self.pending_events: list[Event] = []
         self.pending_ts = np.empty(0, np.int64)
         self.pending_seq = np.empty(0, np.int64)
-        self.events_in = 0
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -156,7 +155,6 @@ class Engine:
         n = len(events)
         if n == 0:
             return []
-        self.events_in += n
         try:  # the usual case, every @timestamp an int: one C loop
             ts = np.fromiter(map(dict.get, events, repeat("@timestamp", n)), dtype=np.int64, count=n)
         except (TypeError, ValueError, OverflowError):
@@ -170,8 +168,7 @@ class Engine:
         maxes = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))
         wms = np.maximum(maxes - self.lateness_ms, self.wm)
         wm_before, wm_after = wms[:-1], wms[1:]
-        late = ts < wm_before
-        eff = ts  # a late event keeps its own time: windows are per key, and per key it is usually in order
+        late = ts < wm_before  # a late event keeps its own time: windows are per key, and per key it is usually in order
         seq = np.arange(self.seq, self.seq + n, dtype=np.int64)
         idx = np.arange(n, dtype=np.int64)
         step = np.where(late, idx, np.maximum(idx, np.searchsorted(wm_after, ts, "left")))
@@ -182,7 +179,7 @@ class Engine:
         # events carried from earlier batches, released at the first step whose watermark covers them
         p_step = np.searchsorted(wm_after, self.pending_ts, "left")
         all_events = self.pending_events + events
-        all_ts = np.concatenate([self.pending_ts, eff])
+        all_ts = np.concatenate([self.pending_ts, ts])
         all_seq = np.concatenate([self.pending_seq, seq])
         all_step = np.concatenate([p_step, step])
         all_phase = np.concatenate([np.ones(len(self.pending_ts), np.int64), phase])
