@@ -53,7 +53,7 @@ from siem.config import Config, InputSpec, load_config
 from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.runtime import Engine
 from siem.errors import ConfigError, InputError, RuleError, SiemError, StateError
-from siem.log.checkpoint import load_checkpoint, save_checkpoint
+from siem.log.checkpoint import ForkedCheckpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from siem.log.codec import decode_event, encode_events
 from siem.log.local import DirLock, LocalLog
 from siem.logsetup import register_secret
@@ -287,6 +287,7 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.state_dir)
+        remove_stale_temporaries(self.state_dir)
         self.log = self.config.log.build(self.state_dir / "log")
         # the engine's watermark moves only with the advance records in the log (see _source_watermark)
         engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=d.future_skew_ms)
@@ -614,28 +615,55 @@ class Daemon:
 
     def _take_snapshot(self) -> tuple[int, bytes]:
         """The state to checkpoint and the offset it covers (while the engine is not evaluating)."""
-        engine = self._engine()
-        for rule, n in engine.window_keys().items():
+        self._set_window_metrics()
+        return self.next_offset, wrap_state(self._engine().snapshot(), self.marks)
+
+    def _set_window_metrics(self) -> None:
+        for rule, n in self._engine().window_keys().items():
             metrics.WINDOW_KEYS.labels(rule=rule).set(n)
-        return self.next_offset, wrap_state(engine.snapshot(), self.marks)
 
     def _write_checkpoint(self, offset: int, state: bytes) -> None:
         """fsync the log up to offset, write the checkpoint, let the log drop what is below it."""
+        self._sync_log(offset)
+        save_checkpoint(self.state_dir, offset, state)
+        self._checkpoint_written(offset)
+
+    def _sync_log(self, offset: int) -> None:
         lg = self._log()
         if lg.durable_offset < offset:
             lg.sync()
-        save_checkpoint(self.state_dir, offset, state)
-        lg.commit(offset)
+
+    def _checkpoint_written(self, offset: int) -> None:
+        self._log().commit(offset)
         self._ckpt_offset = offset
         log.debug("checkpoint", extra={"offset": offset})
 
     async def _checkpoint_in_background(self) -> None:
-        """Snapshot now; write and fsync while the engine goes on (the fsync was the latency tail).
-        One write at a time, in order; a write still running makes this round wait for it."""
+        """Fork a child that writes the state of this instant (siem.log.checkpoint.ForkedCheckpoint) while
+        the engine goes on; fsync the log meanwhile, then publish the file. One at a time: a write still
+        running makes this round wait for it. A failed write is logged and the next round tries again
+        (siem_checkpoint_age_seconds keeps growing, which the shipped Prometheus rules alert on)."""
         if self._ckpt_task is not None:
             await self._ckpt_task
-        offset, state = await asyncio.to_thread(self._take_snapshot)
-        self._ckpt_task = asyncio.create_task(asyncio.to_thread(self._write_checkpoint, offset, state))
+        self._set_window_metrics()
+        offset, engine, marks = self.next_offset, self._engine(), self.marks
+        try:
+            writer = ForkedCheckpoint(self.state_dir, offset, lambda: wrap_state(engine.snapshot(), marks))
+        except OSError as exc:  # fork refused (memory or process limits): snapshot here, stalling evaluation
+            log.warning("cannot fork a checkpoint writer (%s); checkpointing in the daemon process", exc)
+            offset, state = await asyncio.to_thread(self._take_snapshot)
+            self._ckpt_task = asyncio.create_task(asyncio.to_thread(self._write_checkpoint, offset, state))
+            return
+        self._ckpt_task = asyncio.create_task(asyncio.to_thread(self._publish_checkpoint, writer))
+
+    def _publish_checkpoint(self, writer: ForkedCheckpoint) -> None:
+        try:
+            self._sync_log(writer.offset)
+            writer.finish()
+        except StateError as exc:
+            log.error("checkpoint at offset %d not written: %s", writer.offset, exc)
+            return
+        self._checkpoint_written(writer.offset)
 
     # --- reload -----------------------------------------------------------------------------------
 

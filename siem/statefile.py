@@ -17,8 +17,14 @@ from siem.errors import StateError
 def write_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    write_synced(tmp, data)
+    replace_synced(tmp, path)
+
+
+def write_synced(path: str | Path, data: bytes) -> None:
+    """Write (create or truncate) path and fsync it: the first half of write_atomic."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -27,6 +33,14 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        raise StateError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
+
+
+def replace_synced(tmp: str | Path, path: str | Path) -> None:
+    """Rename a written and fsync'ed tmp over path and fsync the directory: the second half of write_atomic."""
+    path = Path(path)
+    try:
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -414,6 +414,62 @@ def test_damaged_checkpoint_with_start_fresh_is_moved_aside(tmp_path: Path) -> N
     assert metrics.value("siem_checkpoint_corrupt_total") - before == 1
 
 
+def test_forked_checkpoint_writes_the_state_of_the_fork_instant(tmp_path: Path) -> None:
+    """The child serialises the state as it was at fork(); what the parent changes afterwards is not in it,
+    and the file appears only when finish() publishes it."""
+    save_checkpoint(tmp_path, 1, b"old")
+    state = [b"at-fork"]
+    writer = ckpt.ForkedCheckpoint(tmp_path, 42, lambda: (time.sleep(0.3), state[0])[1])
+    state[0] = b"changed-after-fork"
+    assert load_checkpoint(tmp_path) == (1, b"old")  # not published yet
+    writer.finish()
+    assert load_checkpoint(tmp_path) == (42, b"at-fork")
+    assert not list(tmp_path.glob(".checkpoint.*.tmp"))
+
+
+def test_failed_forked_checkpoint_keeps_the_previous_one(tmp_path: Path) -> None:
+    """A writer that fails (here: the state cannot be made) reports it; the old checkpoint stays."""
+    save_checkpoint(tmp_path, 7, b"old")
+
+    def broken() -> bytes:
+        raise MemoryError("no memory for the snapshot")
+
+    writer = ckpt.ForkedCheckpoint(tmp_path, 9, broken)
+    with pytest.raises(StateError, match=r"checkpoint writer process \d+ exited with status 1"):
+        writer.finish()
+    assert load_checkpoint(tmp_path) == (7, b"old")
+    assert not list(tmp_path.glob(".checkpoint.*.tmp"))
+
+
+def test_forked_writer_does_not_hold_the_state_lock(tmp_path: Path) -> None:
+    """The child closes inherited descriptors: once the daemon's lock is closed (or the daemon is dead),
+    a new daemon can lock the directory while the writer still runs."""
+    from siem.log.local import DirLock  # noqa: PLC0415
+
+    lock = DirLock(tmp_path)
+    writer = ckpt.ForkedCheckpoint(tmp_path, 3, lambda: (time.sleep(2.0), b"s")[1])
+    lock.close()
+    deadline = time.monotonic() + 1.0  # the child drops its descriptors first thing, then makes the state for 2 s
+    while True:
+        try:
+            DirLock(tmp_path).close()
+            break
+        except StateError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    writer.finish()
+
+
+def test_stale_writer_temporaries_are_removed(tmp_path: Path) -> None:
+    """A writer killed with its daemon leaves .checkpoint.<pid>-<offset>.tmp; the next start removes it."""
+    save_checkpoint(tmp_path, 5, b"s")
+    (tmp_path / ".checkpoint.123-9.tmp").write_bytes(b"partial")
+    ckpt.remove_stale_temporaries(tmp_path)
+    assert not list(tmp_path.glob(".checkpoint.*.tmp"))
+    assert load_checkpoint(tmp_path) == (5, b"s")
+
+
 _SAVER = textwrap.dedent("""
     import sys
     from siem.log.checkpoint import save_checkpoint

@@ -20,6 +20,17 @@ from siem.schema import Event
 _NAN = math.nan
 
 
+SAMPLE_FIELDS = ("@timestamp", "event.original", "event.dataset", "event.action", "event.outcome", "host.name",
+                 "source.ip", "user.name", "log.file.path", "event.ingested")
+
+
+def sample(event: Event, extra: tuple[str, ...] = ()) -> Event:
+    """What window state keeps of a contributing event (and alerts show): the raw line, the fields an
+    analyst looks at first and `extra` (fields a message aggregates). Keeping whole events would multiply
+    state size and checkpoint time. Samples are shared and must not be modified."""
+    return {k: event[k] for k in (*SAMPLE_FIELDS, *extra) if k in event}
+
+
 class KeywordColumn:
     __slots__ = ("codes", "values", "index")
 
@@ -59,7 +70,7 @@ def _as_float(v: object) -> float:
 class Batch:
     """Events in processing order plus their effective event times (int64 ms)."""
 
-    __slots__ = ("events", "ts", "n", "_kw", "_num", "memo")
+    __slots__ = ("events", "ts", "n", "_kw", "_num", "_samples", "memo")
 
     def __init__(self, events: list[Event], ts: np.ndarray) -> None:
         self.events = events
@@ -67,6 +78,7 @@ class Batch:
         self.n = len(events)
         self._kw: dict[str, KeywordColumn] = {}
         self._num: dict[str, np.ndarray] = {}
+        self._samples: list[Event | None] = [None] * self.n
         self.memo: dict[object, np.ndarray] = {}  # compiled sub-expression -> mask, shared by all rules
 
     def keyword(self, field: str) -> KeywordColumn:
@@ -74,6 +86,13 @@ class Batch:
         if col is None:
             col = self._kw[field] = KeywordColumn(list(map(dict.get, self.events, repeat(field, self.n))))
         return col
+
+    def sample(self, row: int) -> Event:
+        """The compact copy of event `row` that window state keeps (made once per batch, shared by rules)."""
+        got = self._samples[row]
+        if got is None:
+            got = self._samples[row] = sample(self.events[row])
+        return got
 
     def number(self, field: str) -> np.ndarray:
         col = self._num.get(field)

@@ -27,7 +27,7 @@ import numpy as np
 
 from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
-from siem.engine.batch import Batch
+from siem.engine.batch import Batch, sample
 from siem.schema import Event
 
 Key = Any  # the value of a single `by` field, or a tuple of values for several
@@ -116,17 +116,6 @@ class _Window:
     samples: list[Event]  # the last few contributing events
 
 
-SAMPLE_FIELDS = ("@timestamp", "event.original", "event.dataset", "event.action", "event.outcome", "host.name",
-                 "source.ip", "user.name", "log.file.path", "event.ingested")
-
-
-def sample(event: Event, extra: tuple[str, ...] = ()) -> Event:
-    """What window state keeps of a contributing event (and alerts show): the raw line, the fields an
-    analyst looks at first and `extra` (fields a message aggregates). Keeping whole events would multiply
-    state size and checkpoint time."""
-    return {k: event[k] for k in (*SAMPLE_FIELDS, *extra) if k in event}
-
-
 def _aggregates(vals: dict[str, list[object]], lo: int, hi: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for f, col in vals.items():
@@ -156,6 +145,7 @@ class ThresholdCorrelator(Correlator):
         ts_all = batch.ts[rows].tolist()
         rows_l = rows.tolist()
         events = batch.events
+        sample_of = batch.sample
         window_ms = spec.window_ms
         k_samples = self.sample_size
         # count and distinct windows cannot fire with fewer events than the threshold: no numpy then
@@ -166,10 +156,11 @@ class ThresholdCorrelator(Correlator):
         for key, pos in keyed.groups().items():
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once
-                ev = events[rows_l[pos[0]]]
-                state[key] = _Window([ts_all[pos[0]]], {f: [ev.get(f)] for f in agg_fields}, [sample(ev)])
+                row = rows_l[pos[0]]
+                state[key] = _Window([ts_all[pos[0]]], {f: [events[row].get(f)] for f in agg_fields}, [sample_of(row)])
                 continue
             new_ts = [ts_all[p] for p in pos]
+            new_rows = [rows_l[p] for p in pos]
             if win is None:
                 old_ts: list[int] = []
                 old_vals: dict[str, list[object]] = {f: [] for f in agg_fields}
@@ -179,18 +170,17 @@ class ThresholdCorrelator(Correlator):
             base = len(old_ts)
             T = old_ts + new_ts
             if agg_fields:
-                vals = {f: old_vals[f] + [events[rows_l[p]].get(f) for p in pos] for f in agg_fields}
+                vals = {f: old_vals[f] + [events[r].get(f) for r in new_rows] for f in agg_fields}
             else:
                 vals = old_vals
             ordered = (not base or new_ts[0] >= old_ts[-1]) and all(a <= b for a, b in zip(new_ts, new_ts[1:]))
             if ordered and len(T) < cannot_fire_below:
                 reset = 0
-                new_events = [events[rows_l[p]] for p in pos[-k_samples:]]
-                recent_pool = old_samples + [sample(e) for e in new_events]
+                recent_pool = old_samples + [sample_of(r) for r in new_rows[-k_samples:]]
             else:
-                new_events = [events[rows_l[p]] for p in pos]
+                # the window's events: samples kept in state (None where not kept), then this batch's rows
                 kept = old_samples[-base:] if base else []
-                evs: list[Event | None] = [None] * (base - len(kept)) + kept + new_events
+                evs: list[Event | int | None] = [None] * (base - len(kept)) + kept + new_rows
                 start = base
                 if not ordered:  # events later than the allowed lateness: windows use their own time per key
                     order = sorted(range(len(T)), key=T.__getitem__)
@@ -198,8 +188,8 @@ class ThresholdCorrelator(Correlator):
                     vals = {f: [v[i] for i in order] for f, v in vals.items()}
                     evs = [evs[i] for i in order]
                     start = min(j for j, i in enumerate(order) if i >= base)
-                reset = self._scan(key, np.array(T, dtype=np.int64), vals, start, evs, fires)
-                recent_pool = [sample(e) for e in evs[reset:] if e is not None]
+                reset = self._scan(key, np.array(T, dtype=np.int64), vals, start, evs, batch, fires)
+                recent_pool = [_as_sample(batch, e) for e in [e for e in evs[reset:] if e is not None][-k_samples:]]
             cut = T[-1] - window_ms
             keep_from = reset if T[reset if reset < len(T) else -1] > cut else max(reset, bisect_right(T, cut))
             if keep_from >= len(T):
@@ -215,11 +205,11 @@ class ThresholdCorrelator(Correlator):
 
     def _scan(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
-        evs: list[Event | None], fires: list[Fire],
+        evs: list[Event | int | None], batch: Batch, fires: list[Fire],
     ) -> int:
         """Find every fire among positions >= base; returns the reset position (start of the open window).
 
-        `evs` is aligned with T: the events of this batch, the last few of the state, None for the rest."""
+        `evs` is aligned with T: rows of this batch, the samples kept in state, None for the rest."""
         spec = self.spec
         n = len(T)
         lo = np.searchsorted(T, T - spec.window_ms, "right")
@@ -242,7 +232,7 @@ class ThresholdCorrelator(Correlator):
                 if not len(hits):
                     break
                 p = p + int(hits[0])
-                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, fires)
+                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, batch, fires)
                 p = reset
             return reset
         # distinct: a sliding multiset of values, one step per event
@@ -263,22 +253,31 @@ class ThresholdCorrelator(Correlator):
             if col[p] is not None:
                 counts[str(col[p])] += 1
             if (len(counts) > need) if strict else (len(counts) >= need):
-                reset = self._fire(key, T, vals, left, p, evs, fires)
+                reset = self._fire(key, T, vals, left, p, evs, batch, fires)
                 counts.clear()
                 left = reset
         return reset
 
     def _fire(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int,
-        evs: list[Event | None], fires: list[Fire],
+        evs: list[Event | int | None], batch: Batch, fires: list[Fire],
     ) -> int:
         window = [e for e in evs[start : p + 1] if e is not None]
-        trigger = evs[p] or (window[-1] if window else {"@timestamp": int(T[p])})
+        last = evs[p] if evs[p] is not None else (window[-1] if window else None)
+        if last is None:
+            trigger: Event = {"@timestamp": int(T[p])}
+        else:
+            trigger = batch.events[last] if type(last) is int else last  # type: ignore[assignment]
         fires.append(
-            Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger, [sample(e) for e in window[-self.sample_size :]],
-                 _aggregates(vals, start, p + 1))
+            Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger,
+                 [_as_sample(batch, e) for e in window[-self.sample_size :]], _aggregates(vals, start, p + 1))
         )
         return p + 1
+
+
+def _as_sample(batch: Batch, e: Event | int) -> Event:
+    """A window entry as a sample: a row of the current batch, or a sample kept in state."""
+    return batch.sample(e) if type(e) is int else e  # type: ignore[arg-type, return-value]
 
 
 class SequenceCorrelator(Correlator):
@@ -311,8 +310,9 @@ class SequenceCorrelator(Correlator):
             for lst in steps:
                 while lst and lst[0][0] <= t - spec.window_ms:
                     lst.pop(0)
+            smp = batch.sample(rows_l[i]) if not self.agg_fields else sample(event, self.agg_fields)
             if masks[last][i]:
-                chain = self._complete(steps, (t, self.seq, sample(event, self.agg_fields)))
+                chain = self._complete(steps, (t, self.seq, smp))
                 if chain is not None:
                     fires.append(Fire(key, chain[0][0], t, len(chain), event,
                                       [e for _, _, e in chain][-self.sample_size :],
@@ -323,7 +323,7 @@ class SequenceCorrelator(Correlator):
             for j in range(last + 1):
                 if masks[j][i]:
                     lst = steps[j]
-                    lst.append((t, self.seq, sample(event, self.agg_fields)))
+                    lst.append((t, self.seq, smp))
                     if len(lst) > max(spec.steps[j].min_count, 1) * 4:
                         del lst[: len(lst) - spec.steps[j].min_count * 4]
             if not any(steps):
@@ -376,7 +376,7 @@ class AbsentCorrelator(Correlator):
             if prev is not None and t - prev[0] > self.spec.window_ms:
                 fires.append(self._silence(key, prev))
             if prev is None or t >= prev[0]:  # a late event never moves "last seen" backwards
-                self.state[key] = (t, sample(batch.events[rows_l[i]]))
+                self.state[key] = (t, batch.sample(rows_l[i]))
         return fires
 
     def advance(self, stream_ms: int) -> list[Fire]:
