@@ -365,18 +365,20 @@ class AbsentCorrelator(Correlator):
         self.state: dict[Key, tuple[int, Event]] = {}  # key -> (last seen, last event)
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
-        keys = row_keys(batch, rows, self.spec.by)
         ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
+        window_ms, state = self.spec.window_ms, self.state
         fires: list[Fire] = []
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            t = ts_l[i]
-            prev = self.state.get(key)
-            if prev is not None and t - prev[0] > self.spec.window_ms:
-                fires.append(self._silence(key, prev))
-            if prev is None or t >= prev[0]:  # a late event never moves "last seen" backwards
-                self.state[key] = (t, batch.sample(rows_l[i]))
+        for key, pos in keyed_rows(batch, rows, self.spec.by).groups().items():
+            prev = state.get(key)
+            last_t, last_row = (prev[0], -1) if prev is not None else (None, -1)
+            for p in pos:
+                t = ts_l[p]
+                if last_t is not None and t - last_t > window_ms:
+                    fires.append(self._silence(key, (last_t, batch.sample(last_row) if last_row >= 0 else prev[1])))  # type: ignore[index]
+                if last_t is None or t >= last_t:  # a late event never moves "last seen" backwards
+                    last_t, last_row = t, rows_l[p]
+            if last_row >= 0:  # only the key's last event is kept: one sample per key and batch
+                state[key] = (last_t, batch.sample(last_row))  # type: ignore[assignment]
         return fires
 
     def advance(self, stream_ms: int) -> list[Fire]:
@@ -438,27 +440,35 @@ class SpikeCorrelator(Correlator):
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
-        keys = row_keys(batch, rows, spec.by)
+        w, nb, min_count = spec.window_ms, self.nb, spec.min_count
         ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
+        state = self.state
         fires: list[Fire] = []
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            t = ts_l[i]
-            b = t // spec.window_ms
-            first, counts, fired = self.state.get(key, (b, {}, -1))
-            counts[b] = counts.get(b, 0) + 1
-            for old in [x for x in counts if x < b - self.nb]:
-                del counts[old]
-            self.state[key] = (first, counts, fired)
-            if fired == b or b - first < self.nb:
-                continue
-            baseline = sum(counts.get(x, 0) for x in range(b - self.nb, b)) / self.nb
-            if counts[b] >= spec.min_count and counts[b] > spec.factor * baseline:
-                event = batch.events[rows_l[i]]
-                fires.append(Fire(key, b * spec.window_ms, t, counts[b], event, [event],
-                                  {"baseline": round(baseline, 3), "factor": spec.factor}))
-                self.state[key] = (first, counts, b)
+        for key, pos in keyed_rows(batch, rows, spec.by).groups().items():
+            got = state.get(key)
+            if got is None:
+                first, counts, fired = ts_l[pos[0]] // w, {}, -1
+                top = first
+            else:
+                first, counts, fired = got
+                top = max(counts, default=first)
+            for p in pos:
+                t = ts_l[p]
+                b = t // w
+                if b > top:  # a new bucket: older ones than the baseline can go
+                    top = b
+                    for old in [x for x in counts if x < b - nb]:
+                        del counts[old]
+                c = counts[b] = counts.get(b, 0) + 1
+                if c < min_count or fired == b or b - first < nb:
+                    continue
+                baseline = sum(counts.get(x, 0) for x in range(b - nb, b)) / nb
+                if c > spec.factor * baseline:
+                    event = batch.events[rows_l[p]]
+                    fires.append(Fire(key, b * w, t, c, event, [event],
+                                      {"baseline": round(baseline, 3), "factor": spec.factor}))
+                    fired = b
+            state[key] = (first, counts, fired)
         return fires
 
 
