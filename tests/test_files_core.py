@@ -7,7 +7,7 @@ import io
 import zlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siem.collect.files import (
@@ -68,6 +68,28 @@ def test_lone_cr_at_a_chunk_end_stays_in_the_line() -> None:
     """A CR not followed by LF is content, wherever the chunk boundary falls."""
     s = LineSplitter(100)
     assert (s.feed(b"a\r", 0), s.feed(b"b\n", 2)) == ([], [(b"a\rb", 4, False)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"x" * 9]), max_size=40),
+       st.lists(st.integers(1, 12), min_size=1, max_size=10))
+def test_lines_do_not_depend_on_the_chunking(pieces: list[bytes], cuts: list[int]) -> None:
+    """Any chunking gives the lines, ends and truncation flags of the whole stream fed at once (both the
+    split fast path for chunks without CR and the byte-wise path are exercised)."""
+    stream = b"".join(pieces)
+    whole = LineSplitter(8)
+    want = whole.feed(stream, 0)
+    want_final = whole.final()
+    s = LineSplitter(8)
+    got: list = []
+    pos = i = 0
+    while pos < len(stream):
+        n = cuts[i % len(cuts)]
+        got += s.feed(stream[pos:pos + n], pos)
+        pos += n
+        i += 1
+    assert got == want
+    assert s.final() == want_final
 
 
 def test_final_returns_the_unfinished_last_line_once() -> None:

@@ -414,6 +414,22 @@ class LineSplitter:
             if data[0] != 10:
                 self._take(b"\r")  # not a CRLF: the CR belongs to the line
         out: list[tuple[bytes, int, bool]] = []
+        if b"\r" not in data:  # the usual case: one C-level split, no per-line buffer work
+            parts = data.split(b"\n")
+            rest = parts.pop()
+            end = base
+            cap = self.max_line_bytes
+            for i, part in enumerate(parts):
+                end += len(part) + 1
+                if i == 0 and (self._buf or self._overflow):  # completes the line held from the last chunk
+                    self._take(part)
+                    out.append((bytes(self._buf), end, self._overflow))
+                    self._buf.clear()
+                    self._overflow = False
+                else:
+                    out.append((part, end, False) if len(part) <= cap else (part[:cap], end, True))
+            self._take(rest)
+            return out
         view = memoryview(data)
         start = 0
         while True:
@@ -1094,22 +1110,27 @@ class FileTailer:
         if not lines:
             return
         name, fmt, origin = self.name, self.config.format, f.path
-        for line, end, truncated in lines:
-            if truncated:
-                metrics.INPUT_DROPPED.labels(input=name, reason="oversized").inc()
-            if line:
-                await sink(RawRecord(input=name, format=fmt, data=line, received_ms=self._clock(), origin=origin))
-                self._received.inc()
-                self._bytes.inc(len(line))
-            k = end - base
-            tail = data[max(k - TAIL_BYTES, 0):k]
-            if len(tail) < TAIL_BYTES:
-                tail = (prev + tail)[-TAIL_BYTES:]
-            f.offset, f.tail = end, tail
-            self._since_yield += 1
-            if self._since_yield >= YIELD_EVERY:
-                self._since_yield = 0
-                await asyncio.sleep(0)  # a sink that never blocks must not starve other tasks (committers)
+        received = received_bytes = 0  # counted once per chunk (a counter increment per line was 3% of the daemon)
+        try:
+            for line, end, truncated in lines:
+                if truncated:
+                    metrics.INPUT_DROPPED.labels(input=name, reason="oversized").inc()
+                if line:
+                    await sink(RawRecord(input=name, format=fmt, data=line, received_ms=self._clock(), origin=origin))
+                    received += 1
+                    received_bytes += len(line)
+                k = end - base
+                tail = data[max(k - TAIL_BYTES, 0):k]
+                if len(tail) < TAIL_BYTES:
+                    tail = (prev + tail)[-TAIL_BYTES:]
+                f.offset, f.tail = end, tail
+                self._since_yield += 1
+                if self._since_yield >= YIELD_EVERY:
+                    self._since_yield = 0
+                    await asyncio.sleep(0)  # a sink that never blocks must not starve other tasks (committers)
+        finally:
+            self._received.inc(received)
+            self._bytes.inc(received_bytes)
         self._dirty = True
         self._last.set(time.time())
 
