@@ -237,7 +237,7 @@ def print_table(res: dict) -> None:
           + ", ".join(f"{k} {v:.0%}" for k, v in pr["stage_share"].items()))
         sn = pr["snapshot_after_replay"]
         p(f"  Engine.snapshot() after it: {sn['window_keys']:,} window keys, {sn['bytes'] / 2**20:.1f} MiB "
-          f"in {sn['seconds']:.2f}s (the daemon's engine loop waits for this at every checkpoint)")
+          f"in {sn['seconds']:.2f}s (what a forked checkpoint writer pickles while the daemon goes on)")
         for r in pr["top"][:10]:
             p(f"  {r['own_share']:6.1%}  {r['calls']:>9,}  {r['function']}")
         en = pr.get("engine_1000_rules")

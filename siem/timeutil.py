@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -19,8 +20,14 @@ def monotonic_ms() -> int:
 
 def iso_ms(ts_ms: int) -> str:
     """2024-01-02T03:04:05.678Z"""
-    dt = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    return f"{_iso_second(ts_ms // 1000)}{ts_ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(sec: int) -> str:
+    """The second's part of iso_ms (cached: alerts of one burst share their seconds; strftime was a fifth
+    of the cost of making an alert)."""
+    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

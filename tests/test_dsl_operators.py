@@ -89,10 +89,13 @@ def test_shared_subexpression_computed_once() -> None:
     import numpy as np
 
     batch = Batch([ev(0, event__dataset="sshd", user__name="x")], np.array([0]))
+    from siem.dsl import ast
+    from siem.dsl.compiler import memo_key
+
     for rule in eng.rules:
         rule.filter(batch)
-    shared = [k for k in batch.memo if getattr(k, "field", None) == "event.dataset"]
-    assert len(shared) == 1
+    assert memo_key(ast.Compare("event.dataset", "==", "sshd")) in batch.memo
+    assert len(batch.memo) == 3  # event.dataset == "sshd", user.name == "x", and their And: not 4
 
 
 def test_regex_runs_on_unique_values_only() -> None:

@@ -53,6 +53,8 @@ class CompiledRule:
     suppress: dict[Any, int]  # suppression key -> muted until (event time, ms)
     evaluations: Any
     matches: Any
+    fired: Any  # the rule's children of siem_alerts_fired_total / _suppressed_total, bound once
+    suppressed: Any
     datasets: frozenset[str] | None  # the rule can only match these event.dataset values (None: any)
 
     @property
@@ -86,6 +88,8 @@ def compile_rule(spec: ast.RuleSpec, sample_size: int = 3) -> CompiledRule:
         suppress={},
         evaluations=metrics.RULE_EVALUATIONS.labels(rule=spec.id),
         matches=metrics.RULE_MATCHES.labels(rule=spec.id),
+        fired=metrics.ALERTS_FIRED.labels(rule=spec.id, severity=spec.severity),
+        suppressed=metrics.ALERTS_SUPPRESSED.labels(rule=spec.id),
         datasets=required_values(flat, "event.dataset"),
     )
 
@@ -275,7 +279,7 @@ class Engine:
                 skey = tuple(str(fire.trigger.get(f)) for f in spec.suppress.by)
             until = rule.suppress.get(skey)
             if until is not None and fire.last_ms < until:
-                metrics.ALERTS_SUPPRESSED.labels(rule=spec.id).inc()
+                rule.suppressed.inc()
                 return None
             rule.suppress[skey] = fire.last_ms + spec.suppress.window_ms
             if len(rule.suppress) > 100_000:  # prune expired entries
@@ -292,7 +296,7 @@ class Engine:
             first=iso_ms(fire.first_ms), last=iso_ms(fire.last_ms), key=", ".join(v for _, v in group) or "-",
         )
         aggregates = {"count": fire.count, **fire.aggregates}
-        metrics.ALERTS_FIRED.labels(rule=spec.id, severity=spec.severity).inc()
+        rule.fired.inc()
         return Alert(
             id=alert_id(spec.id, identity, fire.first_ms),
             rule_id=spec.id,

@@ -17,6 +17,7 @@ alerts do not depend on how events were cut into batches (tests/test_engine_prop
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
@@ -168,12 +169,14 @@ class ThresholdCorrelator(Correlator):
             else:
                 old_ts, old_vals, old_samples = win.ts, win.vals, win.samples
             base = len(old_ts)
-            T = old_ts + new_ts
-            if agg_fields:
-                vals = {f: old_vals[f] + [events[r].get(f) for r in new_rows] for f in agg_fields}
-            else:
-                vals = old_vals
-            ordered = (not base or new_ts[0] >= old_ts[-1]) and all(a <= b for a, b in zip(new_ts, new_ts[1:]))
+            ordered = (not base or new_ts[0] >= old_ts[-1]) and (len(pos) < 2 or new_ts == sorted(new_ts))
+            # the key's lists grow in place (copying a long window's lists every batch was the top cost of
+            # rules with aggregates); the state entry is rewritten below in any case
+            T = old_ts
+            T.extend(new_ts)
+            vals = old_vals
+            for f in agg_fields:
+                vals[f].extend([events[r].get(f) for r in new_rows])
             if ordered and len(T) < cannot_fire_below:
                 reset = 0
                 recent_pool = old_samples + [sample_of(r) for r in new_rows[-k_samples:]]
@@ -198,8 +201,9 @@ class ThresholdCorrelator(Correlator):
             k = min(k_samples, len(T) - reset)
             recent = recent_pool[-k:] if k > 0 else []
             if keep_from:
-                T = T[keep_from:]
-                vals = {f: v[keep_from:] for f, v in vals.items()}
+                del T[:keep_from]
+                for v in vals.values():
+                    del v[:keep_from]
             state[key] = _Window(T, vals, recent)
         return fires
 
@@ -370,6 +374,12 @@ class AbsentCorrelator(Correlator):
         fires: list[Fire] = []
         for key, pos in keyed_rows(batch, rows, self.spec.by).groups().items():
             prev = state.get(key)
+            if len(pos) > 1:  # the usual case, no silence inside the batch: found with C-level loops only
+                times = [ts_l[p] for p in pos]
+                if (times == sorted(times) and (prev is None or prev[0] <= times[0] <= prev[0] + window_ms)
+                        and max(map(operator.sub, times[1:], times[:-1])) <= window_ms):
+                    state[key] = (times[-1], batch.sample(rows_l[pos[-1]]))
+                    continue
             last_t, last_row = (prev[0], -1) if prev is not None else (None, -1)
             for p in pos:
                 t = ts_l[p]
