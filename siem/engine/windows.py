@@ -297,23 +297,25 @@ class SequenceCorrelator(Correlator):
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
-        masks = [m(batch)[rows] for m in self.step_masks]
+        masks = [m(batch)[rows].tolist() for m in self.step_masks]
         keys = row_keys(batch, rows, spec.by)
         ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         fires: list[Fire] = []
         last = len(spec.steps) - 1
+        state, window_ms = self.state, spec.window_ms
         for i, key in enumerate(keys):
             if key is None:
                 continue
             self.seq += 1
             t = ts_l[i]
             event = batch.events[rows_l[i]]
-            steps = self.state.get(key)
+            steps = state.get(key)
             if steps is None:
-                steps = self.state[key] = [[] for _ in spec.steps]
-            for lst in steps:
-                while lst and lst[0][0] <= t - spec.window_ms:
-                    lst.pop(0)
+                steps = state[key] = [[] for _ in spec.steps]
+            else:
+                for lst in steps:
+                    while lst and lst[0][0] <= t - window_ms:
+                        lst.pop(0)
             smp = batch.sample(rows_l[i]) if not self.agg_fields else sample(event, self.agg_fields)
             if masks[last][i]:
                 chain = self._complete(steps, (t, self.seq, smp))
