@@ -8,13 +8,12 @@ because ``sink`` awaits a bounded queue (UDP, which cannot be slowed, counts wha
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One unit of outside input before parsing."""
+class RawRecord(NamedTuple):
+    """One unit of outside input before parsing. A NamedTuple: one is made per line, and the daemon sends
+    them to its parse worker processes; a frozen dataclass cost several times more to build and to pickle."""
 
     input: str  # the configured input name, e.g. "syslog_tcp" (a bounded metric label)
     format: str  # a key of siem.parse.PARSERS, e.g. "syslog", "nginx", "cloudtrail"
