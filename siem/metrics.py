@@ -107,6 +107,9 @@ EVENTS_FUTURE = Counter(
     registry=REGISTRY,
 )
 WINDOW_KEYS = Gauge("siem_window_keys", "Live keys held in window state.", ["rule"], registry=REGISTRY)
+WINDOW_KEYS_EXPIRED = Counter(
+    "siem_window_keys_expired", "Window keys dropped because all their events left the window (idle keys).",
+    registry=REGISTRY)
 WATERMARK = Gauge("siem_watermark_timestamp_seconds", "Event-time watermark of the engine.", registry=REGISTRY)
 
 # --- durability -----------------------------------------------------------------------------------

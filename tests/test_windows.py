@@ -283,3 +283,35 @@ def test_a_failing_rule_is_counted_and_the_others_still_fire() -> None:
     alerts = eng.process(fails("1.1.1.1", [0, 1, 2]))
     assert [a.rule_id for a in alerts] == ["root", "root", "root"]
     assert metrics.value("siem_rule_errors_total", rule="bf") == before + 1
+
+
+def test_idle_keys_leave_window_state() -> None:
+    """A key whose events all left the window is dropped at the next sweep (a minute of event time) and
+    counted; a key still inside its window stays; the alerts are those of an engine that never sweeps."""
+    from siem import metrics
+    from tests.engine_support import engine
+
+    stream = (fails("10.0.0.1", [0]) + fails("10.0.0.2", [60, 61]) + fails("10.0.0.3", [400])
+              + fails("10.0.0.2", [402, 403, 404]) + fails("10.0.0.4", [700]))
+    eng = engine(BF)
+    before = metrics.value("siem_window_keys_expired_total")
+    alerts = []
+    for e in stream:
+        alerts += eng.process([e])
+    # sweeps at 0, 60, 400 and 700 s: at 400 s .1 (0 s) and .2 (61 s) are older than 5m and go; .2 comes back
+    # and fires at 404 s (its window is then cleared); at 700 s .3 (400 s) goes; .4 is live
+    assert eng.window_keys() == {"bf": 1}
+    assert metrics.value("siem_window_keys_expired_total") - before == 3
+    assert [a.group for a in alerts] == [(("source.ip", "10.0.0.2"),)]
+    assert [a.id for a in alerts] == [a.id for a in run(BF, stream)]
+
+
+def test_idle_sequence_keys_leave_window_state() -> None:
+    """A sequence key with no step inside the window any more is dropped; a later success does not chain."""
+    from tests.engine_support import engine
+
+    eng = engine(SEQ)
+    for e in fails("1.1.1.1", [0, 10, 20]) + fails("9.9.9.9", [11 * 60, 12 * 60]):
+        eng.process([e])
+    assert eng.window_keys() == {"after_bf": 1}
+    assert eng.process(ok("1.1.1.1", 13 * 60)) == []

@@ -37,7 +37,10 @@ from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 3  # 2: threshold windows hold plain lists; 3: window state keeps compact samples
+SNAPSHOT_VERSION = 4  # 2: threshold windows hold plain lists; 3: window state keeps compact samples;
+# 4: a threshold key seen once is a tuple (version 3 snapshots are read as they are)
+READABLE_SNAPSHOTS = (3, SNAPSHOT_VERSION)
+EXPIRE_EVERY_MS = 60_000  # event time between sweeps of idle window keys
 _MIN_TS = -(2**62)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
 
@@ -151,6 +154,7 @@ class Engine:
         self.pending_events: list[Event] = []
         self.pending_ts = np.empty(0, np.int64)
         self.pending_seq = np.empty(0, np.int64)
+        self._expired_ms = _MIN_TS  # event time of the last sweep of idle window keys
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -267,6 +271,11 @@ class Engine:
         for rule in self.rules:
             if rule.correlator is not None and isinstance(rule.spec.correlation, ast.Absent):
                 alerts.extend(a for f in rule.correlator.advance(stream_ms) if (a := self._alert(rule, f)) is not None)
+        if stream_ms - self._expired_ms >= EXPIRE_EVERY_MS:  # a sweep over all keys: not on every batch
+            self._expired_ms = stream_ms
+            for rule in self.rules:
+                if rule.correlator is not None:
+                    metrics.WINDOW_KEYS_EXPIRED.inc(rule.correlator.expire(stream_ms))
         return alerts
 
     def _alert(self, rule: CompiledRule, fire: Fire) -> Alert | None:
@@ -333,7 +342,7 @@ class Engine:
             state = pickle.loads(blob)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt snapshot
             raise StateError(f"engine snapshot is corrupt: {exc}") from exc
-        if not isinstance(state, dict) or state.get("version") != SNAPSHOT_VERSION:
+        if not isinstance(state, dict) or state.get("version") not in READABLE_SNAPSHOTS:
             raise StateError("engine snapshot has an unknown version")
         self.max_ts, self.wm, self.seq = state["max_ts"], state["wm"], state["seq"]
         self.pending_events, self.pending_ts, self.pending_seq = state["pending"]

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -106,8 +106,21 @@ class Correlator(ABC):
     def advance(self, stream_ms: int) -> list[Fire]:
         return []
 
+    def expire(self, watermark_ms: int) -> int:
+        """Drop the keys whose events can no longer share a window with an event at or after the watermark
+        (only events later than the allowed lateness could); returns how many. Correlators whose keys
+        carry meaning beyond their window (absent, first_seen, spike's learning) keep them."""
+        return 0
+
     def key_count(self) -> int:
         return len(self.state)  # type: ignore[attr-defined]
+
+
+def _expire_keys(state: dict[Key, Any], last_ms: Callable[[Any], int], horizon_ms: int) -> int:
+    gone = [k for k, v in state.items() if last_ms(v) <= horizon_ms]
+    for k in gone:
+        del state[k]
+    return len(gone)
 
 
 @dataclass(slots=True)
@@ -137,7 +150,8 @@ class ThresholdCorrelator(Correlator):
         fields = tuple(dict.fromkeys((*agg_fields, *((spec.field,) if spec.field else ()))))
         super().__init__(sample_size, fields)
         self.spec = spec
-        self.state: dict[Key, _Window] = {}
+        # key -> its window; a key seen once is (time, aggregated values, sample) until it is seen again
+        self.state: dict[Key, _Window | tuple[int, tuple[object, ...], Event]] = {}
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
@@ -156,9 +170,10 @@ class ThresholdCorrelator(Correlator):
         single_cannot_fire = cannot_fire_below > 1
         for key, pos in keyed.groups().items():
             win = state.get(key)
-            if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once
-                row = rows_l[pos[0]]
-                state[key] = _Window([ts_all[pos[0]]], {f: [events[row].get(f)] for f in agg_fields}, [sample_of(row)])
+            if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once,
+                row = rows_l[pos[0]]  # kept as one tuple (most keys are never seen again)
+                ev = events[row]
+                state[key] = (ts_all[pos[0]], tuple([ev.get(f) for f in agg_fields]), sample_of(row))
                 continue
             new_ts = [ts_all[p] for p in pos]
             new_rows = [rows_l[p] for p in pos]
@@ -166,6 +181,8 @@ class ThresholdCorrelator(Correlator):
                 old_ts: list[int] = []
                 old_vals: dict[str, list[object]] = {f: [] for f in agg_fields}
                 old_samples: list[Event] = []
+            elif type(win) is tuple:
+                old_ts, old_vals, old_samples = [win[0]], {f: [v] for f, v in zip(agg_fields, win[1])}, [win[2]]
             else:
                 old_ts, old_vals, old_samples = win.ts, win.vals, win.samples
             base = len(old_ts)
@@ -206,6 +223,9 @@ class ThresholdCorrelator(Correlator):
                     del v[:keep_from]
             state[key] = _Window(T, vals, recent)
         return fires
+
+    def expire(self, watermark_ms: int) -> int:
+        return _expire_keys(self.state, _window_last_ms, watermark_ms - self.spec.window_ms)
 
     def _scan(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
@@ -277,6 +297,10 @@ class ThresholdCorrelator(Correlator):
                  [_as_sample(batch, e) for e in window[-self.sample_size :]], _aggregates(vals, start, p + 1))
         )
         return p + 1
+
+
+def _window_last_ms(win: Any) -> int:
+    return win[0] if type(win) is tuple else win.ts[-1]  # type: ignore[no-any-return]
 
 
 def _as_sample(batch: Batch, e: Event | int) -> Event:
@@ -357,6 +381,10 @@ class SequenceCorrelator(Correlator):
         if max(times) - min(times) >= spec.window_ms:  # possible only with events beyond the lateness
             return None
         return chain
+
+    def expire(self, watermark_ms: int) -> int:
+        return _expire_keys(self.state, lambda steps: max((lst[-1][0] for lst in steps if lst), default=0),
+                            watermark_ms - self.spec.window_ms)
 
     def key_count(self) -> int:
         return len(self.state)
