@@ -32,6 +32,7 @@ from siem.engine.batch import Batch, sample
 from siem.schema import Event
 
 Key = Any  # the value of a single `by` field, or a tuple of values for several
+_NEVER = -(2**62)
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class Correlator(ABC):
     def __init__(self, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
         self.sample_size = sample_size
         self.agg_fields = agg_fields  # fields whose values the message template aggregates
+        self._swept_ms = _NEVER  # watermark of the last sweep of idle keys
 
     @abstractmethod
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
@@ -111,6 +113,14 @@ class Correlator(ABC):
         (only events later than the allowed lateness could); returns how many. Correlators whose keys
         carry meaning beyond their window (absent, first_seen, spike's learning) keep them."""
         return 0
+
+    def _sweep_due(self, watermark_ms: int, window_ms: int) -> bool:
+        """Sweep once per half window of event time: a key then stays at most 1.5 windows after its last
+        event, and each is visited about twice in its life (a sweep visits every key)."""
+        if watermark_ms - self._swept_ms < window_ms // 2:
+            return False
+        self._swept_ms = watermark_ms
+        return True
 
     def key_count(self) -> int:
         return len(self.state)  # type: ignore[attr-defined]
@@ -225,6 +235,8 @@ class ThresholdCorrelator(Correlator):
         return fires
 
     def expire(self, watermark_ms: int) -> int:
+        if not self._sweep_due(watermark_ms, self.spec.window_ms):
+            return 0
         return _expire_keys(self.state, _window_last_ms, watermark_ms - self.spec.window_ms)
 
     def _scan(
@@ -383,7 +395,9 @@ class SequenceCorrelator(Correlator):
         return chain
 
     def expire(self, watermark_ms: int) -> int:
-        return _expire_keys(self.state, lambda steps: max((lst[-1][0] for lst in steps if lst), default=0),
+        if not self._sweep_due(watermark_ms, self.spec.window_ms):
+            return 0
+        return _expire_keys(self.state, lambda steps: max([lst[-1][0] for lst in steps if lst] or [0]),
                             watermark_ms - self.spec.window_ms)
 
     def key_count(self) -> int:
