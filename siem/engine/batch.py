@@ -32,7 +32,7 @@ def sample(event: Event, extra: tuple[str, ...] = ()) -> Event:
 
 
 class KeywordColumn:
-    __slots__ = ("codes", "values", "index")
+    __slots__ = ("codes", "values", "index", "_objects")
 
     def __init__(self, raw: list[object]) -> None:
         try:
@@ -44,9 +44,16 @@ class KeywordColumn:
         self.codes = np.fromiter(map(index.__getitem__, raw), dtype=np.int32, count=len(raw))
         self.index = index  # value -> code
         self.values: list[object] = values
+        self._objects: np.ndarray | None = None  # values as an object array, made on first take()
 
     def code_of(self, value: object) -> int:
         return self.index.get(value, -1)
+
+    def take(self, rows: np.ndarray) -> list[object]:
+        """The values of `rows` (None where missing), gathered in C."""
+        if self._objects is None:
+            self._objects = np.fromiter(self.values, dtype=object, count=len(self.values))
+        return self._objects[self.codes[rows]].tolist()  # type: ignore[no-any-return]
 
 
 def _json_text(v: object) -> str:

@@ -87,7 +87,7 @@ def _row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
     if not by:
         return [()] * len(rows)
     cols = [batch.keyword(f) for f in by]
-    per_field = [[c.values[i] for i in c.codes[rows].tolist()] for c in cols]
+    per_field = [c.take(rows) for c in cols]
     if len(by) == 1:
         return per_field[0]
     return [None if None in t else t for t in zip(*per_field)]
@@ -459,7 +459,7 @@ class FirstSeenCorrelator(Correlator):
         keys = row_keys(batch, rows, self.spec.by)
         ts_l, rows_l = batch.ts[rows].tolist(), rows.tolist()
         col = batch.keyword(self.spec.field)
-        values = [col.values[c] for c in col.codes[rows].tolist()]
+        values = col.take(rows)
         fires: list[Fire] = []
         for i, key in enumerate(keys):
             value = values[i]
