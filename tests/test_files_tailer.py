@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import shutil
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -658,3 +659,32 @@ def test_cloudtrail_json_lines_are_a_files_input(dirs: tuple[Path, Path]) -> Non
     events = [parse(r.format, r.data, ParseContext(), r.input) for r in records]
     assert [e.get("error.message") for e in events] == [None] * 16
     assert [e["event.action"] for e in events] == [orjson.loads(x)["eventName"] for x in data.splitlines()]
+
+
+def test_copy_of_a_file_still_being_read_is_not_read_twice(dirs: tuple[Path, Path]) -> None:
+    """copytruncate racing the tailer: the copy (app.log.1) appears while app.log still holds lines we have
+    not read. Those lines are read once, from app.log; when app.log is then truncated the copy is not read
+    again from where we were when it appeared. A plain cp of a file being read adds nothing either."""
+    logs, state = dirs
+    log = logs / "app.log"
+    append(log, b"".join(b"line %d\n" % i for i in range(100)))
+
+    async def first() -> None:
+        async with running(config(logs, "app.log*"), state) as (sink, _):
+            await settle(sink, 100)
+
+    async def second() -> list[bytes]:
+        async with running(config(logs, "app.log*"), state) as (sink, _):
+            await settle(sink, 50)  # lines 100-149 from app.log; app.log.1 is a copy of what app.log holds
+            os.truncate(log, 0)
+            append(log, b"".join(b"line %d\n" % i for i in range(150, 200)))
+            await settle(sink, 100)
+            shutil.copyfile(log, logs / "app.log.bak")  # a plain copy of a file being read
+            await asyncio.sleep(0.3)
+        return sink.lines
+
+    asyncio.run(first())
+    append(log, b"".join(b"line %d\n" % i for i in range(100, 150)))
+    shutil.copyfile(log, logs / "app.log.1")  # made before the tailer (restarted) reads lines 100-149
+    got = asyncio.run(second())
+    assert sorted(got, key=lambda b: int(b.split()[1])) == [b"line %d" % i for i in range(100, 200)]

@@ -591,6 +591,7 @@ class _File:
     tail: bytes = b""  # the raw bytes (at most TAIL_BYTES) just before offset
     raw_tail: bytes = b""  # the raw bytes (at most TAIL_BYTES) just before read_pos
     verify_tail: tuple[int, str] | None = None  # .gz continuing another file's offset: check these bytes
+    shadow_of: str | None = None  # a copy of this live file (key): not read while that file is (see _mirror)
 
     @property
     def key(self) -> str:
@@ -858,6 +859,8 @@ class FileTailer:
         prior = self._match_known(f, prefix, fd)
         if prior is not None:
             f.offset = prior.offset
+            if isinstance(prior, _File) and not is_gz:
+                f.shadow_of = prior.key
             same_inode = (prior.dev, prior.ino) == (f.dev, f.ino)
             f.done = prior.done and prior.gz and is_gz and same_inode
             if is_gz and not same_inode and prior.offset > 0:
@@ -917,7 +920,43 @@ class FileTailer:
             best = c
         return best
 
+    def _mirror(self, f: _File, fd: int) -> bool:
+        """A copy of a file we are still reading (cp, or copytruncate before the truncate): everything in it
+        is also in the source, which is read instead; the copy's position follows the source's, so that if
+        the source is truncated (or goes) the copy continues exactly where the source stopped. Reading both
+        would deliver the lines between our offset at the copy's discovery and the truncate twice.
+        False once the source is gone: then the copy is read from the position mirrored last."""
+        src = self._live.get(f.shadow_of or "")
+        if src is None or src is f:
+            f.shadow_of = None
+            return False
+        if src.offset != f.offset:
+            self._mirror_to(f, fd, src.offset)
+        return True
+
+    def _release_copies(self, src: _File) -> None:
+        """The source of mirrored copies is truncated or gone: they go on from where it stopped."""
+        for g in self._live.values():
+            if g.shadow_of == src.key:
+                g.shadow_of = None
+                if g.fd is not None:
+                    self._mirror_to(g, g.fd, src.offset)
+
+    def _mirror_to(self, g: _File, fd: int, at: int) -> None:
+        """Move copy g to the source's offset `at` (its size at most: a cp taken earlier is shorter)."""
+        try:
+            at = min(at, os.fstat(fd).st_size)
+            if at == g.offset:
+                return
+            g.offset = g.read_pos = at
+            g.tail = g.raw_tail = os.pread(fd, min(TAIL_BYTES, at), at - min(TAIL_BYTES, at))
+        except OSError:
+            return
+        g.splitter.reset()
+        self._dirty = True
+
     def _retire(self, f: _File) -> None:
+        self._release_copies(f)
         self._close(f)
         self._live.pop(f.key, None)
         self._remember(f)
@@ -971,6 +1010,8 @@ class FileTailer:
         return more
 
     async def _read_plain(self, f: _File, fd: int, sink: Sink) -> bool:
+        if f.shadow_of is not None and self._mirror(f, fd):
+            return False
         try:
             st = os.fstat(fd)
             if st.st_size < f.read_pos:
@@ -986,6 +1027,8 @@ class FileTailer:
                         prior = self._content_match(f, prefix, fd)
                         if prior is not None and prior.offset > 0:
                             f.offset = f.read_pos = prior.offset
+                            if isinstance(prior, _File):
+                                f.shadow_of = prior.key
                             f.tail = f.raw_tail = os.pread(fd, min(TAIL_BYTES, f.offset),
                                                            f.offset - min(TAIL_BYTES, f.offset))
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
@@ -1027,6 +1070,7 @@ class FileTailer:
         """The file was truncated (copytruncate, truncate in place): remember the old content's offset
         under its fingerprint (so a copy of it can continue there), restart at 0."""
         log.info("input %s: %s was truncated (%s); reading it again from the start", self.name, f.path, why)
+        self._release_copies(f)
         self._remember(f)
         f.offset = f.read_pos = 0
         f.tail = f.raw_tail = b""
