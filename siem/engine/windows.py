@@ -100,6 +100,7 @@ class Correlator(ABC):
         self.sample_size = sample_size
         self.agg_fields = agg_fields  # fields whose values the message template aggregates
         self._swept_ms = _NEVER  # watermark of the last sweep of idle keys
+        self._marked: dict[Key, object] = {}  # idle keys found by that sweep, with their state's version
 
     @abstractmethod
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
@@ -109,28 +110,33 @@ class Correlator(ABC):
         return []
 
     def expire(self, watermark_ms: int) -> int:
-        """Drop the keys whose events can no longer share a window with an event at or after the watermark
-        (only events later than the allowed lateness could); returns how many. Correlators whose keys
+        """Drop keys that can no longer contribute (see _sweep); returns how many. Correlators whose keys
         carry meaning beyond their window (absent, first_seen, spike's learning) keep them."""
         return 0
 
-    def _sweep_due(self, watermark_ms: int, window_ms: int) -> bool:
-        """Sweep once per half window of event time: a key then stays at most 1.5 windows after its last
-        event, and each is visited about twice in its life (a sweep visits every key)."""
+    def _sweep(self, watermark_ms: int, window_ms: int, last_ms: Callable[[Any], int],
+               version: Callable[[Any], object]) -> int:
+        """Once per half window of event time: drop the keys whose newest event is older than the watermark
+        minus the window AND that did not change since the previous sweep, which marked them. An event in
+        time can no longer share a window with such a key's events; the second condition keeps a key whose
+        backlog is still arriving late (a host's log backfilled after another's, windowed at its own
+        times). A key goes one to two sweeps after its last event; each is visited a few times in its life."""
         if watermark_ms - self._swept_ms < window_ms // 2:
-            return False
+            return 0
         self._swept_ms = watermark_ms
-        return True
+        horizon = watermark_ms - window_ms
+        state: dict[Key, Any] = self.state  # type: ignore[attr-defined]
+        gone = 0
+        for key, mark in self._marked.items():
+            cur = state.get(key)
+            if cur is not None and last_ms(cur) <= horizon and version(cur) == mark:
+                del state[key]
+                gone += 1
+        self._marked = {k: version(v) for k, v in state.items() if last_ms(v) <= horizon}
+        return gone
 
     def key_count(self) -> int:
         return len(self.state)  # type: ignore[attr-defined]
-
-
-def _expire_keys(state: dict[Key, Any], last_ms: Callable[[Any], int], horizon_ms: int) -> int:
-    gone = [k for k, v in state.items() if last_ms(v) <= horizon_ms]
-    for k in gone:
-        del state[k]
-    return len(gone)
 
 
 @dataclass(slots=True)
@@ -235,9 +241,9 @@ class ThresholdCorrelator(Correlator):
         return fires
 
     def expire(self, watermark_ms: int) -> int:
-        if not self._sweep_due(watermark_ms, self.spec.window_ms):
-            return 0
-        return _expire_keys(self.state, _window_last_ms, watermark_ms - self.spec.window_ms)
+        # a key's state is a new object after every update (a tuple or _Window compared by content: cheap,
+        # only marked keys are compared)
+        return self._sweep(watermark_ms, self.spec.window_ms, _window_last_ms, lambda v: v)
 
     def _scan(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
@@ -395,10 +401,10 @@ class SequenceCorrelator(Correlator):
         return chain
 
     def expire(self, watermark_ms: int) -> int:
-        if not self._sweep_due(watermark_ms, self.spec.window_ms):
-            return 0
-        return _expire_keys(self.state, lambda steps: max([lst[-1][0] for lst in steps if lst] or [0]),
-                            watermark_ms - self.spec.window_ms)
+        # steps are lists changed in place: their newest entry's sequence number is the version
+        return self._sweep(watermark_ms, self.spec.window_ms,
+                           lambda steps: max([lst[-1][0] for lst in steps if lst] or [0]),
+                           lambda steps: max([lst[-1][1] for lst in steps if lst] or [0]))
 
     def key_count(self) -> int:
         return len(self.state)
