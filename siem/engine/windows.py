@@ -115,7 +115,7 @@ class Correlator(ABC):
         return 0
 
     def _sweep(self, watermark_ms: int, window_ms: int, last_ms: Callable[[Any], int],
-               version: Callable[[Any], object]) -> int:
+               version: Callable[[Any], object], same: Callable[[object, object], bool]) -> int:
         """Once per half window of event time: drop the keys whose newest event is older than the watermark
         minus the window AND that did not change since the previous sweep, which marked them. An event in
         time can no longer share a window with such a key's events; the second condition keeps a key whose
@@ -129,7 +129,7 @@ class Correlator(ABC):
         gone = 0
         for key, mark in self._marked.items():
             cur = state.get(key)
-            if cur is not None and last_ms(cur) <= horizon and version(cur) == mark:
+            if cur is not None and last_ms(cur) <= horizon and same(version(cur), mark):
                 del state[key]
                 gone += 1
         self._marked = {k: version(v) for k, v in state.items() if last_ms(v) <= horizon}
@@ -241,9 +241,9 @@ class ThresholdCorrelator(Correlator):
         return fires
 
     def expire(self, watermark_ms: int) -> int:
-        # a key's state is a new object after every update (a tuple or _Window compared by content: cheap,
-        # only marked keys are compared)
-        return self._sweep(watermark_ms, self.spec.window_ms, _window_last_ms, lambda v: v)
+        # a key's state is a new object after every update: the object is its version (kept alive by the
+        # marks, so compared by identity)
+        return self._sweep(watermark_ms, self.spec.window_ms, _window_last_ms, lambda v: v, operator.is_)
 
     def _scan(
         self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
@@ -404,7 +404,7 @@ class SequenceCorrelator(Correlator):
         # steps are lists changed in place: their newest entry's sequence number is the version
         return self._sweep(watermark_ms, self.spec.window_ms,
                            lambda steps: max([lst[-1][0] for lst in steps if lst] or [0]),
-                           lambda steps: max([lst[-1][1] for lst in steps if lst] or [0]))
+                           lambda steps: max([lst[-1][1] for lst in steps if lst] or [0]), operator.eq)
 
     def key_count(self) -> int:
         return len(self.state)
