@@ -659,6 +659,11 @@ class Daemon:
     def _publish_checkpoint(self, writer: ForkedCheckpoint) -> None:
         try:
             self._sync_log(writer.offset)
+        except StateError as exc:
+            writer.abandon()
+            log.error("checkpoint at offset %d not written: %s", writer.offset, exc)
+            return
+        try:
             writer.finish()
         except StateError as exc:
             log.error("checkpoint at offset %d not written: %s", writer.offset, exc)

@@ -441,6 +441,18 @@ def test_failed_forked_checkpoint_keeps_the_previous_one(tmp_path: Path) -> None
     assert not list(tmp_path.glob(".checkpoint.*.tmp"))
 
 
+def test_abandoned_forked_checkpoint_leaves_nothing(tmp_path: Path) -> None:
+    """When the log cannot be made durable up to the offset, the daemon abandons the writer: the child is
+    reaped, its file removed, the previous checkpoint kept."""
+    save_checkpoint(tmp_path, 7, b"old")
+    writer = ckpt.ForkedCheckpoint(tmp_path, 9, lambda: b"new")
+    writer.abandon()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(writer.pid, os.WNOHANG)  # reaped: no zombie left
+    assert load_checkpoint(tmp_path) == (7, b"old")
+    assert not list(tmp_path.glob(".checkpoint.*.tmp"))
+
+
 def test_forked_writer_does_not_hold_the_state_lock(tmp_path: Path) -> None:
     """The child closes inherited descriptors: once the daemon's lock is closed (or the daemon is dead),
     a new daemon can lock the directory while the writer still runs."""

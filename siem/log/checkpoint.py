@@ -133,6 +133,11 @@ class ForkedCheckpoint:
         if self.pid == 0:  # pragma: no cover - the child; its outcome is tested through finish()
             _child_write(self.tmp, offset, make_state)
 
+    def abandon(self) -> None:
+        """Wait for the child and drop what it wrote (the log could not be made durable up to the offset)."""
+        os.waitpid(self.pid, 0)
+        self.tmp.unlink(missing_ok=True)
+
     def finish(self) -> None:
         """Wait for the child; on success rename its file over the checkpoint, else StateError."""
         _, status = os.waitpid(self.pid, 0)
