@@ -874,7 +874,7 @@ class FileTailer:
             f.offset = 0  # shrank since we knew it: truncated
         if fd is not None and f.offset > 0:
             try:
-                f.tail = os.pread(fd, min(TAIL_BYTES, f.offset), f.offset - min(TAIL_BYTES, f.offset))
+                f.tail = _bytes_before(fd, f.offset)
             except OSError:
                 f.tail = b""
         f.raw_tail = f.tail
@@ -949,7 +949,7 @@ class FileTailer:
             if at == g.offset:
                 return
             g.offset = g.read_pos = at
-            g.tail = g.raw_tail = os.pread(fd, min(TAIL_BYTES, at), at - min(TAIL_BYTES, at))
+            g.tail = g.raw_tail = _bytes_before(fd, at)
         except OSError:
             return
         g.splitter.reset()
@@ -1029,8 +1029,7 @@ class FileTailer:
                             f.offset = f.read_pos = prior.offset
                             if isinstance(prior, _File):
                                 f.shadow_of = prior.key
-                            f.tail = f.raw_tail = os.pread(fd, min(TAIL_BYTES, f.offset),
-                                                           f.offset - min(TAIL_BYTES, f.offset))
+                            f.tail = f.raw_tail = _bytes_before(fd, f.offset)
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
             progressed = False
             budget = ROUND_BUDGET
@@ -1178,6 +1177,12 @@ class FileTailer:
             self._bytes.inc(received_bytes)
         self._dirty = True
         self._last.set(time.time())
+
+
+def _bytes_before(fd: int, offset: int) -> bytes:
+    """The (at most TAIL_BYTES) bytes just before offset: what identifies a position in a file."""
+    n = min(TAIL_BYTES, offset)
+    return os.pread(fd, n, offset - n)
 
 
 def _tail_matches(fd: int, size: int, offset: int, tail_len: int, tail_fp: str) -> bool:
