@@ -4,7 +4,7 @@
 
 Run as its own process by the runner so that peak RSS (getrusage ru_maxrss) is this measurement's.
 End to end is the loop of siem/replay.py (`siem replay`) for one file: read blocks of lines
-(siem.replay.line_blocks), parse them with siem.parse.parse_batch (plus log.file.path), micro-batches of
+(siem.replay.line_blocks), parse them as replay does (siem.replay.parse_block), micro-batches of
 4096 into Engine.process, alerts serialised as JSON lines to an output file; each stage is timed separately (CPU time of this process, which is less
 disturbed by other processes on a shared machine than wall time; wall time is recorded too).
 """
@@ -28,7 +28,7 @@ from siem.cli import tune_gc
 from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.runtime import Engine
 from siem.parse import ParseContext, parse_batch
-from siem.replay import line_blocks
+from siem.replay import line_blocks, parse_block
 
 from bench.workload import NOW_MS
 
@@ -100,11 +100,7 @@ def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: in
             stages["read"] += t1 - t0
             if block is None:
                 break
-            evs = parse_batch(fmt, [raw for raw in block if raw and not raw.isspace()], ctx, "replay")
-            for ev in evs:
-                if "log.file.path" not in ev:
-                    ev["log.file.path"] = origin
-            pending.extend(evs)
+            pending.extend(parse_block(fmt, block, ctx, origin))
             t2 = clock()
             stages["parse"] += t2 - t1
             while len(pending) >= batch:

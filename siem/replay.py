@@ -105,13 +105,19 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
         for block in line_blocks(f):
             counters["bytes"] += sum(map(len, block)) + len(block)
             chosen = chosen or detect_format(path, block[:64])
-            events = parse_batch(chosen, [raw for raw in block if raw and not raw.isspace()], ctx, input_name="replay")
-            for ev in events:
-                if "log.file.path" not in ev:
-                    ev["log.file.path"] = file_path
+            events = parse_block(chosen, block, ctx, file_path)
             counters["events"] += len(events)
             counters["failed"] += sum("error.message" in ev for ev in events)
             yield from events
+
+
+def parse_block(fmt: str, block: list[bytes], ctx: ParseContext, file_path: str) -> list[Event]:
+    """The events of a block of lines of one file (blank lines skipped), each with its log.file.path."""
+    events = parse_batch(fmt, [raw for raw in block if raw and not raw.isspace()], ctx, input_name="replay")
+    for ev in events:
+        if "log.file.path" not in ev:
+            ev["log.file.path"] = file_path
+    return events
 
 
 def line_blocks(f: IO[bytes], block_bytes: int = READ_BLOCK_BYTES) -> Iterator[list[bytes]]:
