@@ -328,3 +328,97 @@ def test_idle_sequence_keys_leave_window_state() -> None:
     eng.process(fails("9.9.9.9", [17 * 60])[0:1])  # the next sweep (half a window later) drops it
     assert eng.window_keys() == {"after_bf": 1}
     assert eng.process(ok("1.1.1.1", 17 * 60 + 5)) == []
+
+
+# --- rules sharing window state (windows.py, "Shared state") -----------------------------------------
+
+TUNED = BF + """
+rule bf_strict { severity high
+  when event.dataset == "sshd" and event.outcome == "failure" and not host.name == "bastion"
+  count >= 4 within 10m by source.ip }
+"""
+
+
+def test_variants_share_one_correlator_until_their_rows_differ() -> None:
+    """Two rules whose filters select the same rows keep one window state; the first batch where they do
+    not (an event from the excluded host) gives each its own copy, and both go on from it."""
+    from tests.engine_support import engine
+
+    eng = engine(TUNED)
+    assert len(eng.correlators()) == 1
+    assert eng.process(fails("1.1.1.1", [0, 1])) == []
+    assert len(eng.correlators()) == 1
+    bastion = [{**e, "host.name": "bastion"} for e in fails("1.1.1.1", [2])]
+    assert [(a.rule_id, a.count) for a in eng.process(bastion)] == [("bf", 3)]
+    assert len(eng.correlators()) == 2
+    assert [(a.rule_id, a.count) for a in eng.process(fails("1.1.1.1", [3, 4]))] == [("bf_strict", 4)]
+
+
+def test_each_variant_restarts_its_own_window_after_it_fires() -> None:
+    """Sharing the events of a key, each rule still needs a fresh threshold after its own alert."""
+    from tests.engine_support import engine
+
+    eng = engine(TUNED)
+    got = [(a.rule_id, a.count, (a.last_ms - T0) // S) for t in range(8) for a in eng.process(fails("1.1.1.1", [t]))]
+    assert got == [("bf", 3, 2), ("bf_strict", 4, 3), ("bf", 3, 5), ("bf_strict", 4, 7)]
+
+
+def test_shared_state_survives_snapshot_and_reload_per_rule() -> None:
+    """A snapshot keeps correlators shared; a reload that changes one rule starts that rule afresh while
+    the unchanged one keeps its window."""
+    from siem.dsl.loader import load_texts
+    from tests.engine_support import engine
+
+    first = engine(TUNED)
+    first.process(fails("1.1.1.1", [0, 1]))
+    second = engine(TUNED)
+    second.restore(first.snapshot())
+    assert len(second.correlators()) == 1
+    second.replace_rules(load_texts({"t.rules": TUNED.replace(">= 4", ">= 2")}))
+    assert len(second.correlators()) == 2
+    # bf has 2 events and fires with the third; bf_strict (now >= 2) starts empty: 1 event
+    assert [(a.rule_id, a.count) for a in second.process(fails("1.1.1.1", [2]))] == [("bf", 3)]
+    assert [(a.rule_id, a.count) for a in second.process(fails("1.1.1.1", [3]))] == [("bf_strict", 2)]
+
+
+def test_version_4_snapshot_with_per_rule_state_is_restored() -> None:
+    """Snapshots written before state was shared (version 4: one state per rule, windows pickled as
+    [ts, vals, samples]) are read: each rule continues its own window."""
+    import pickle
+
+    import numpy as np
+
+    from siem.engine.windows import _Window
+    from tests.engine_support import engine
+
+    eng = engine(TUNED)
+    fp = {r.id: r.fingerprint for r in eng.rules}
+    two = fails("1.1.1.1", [0, 1])
+    old_window = _Window.__new__(_Window)
+    old_window.__setstate__((None, {"ts": [e["@timestamp"] for e in two], "vals": {"user.name": ["root", "root"]},
+                                    "samples": two}))  # how the slotted dataclass of version 4 pickled
+    state = {
+        "version": 4, "max_ts": T0 + S, "wm": T0 + S, "seq": 2,
+        "pending": ([], np.empty(0, np.int64), np.empty(0, np.int64)),
+        "rules": {"bf": (fp["bf"], {"state": {"1.1.1.1": old_window}}, {}),
+                  "bf_strict": (fp["bf_strict"], {"state": {"1.1.1.1": (T0 + S, (), two[1])}}, {})},
+    }
+    eng.restore(pickle.dumps(state))
+    # bf held 0s and 1s, bf_strict only 1s
+    assert [(a.rule_id, a.count) for a in eng.process(fails("1.1.1.1", [2, 3]))] == [("bf", 3)]
+    assert [(a.rule_id, a.count) for a in eng.process(fails("1.1.1.1", [4, 5]))] == [("bf_strict", 4), ("bf", 3)]
+    assert len(eng.correlators()) == 2  # states restored per rule stay apart
+
+
+def test_a_snapshot_written_by_version_4_continues_its_windows() -> None:
+    """tests/data/engine/snapshot-v4-bf.pickle was written by the engine before state was shared (rule BF,
+    1.1.1.1 failed at 0s and 1s, 2.2.2.2 at 0s): after an upgrade both windows go on."""
+    from pathlib import Path
+
+    from tests.engine_support import engine
+
+    eng = engine(BF)
+    eng.restore((Path(__file__).parent / "data" / "engine" / "snapshot-v4-bf.pickle").read_bytes())
+    alerts = eng.process(fails("1.1.1.1", [2]) + fails("2.2.2.2", [1, 2]))
+    assert [(a.count, a.first_ms - T0, a.group) for a in alerts] == [
+        (3, 0, (("source.ip", "1.1.1.1"),)), (3, 0, (("source.ip", "2.2.2.2"),))]

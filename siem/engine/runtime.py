@@ -31,15 +31,15 @@ from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.dsl.loader import RuleSet, render_template, template_fields
 from siem.engine.batch import Batch
-from siem.engine.windows import Correlator, Fire, make_correlator
+from siem.engine.windows import Correlator, Fire, Member, make_correlator, member, share_key
 from siem.errors import StateError
 from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 4  # 2: threshold windows hold plain lists; 3: window state keeps compact samples;
-# 4: a threshold key seen once is a tuple (version 3 snapshots are read as they are)
-READABLE_SNAPSHOTS = (3, SNAPSHOT_VERSION)
+SNAPSHOT_VERSION = 5  # 2: threshold windows hold plain lists; 3: window state keeps compact samples;
+# 4: a threshold key seen once is a tuple; 5: state per correlator, shared by its member rules
+READABLE_SNAPSHOTS = (3, 4, SNAPSHOT_VERSION)  # 3 and 4: state per rule, each its own correlator
 EXPIRE_EVERY_MS = 60_000  # event time between sweeps of idle window keys
 _MIN_TS = -(2**62)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
@@ -51,7 +51,8 @@ class CompiledRule:
 
     spec: ast.RuleSpec
     filter: MaskFn
-    correlator: Correlator | None
+    member: Member | None  # the rule as a correlator sees it (None: a single-event rule)
+    correlator: Correlator | None  # may be shared with other rules (windows.py, "Shared state")
     fingerprint: str
     suppress: dict[Any, int]  # suppression key -> muted until (event time, ms)
     evaluations: Any
@@ -83,10 +84,12 @@ def compile_rule(spec: ast.RuleSpec, sample_size: int = 3) -> CompiledRule:
         dict.fromkeys(m.group(2) for n in template_fields(spec.message) if (m := _AGG_RE.fullmatch(n)))
     )
     flat = _flatten(expr)
+    m = member(spec.id, corr, agg_fields) if corr is not None else None
     return CompiledRule(
         spec=spec,
         filter=compile_expr(flat),
-        correlator=make_correlator(corr, sample_size, agg_fields) if corr is not None else None,
+        member=m,
+        correlator=make_correlator([m], sample_size) if m is not None else None,
         fingerprint=fingerprint(spec),
         suppress={},
         evaluations=metrics.RULE_EVALUATIONS.labels(rule=spec.id),
@@ -148,6 +151,7 @@ class Engine:
         self.clock = clock
         self.sample_size = sample_size
         self.rules = [compile_rule(r, sample_size) for r in ruleset.rules]
+        self._attach([])
         self.max_ts = _MIN_TS
         self.wm = _MIN_TS
         self.seq = 0
@@ -219,7 +223,16 @@ class Engine:
         return self.advance(self.max_ts) if self.max_ts > self.wm else self._release_until(self.wm)
 
     def window_keys(self) -> dict[str, int]:
+        """Live window keys per rule (rules sharing a correlator each report its keys)."""
         return {r.id: r.correlator.key_count() for r in self.rules if r.correlator is not None}
+
+    def correlators(self) -> dict[int, tuple[Correlator, list[CompiledRule]]]:
+        """Each correlator once, with its member rules."""
+        out: dict[int, tuple[Correlator, list[CompiledRule]]] = {}
+        for r in self.rules:
+            if r.correlator is not None:
+                out.setdefault(id(r.correlator), (r.correlator, []))[1].append(r)
+        return out
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -246,36 +259,54 @@ class Engine:
         alerts: list[Alert] = []
         n = batch.n
         present = {v for v in batch.keyword("event.dataset").values if v is not None}
+        correlated: dict[int, list[tuple[CompiledRule, np.ndarray]]] = {}  # correlator -> its rules' rows
         for rule in self.rules:
             rule.evaluations.inc(n)
-            if rule.datasets is not None and rule.datasets.isdisjoint(present):
-                continue
-            try:
-                rows = np.flatnonzero(rule.filter(batch))
+            rows = _NO_ROWS
+            if rule.datasets is None or not rule.datasets.isdisjoint(present):
+                try:
+                    rows = np.flatnonzero(rule.filter(batch))
+                    if len(rows):
+                        rule.matches.inc(len(rows))
+                        if rule.correlator is None:
+                            fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
+                            alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
+                except Exception:  # noqa: BLE001 - one rule's failure must not stop the others or the daemon
+                    self._failed([rule], n)
+                    rows = _NO_ROWS
+            if rule.correlator is not None:
+                correlated.setdefault(id(rule.correlator), []).append((rule, rows))
+        for members in correlated.values():
+            for corr, rules, rows in _agreeing(members):
                 if not len(rows):
                     continue
-                rule.matches.inc(len(rows))
-                if rule.correlator is None:
-                    fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
-                else:
-                    fires = rule.correlator.process(batch, rows)
-                alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
-            except Exception:  # noqa: BLE001 - one rule's failure must not stop the others or the daemon
-                metrics.RULE_ERRORS.labels(rule=rule.id).inc()
-                log.exception("rule %s failed on a batch of %d events; skipped", rule.id, n)
+                try:
+                    fires = corr.process(batch, rows)
+                    by_id = {r.id: r for r in rules}
+                    for f in fires:
+                        for rule in (by_id[f.rule],) if f.rule is not None else rules:
+                            if (a := self._alert(rule, f)) is not None:
+                                alerts.append(a)
+                except Exception:  # noqa: BLE001 - as above
+                    self._failed(rules, n)
         alerts.sort(key=lambda a: (a.last_ms, a.rule_id, a.id))
         return alerts
 
+    def _failed(self, rules: list[CompiledRule], n: int) -> None:
+        for rule in rules:
+            metrics.RULE_ERRORS.labels(rule=rule.id).inc()
+        log.exception("rule %s failed on a batch of %d events; skipped", ", ".join(r.id for r in rules), n)
+
     def _advance_time(self, stream_ms: int) -> list[Alert]:
         alerts: list[Alert] = []
-        for rule in self.rules:
-            if rule.correlator is not None and isinstance(rule.spec.correlation, ast.Absent):
-                alerts.extend(a for f in rule.correlator.advance(stream_ms) if (a := self._alert(rule, f)) is not None)
+        groups = self.correlators().values()
+        for corr, rules in groups:
+            if isinstance(corr.spec, ast.Absent):
+                alerts.extend(a for f in corr.advance(stream_ms) for r in rules if (a := self._alert(r, f)) is not None)
         if stream_ms - self._expired_ms >= EXPIRE_EVERY_MS:  # a sweep over all keys: not on every batch
             self._expired_ms = stream_ms
-            for rule in self.rules:
-                if rule.correlator is not None:
-                    metrics.WINDOW_KEYS_EXPIRED.inc(rule.correlator.expire(stream_ms))
+            for corr, _ in groups:
+                metrics.WINDOW_KEYS_EXPIRED.inc(corr.expire(stream_ms))
         return alerts
 
     def _alert(self, rule: CompiledRule, fire: Fire) -> Alert | None:
@@ -326,14 +357,13 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """Everything needed to continue after a restart: pending events, watermark, window state."""
-        rules = self._rule_states()
         state = {
             "version": SNAPSHOT_VERSION,
             "max_ts": self.max_ts,
             "wm": self.wm,
             "seq": self.seq,
             "pending": (self.pending_events, self.pending_ts, self.pending_seq),
-            "rules": rules,
+            "rules": self._rule_states(),
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -346,7 +376,11 @@ class Engine:
             raise StateError("engine snapshot has an unknown version")
         self.max_ts, self.wm, self.seq = state["max_ts"], state["wm"], state["seq"]
         self.pending_events, self.pending_ts, self.pending_seq = state["pending"]
-        self._adopt(state["rules"])
+        rules = state["rules"]
+        if state["version"] < 5:  # one state per rule: each becomes a correlator of its own
+            rules = {"groups": [({rid: fp}, cs) for rid, (fp, cs, _) in rules.items() if cs is not None],
+                     "suppress": {rid: (fp, sup) for rid, (fp, _, sup) in rules.items()}}
+        self._adopt(rules)
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Hot reload: new rules; window state kept for rules whose computation did not change."""
@@ -354,25 +388,66 @@ class Engine:
         self.rules = [compile_rule(r, self.sample_size) for r in ruleset.rules]
         self._adopt(old)
 
-    def _rule_states(self) -> dict[str, tuple[str, dict[str, Any] | None, dict[Any, int]]]:
-        out: dict[str, tuple[str, dict[str, Any] | None, dict[Any, int]]] = {}
-        for r in self.rules:
-            c = r.correlator
-            corr_state = {k: getattr(c, k) for k in ("state", "seq") if hasattr(c, k)} if c is not None else None
-            out[r.id] = (r.fingerprint, corr_state, r.suppress)
-        return out
+    def _rule_states(self) -> dict[str, Any]:
+        """Each correlator's state with its members (rule id -> fingerprint); each rule's suppression."""
+        return {
+            "groups": [({r.id: r.fingerprint for r in rules}, corr.get_state())
+                       for corr, rules in self.correlators().values()],
+            "suppress": {r.id: (r.fingerprint, r.suppress) for r in self.rules},
+        }
 
-    def _adopt(self, saved: dict[str, tuple[str, dict[str, Any] | None, dict[Any, int]]]) -> None:
+    def _adopt(self, saved: dict[str, Any]) -> None:
         for rule in self.rules:
-            got = saved.get(rule.id)
-            if got is None or got[0] != rule.fingerprint:
-                continue
-            fp, corr_state, suppress = got
-            rule.suppress = dict(suppress)
-            if rule.correlator is not None and corr_state is not None:
-                for name in ("state", "seq"):
-                    if name in corr_state:
-                        setattr(rule.correlator, name, corr_state[name])
+            got = saved["suppress"].get(rule.id)
+            if got is not None and got[0] == rule.fingerprint:
+                rule.suppress = dict(got[1])
+        self._attach(saved["groups"])
+
+    def _attach(self, saved: list[tuple[dict[str, str], dict[str, Any]]]) -> None:
+        """Give the correlation rules their correlators: rules whose state was one correlator's in `saved`
+        (same id and fingerprint) get it back, together; the others start empty, one correlator per
+        share key (they split at the first batch where their rows differ)."""
+        owner = {(rid, fp): i for i, (members, _) in enumerate(saved) for rid, fp in members.items()}
+        together: dict[tuple[object, ...], list[CompiledRule]] = {}
+        for rule in self.rules:
+            if rule.member is not None:
+                together.setdefault((share_key(rule.member), owner.get((rule.id, rule.fingerprint))), []).append(rule)
+        for (_, i), rules in together.items():
+            corr = make_correlator([r.member for r in rules if r.member is not None], self.sample_size)
+            if i is not None:
+                corr.set_state(saved[i][1])
+            for r in rules:
+                r.correlator = corr
+
+
+_NO_ROWS = np.empty(0, np.int64)
+
+
+def _agreeing(members: list[tuple[CompiledRule, np.ndarray]]) -> list[tuple[Correlator, list[CompiledRule], np.ndarray]]:
+    """The rules of one correlator grouped by the rows their filters selected in this batch. Where they
+    differ, all but the largest group move to correlators of their own with a copy of the state."""
+    corr = members[0][0].correlator
+    assert corr is not None
+    if len(members) == 1:
+        return [(corr, [members[0][0]], members[0][1])]
+    parts: list[tuple[np.ndarray, list[CompiledRule]]] = []
+    for rule, rows in members:
+        for got, rules in parts:
+            if len(got) == len(rows) and np.array_equal(got, rows):
+                rules.append(rule)
+                break
+        else:
+            parts.append((rows, [rule]))
+    if len(parts) == 1:
+        return [(corr, parts[0][1], parts[0][0])]
+    parts.sort(key=lambda p: -len(p[1]))
+    out = [(corr, parts[0][1], parts[0][0])]
+    for rows, rules in parts[1:]:
+        twin = corr.split({r.id for r in rules})
+        for r in rules:
+            r.correlator = twin
+        out.append((twin, rules, rows))
+    return out
 
 
 def _group_of(spec: ast.RuleSpec, fire: Fire) -> tuple[tuple[str, str], ...]:

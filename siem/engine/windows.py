@@ -13,16 +13,25 @@ newest event, and "within 5m" means first and last event are less than 5 minutes
 After a window fires, the key's window is cleared (the next alert needs a fresh threshold of events);
 suppression (runtime) decides whether a fire becomes an alert. State is carried across batches, so the
 alerts do not depend on how events were cut into batches (tests/test_engine_properties.py).
+
+Shared state. A correlator serves one or more rules, its *members*: rules of one kind and keys whose
+filters have selected the same rows in every batch so far have the same window state, so it is kept and
+updated once (a large pack is mostly tuned variants of a few rules: other thresholds and windows, one
+more exclusion). Threshold members may differ in threshold, window, measure and message: they share one
+timeline per key (the widest window's events) and each keeps only where its own window restarts after
+it fired. Other kinds share state when their parameters are identical. The runtime splits a correlator
+in two, copying its state, the first time its members' rows differ.
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -46,6 +55,27 @@ class Fire:
     trigger: Event
     samples: list[Event]
     aggregates: dict[str, object] = field(default_factory=dict)
+    rule: str | None = None  # the member rule that fired (None: every member of the correlator)
+
+
+class Member(NamedTuple):
+    """A rule as its correlator sees it."""
+
+    rule: str  # rule id
+    spec: Any  # its correlation (ast.Threshold, ast.Sequence, ...)
+    fields: tuple[str, ...]  # fields whose values its message aggregates (and a threshold's own field)
+
+
+def member(rule: str, corr: ast.Correlation, agg_fields: tuple[str, ...]) -> Member:
+    own = (corr.field,) if isinstance(corr, ast.Threshold) and corr.field else ()
+    return Member(rule, corr, tuple(dict.fromkeys((*agg_fields, *own))))
+
+
+def share_key(m: Member) -> tuple[object, ...]:
+    """Rules with equal share keys can be members of one correlator (while their rows agree)."""
+    if isinstance(m.spec, ast.Threshold):
+        return ("threshold", m.spec.by)
+    return (type(m.spec).__name__, repr(m.spec), m.fields)
 
 
 class _KeyedRows:
@@ -94,13 +124,41 @@ def _row_keys(batch: Batch, rows: np.ndarray, by: tuple[str, ...]) -> list[Key]:
 
 
 class Correlator(ABC):
-    """Base: subclasses implement process(); advance() is for time-driven rules (absent)."""
+    """Base: subclasses implement process(); advance() is for time-driven rules (absent).
 
-    def __init__(self, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
+    Members other than a threshold's have identical specs: `spec` and `agg_fields` are theirs."""
+
+    STATE = ("state",)  # the attributes that are the correlator's state (snapshots, splits)
+
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        self.members = list(members)
+        self.spec = members[0].spec
         self.sample_size = sample_size
-        self.agg_fields = agg_fields  # fields whose values the message template aggregates
+        self.agg_fields = members[0].fields  # fields whose values the message template aggregates
         self._swept_ms = _NEVER  # watermark of the last sweep of idle keys
         self._marked: dict[Key, object] = {}  # idle keys found by that sweep, with their state's version
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [m.rule for m in self.members]
+
+    def get_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def set_state(self, saved: dict[str, Any]) -> None:
+        for name in self.STATE:
+            if name in saved:
+                setattr(self, name, saved[name])
+
+    def split(self, rules: set[str]) -> Correlator:
+        """Move the members `rules` to a new correlator with a copy of the state (their rows differ now)."""
+        twin = make_correlator([m for m in self.members if m.rule in rules], self.sample_size)
+        twin.set_state(copy.deepcopy(self.get_state()))
+        self._drop_members(rules)
+        return twin
+
+    def _drop_members(self, rules: set[str]) -> None:
+        self.members = [m for m in self.members if m.rule not in rules]
 
     @abstractmethod
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
@@ -139,17 +197,33 @@ class Correlator(ABC):
         return len(self.state)  # type: ignore[attr-defined]
 
 
-@dataclass(slots=True)
 class _Window:
-    ts: list[int]  # effective times, non-decreasing
-    vals: dict[str, list[object]]  # per aggregated field, aligned with ts
-    samples: list[Event]  # the last few contributing events
+    """A threshold key's timeline: the events of the widest member window, and where each member's
+    window restarts after it fired (positions count from the key's first event, `base` is T[0]'s)."""
+
+    __slots__ = ("ts", "vals", "samples", "base", "resets")
+
+    def __init__(self, ts: list[int], vals: dict[str, list[object]], samples: list[Event], base: int = 0,
+                 resets: dict[str, int] | None = None) -> None:
+        self.ts = ts  # effective times, non-decreasing
+        self.vals = vals  # per aggregated field, aligned with ts
+        self.samples = samples  # the last few events
+        self.base = base
+        self.resets = resets  # member rule -> position of the first event its next window may use
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (self.ts, self.vals, self.samples, self.base, self.resets)
+
+    def __setstate__(self, state: Any) -> None:
+        if len(state) == 2 and state[0] is None:  # version 3/4 snapshots: (None, {slot: value}), no resets
+            state = (state[1]["ts"], state[1]["vals"], state[1]["samples"], 0, None)
+        self.ts, self.vals, self.samples, self.base, self.resets = state
 
 
-def _aggregates(vals: dict[str, list[object]], lo: int, hi: int) -> dict[str, object]:
+def _aggregates(vals: dict[str, list[object]], lo: int, hi: int, fields: tuple[str, ...]) -> dict[str, object]:
     out: dict[str, object] = {}
-    for f, col in vals.items():
-        window = [v for v in col[lo:hi] if v is not None]
+    for f in fields:
+        window = [v for v in vals[f][lo:hi] if v is not None]
         out[f"distinct({f})"] = len(set(map(str, window)))
         nums = [v for v in window if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if nums:
@@ -159,31 +233,67 @@ def _aggregates(vals: dict[str, list[object]], lo: int, hi: int) -> dict[str, ob
     return out
 
 
-class ThresholdCorrelator(Correlator):
-    """count / distinct(field) / sum(field) >= N within W by keys."""
+def _fire_floor(spec: ast.Threshold) -> int:
+    """Fewest events a count or distinct window can fire with (0 for sums: any event may)."""
+    return int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
 
-    def __init__(self, spec: ast.Threshold, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
-        fields = tuple(dict.fromkeys((*agg_fields, *((spec.field,) if spec.field else ()))))
-        super().__init__(sample_size, fields)
-        self.spec = spec
-        # key -> its window; a key seen once is (time, aggregated values, sample) until it is seen again
+
+class ThresholdCorrelator(Correlator):
+    """count / distinct(field) / sum(field) >= N within W by keys; members may differ in all but the keys."""
+
+    STATE = ("state", "agg_fields")
+
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        super().__init__(members, sample_size)
+        # key -> its timeline; a key seen once is (time, aggregated values, sample) until it is seen again
         self.state: dict[Key, _Window | tuple[int, tuple[object, ...], Event]] = {}
+        self._configure()
+
+    def _configure(self) -> None:
+        self.agg_fields = tuple(dict.fromkeys(f for m in self.members for f in m.fields))
+        self.window_ms = max(m.spec.window_ms for m in self.members)
+        self._floors = [(m, _fire_floor(m.spec)) for m in self.members]
+        self._min_floor = min(f for _, f in self._floors)
+
+    def _drop_members(self, rules: set[str]) -> None:
+        super()._drop_members(rules)
+        self._conform(self.agg_fields)
+
+    def set_state(self, saved: dict[str, Any]) -> None:
+        self.state = saved["state"]
+        self._conform(tuple(saved.get("agg_fields", self.agg_fields)))
+
+    def _conform(self, had: tuple[str, ...]) -> None:
+        """Make the state hold exactly this correlator's fields, in its order (members left or joined,
+        a message now aggregates another field): values missing for a field are None."""
+        fields = self.agg_fields
+        self._configure()
+        if fields == self.agg_fields == had:
+            return
+        want = self.agg_fields
+        where = {f: i for i, f in enumerate(had)}
+        for key, win in self.state.items():
+            if type(win) is tuple:
+                old = win[1]
+                self.state[key] = (win[0], tuple(old[where[f]] if f in where and where[f] < len(old) else None
+                                                 for f in want), win[2])
+            else:
+                win.vals = {f: win.vals.get(f) or [None] * len(win.ts) for f in want}  # type: ignore[union-attr]
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
-        spec = self.spec
-        keyed = keyed_rows(batch, rows, spec.by)
+        keyed = keyed_rows(batch, rows, self.spec.by)
         fires: list[Fire] = []
         ts_all = batch.ts[rows].tolist()
         rows_l = rows.tolist()
         events = batch.events
         sample_of = batch.sample
-        window_ms = spec.window_ms
+        window_ms = self.window_ms
         k_samples = self.sample_size
-        # count and distinct windows cannot fire with fewer events than the threshold: no numpy then
-        cannot_fire_below = int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
         agg_fields = self.agg_fields
         state = self.state
-        single_cannot_fire = cannot_fire_below > 1
+        floors, min_floor = self._floors, self._min_floor
+        members = self.members
+        single_cannot_fire = min_floor > 1
         for key, pos in keyed.groups().items():
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once,
@@ -193,6 +303,8 @@ class ThresholdCorrelator(Correlator):
                 continue
             new_ts = [ts_all[p] for p in pos]
             new_rows = [rows_l[p] for p in pos]
+            first = 0
+            resets: dict[str, int] | None = None
             if win is None:
                 old_ts: list[int] = []
                 old_vals: dict[str, list[object]] = {f: [] for f in agg_fields}
@@ -201,6 +313,7 @@ class ThresholdCorrelator(Correlator):
                 old_ts, old_vals, old_samples = [win[0]], {f: [v] for f, v in zip(agg_fields, win[1])}, [win[2]]
             else:
                 old_ts, old_vals, old_samples = win.ts, win.vals, win.samples
+                first, resets = win.base, win.resets
             base = len(old_ts)
             ordered = (not base or new_ts[0] >= old_ts[-1]) and (len(pos) < 2 or new_ts == sorted(new_ts))
             # the key's lists grow in place (copying a long window's lists every batch was the top cost of
@@ -210,11 +323,10 @@ class ThresholdCorrelator(Correlator):
             vals = old_vals
             for f in agg_fields:
                 vals[f].extend([events[r].get(f) for r in new_rows])
-            if ordered and len(T) < cannot_fire_below:
-                reset = 0
-                recent_pool = old_samples + [sample_of(r) for r in new_rows[-k_samples:]]
+            if ordered and len(T) < min_floor:  # no member can fire yet
+                recent = (old_samples + [sample_of(r) for r in new_rows[-k_samples:]])[-k_samples:]
             else:
-                # the window's events: samples kept in state (None where not kept), then this batch's rows
+                # the timeline's events: samples kept in state (None where not kept), then this batch's rows
                 kept = old_samples[-base:] if base else []
                 evs: list[Event | int | None] = [None] * (base - len(kept)) + kept + new_rows
                 start = base
@@ -224,38 +336,52 @@ class ThresholdCorrelator(Correlator):
                     vals = {f: [v[i] for i in order] for f, v in vals.items()}
                     evs = [evs[i] for i in order]
                     start = min(j for j, i in enumerate(order) if i >= base)
-                reset = self._scan(key, np.array(T, dtype=np.int64), vals, start, evs, batch, fires)
-                recent_pool = [_as_sample(batch, e) for e in [e for e in evs[reset:] if e is not None][-k_samples:]]
-            cut = T[-1] - window_ms
-            keep_from = reset if T[reset if reset < len(T) else -1] > cut else max(reset, bisect_right(T, cut))
+                    if resets:
+                        resets = _resorted(resets, order, first)
+                T_arr = None
+                for m, floor in floors:
+                    reset = resets.get(m.rule, first) - first if resets else 0
+                    if ordered and len(T) - reset < floor:
+                        continue
+                    if T_arr is None:
+                        T_arr = np.array(T, dtype=np.int64)
+                    done = self._scan(m, key, T_arr, vals, max(start, reset), reset, evs, batch, fires)
+                    if done > reset:
+                        resets = resets or {}
+                        resets[m.rule] = first + done
+                recent = _last_samples(batch, evs, k_samples)
+            keep_from = bisect_right(T, T[-1] - window_ms)
+            if resets:  # events every member has fired with are not needed any more
+                keep_from = max(keep_from, min(resets.get(m.rule, first) for m in members) - first)
             if keep_from >= len(T):
                 state.pop(key, None)
                 continue
-            k = min(k_samples, len(T) - reset)
-            recent = recent_pool[-k:] if k > 0 else []
             if keep_from:
                 del T[:keep_from]
                 for v in vals.values():
                     del v[:keep_from]
-            state[key] = _Window(T, vals, recent)
+                first += keep_from
+                if resets:
+                    resets = {r: at for r, at in resets.items() if at > first} or None
+            state[key] = _Window(T, vals, recent, first, resets)
         return fires
 
     def expire(self, watermark_ms: int) -> int:
         # a key's state is a new object after every update: the object is its version (kept alive by the
         # marks, so compared by identity)
-        return self._sweep(watermark_ms, self.spec.window_ms, _window_last_ms, lambda v: v, operator.is_)
+        return self._sweep(watermark_ms, self.window_ms, _window_last_ms, lambda v: v, operator.is_)
 
     def _scan(
-        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int,
+        self, m: Member, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int, reset: int,
         evs: list[Event | int | None], batch: Batch, fires: list[Fire],
     ) -> int:
-        """Find every fire among positions >= base; returns the reset position (start of the open window).
+        """Find member m's fires among positions >= base, its window starting at `reset` or later; returns
+        the new reset position (start of its open window).
 
         `evs` is aligned with T: rows of this batch, the samples kept in state, None for the rest."""
-        spec = self.spec
+        spec = m.spec
         n = len(T)
         lo = np.searchsorted(T, T - spec.window_ms, "right")
-        reset = 0
         need = spec.value
         strict = spec.op == ">"
         if spec.kind in ("count", "sum"):
@@ -274,13 +400,13 @@ class ThresholdCorrelator(Correlator):
                 if not len(hits):
                     break
                 p = p + int(hits[0])
-                reset = self._fire(key, T, vals, max(int(lo[p]), reset), p, evs, batch, fires)
+                reset = self._fire(m, key, T, vals, max(int(lo[p]), reset), p, evs, batch, fires)
                 p = reset
             return reset
         # distinct: a sliding multiset of values, one step per event
         col = vals[spec.field or ""]
         counts: Counter[str] = Counter()
-        left = int(lo[base]) if base < n else 0
+        left = max(int(lo[base]), reset) if base < n else 0
         for i in range(left, base):
             if col[i] is not None:
                 counts[str(col[i])] += 1
@@ -295,13 +421,13 @@ class ThresholdCorrelator(Correlator):
             if col[p] is not None:
                 counts[str(col[p])] += 1
             if (len(counts) > need) if strict else (len(counts) >= need):
-                reset = self._fire(key, T, vals, left, p, evs, batch, fires)
+                reset = self._fire(m, key, T, vals, left, p, evs, batch, fires)
                 counts.clear()
                 left = reset
         return reset
 
     def _fire(
-        self, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int,
+        self, m: Member, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int,
         evs: list[Event | int | None], batch: Batch, fires: list[Fire],
     ) -> int:
         window = [e for e in evs[start : p + 1] if e is not None]
@@ -312,9 +438,31 @@ class ThresholdCorrelator(Correlator):
             trigger = batch.events[last] if type(last) is int else last  # type: ignore[assignment]
         fires.append(
             Fire(key, int(T[start]), int(T[p]), p - start + 1, trigger,
-                 [_as_sample(batch, e) for e in window[-self.sample_size :]], _aggregates(vals, start, p + 1))
+                 [_as_sample(batch, e) for e in window[-self.sample_size :]],
+                 _aggregates(vals, start, p + 1, m.fields), m.rule)
         )
         return p + 1
+
+
+def _resorted(resets: dict[str, int], order: list[int], first: int) -> dict[str, int]:
+    """Members' restart positions after the key's timeline was re-sorted (`order`: old position of each
+    new one). A member's window restarts after the last event it fired with; an event later than the
+    allowed lateness that sorts before that point is not counted again by it."""
+    where = [0] * len(order)
+    for new, old in enumerate(order):
+        where[old] = new
+    return {r: first + where[at - first - 1] + 1 if at > first else at for r, at in resets.items()}
+
+
+def _last_samples(batch: Batch, evs: list[Event | int | None], k: int) -> list[Event]:
+    out: list[Event] = []
+    for e in reversed(evs):
+        if len(out) == k:
+            break
+        if e is not None:
+            out.append(_as_sample(batch, e))
+    out.reverse()
+    return out
 
 
 def _window_last_ms(win: Any) -> int:
@@ -329,10 +477,11 @@ def _as_sample(batch: Batch, e: Event | int) -> Event:
 class SequenceCorrelator(Correlator):
     """Ordered steps, each with a minimum count, all within W by keys."""
 
-    def __init__(self, spec: ast.Sequence, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
-        super().__init__(sample_size, agg_fields)
-        self.spec = spec
-        self.step_masks: list[MaskFn] = [compile_expr(s.expr) for s in spec.steps]
+    STATE = ("state", "seq")
+
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        super().__init__(members, sample_size)
+        self.step_masks: list[MaskFn] = [compile_expr(s.expr) for s in self.spec.steps]
         # key -> per step: list of (ts, seq, event)
         self.state: dict[Key, list[list[tuple[int, int, Event]]]] = {}
         self.seq = 0
@@ -365,7 +514,7 @@ class SequenceCorrelator(Correlator):
                     fires.append(Fire(key, chain[0][0], t, len(chain), event,
                                       [e for _, _, e in chain][-self.sample_size :],
                                       _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
-                                                  0, len(chain))))
+                                                  0, len(chain), self.agg_fields)))
                     del self.state[key]
                     continue
             for j in range(last + 1):
@@ -413,9 +562,8 @@ class SequenceCorrelator(Correlator):
 class AbsentCorrelator(Correlator):
     """Fires when a key that was seen stays silent for longer than W of event time."""
 
-    def __init__(self, spec: ast.Absent, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
-        super().__init__(sample_size, agg_fields)
-        self.spec = spec
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        super().__init__(members, sample_size)
         self.state: dict[Key, tuple[int, Event]] = {}  # key -> (last seen, last event)
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
@@ -456,9 +604,8 @@ class FirstSeenCorrelator(Correlator):
 
     MAX_VALUES_PER_KEY = 10_000
 
-    def __init__(self, spec: ast.FirstSeen, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
-        super().__init__(sample_size, agg_fields)
-        self.spec = spec
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        super().__init__(members, sample_size)
         self.state: dict[Key, tuple[int, set[str]]] = {}  # key -> (first seen, values seen)
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
@@ -491,10 +638,9 @@ class FirstSeenCorrelator(Correlator):
 class SpikeCorrelator(Correlator):
     """Count in the current window-sized bucket exceeds factor x the mean of the baseline buckets."""
 
-    def __init__(self, spec: ast.Spike, sample_size: int = 3, agg_fields: tuple[str, ...] = ()) -> None:
-        super().__init__(sample_size, agg_fields)
-        self.spec = spec
-        self.nb = spec.baseline_ms // spec.window_ms
+    def __init__(self, members: list[Member], sample_size: int = 3) -> None:
+        super().__init__(members, sample_size)
+        self.nb = self.spec.baseline_ms // self.spec.window_ms
         # key -> (first bucket seen, {bucket: count}, bucket already fired)
         self.state: dict[Key, tuple[int, dict[int, int], int]] = {}
 
@@ -532,16 +678,15 @@ class SpikeCorrelator(Correlator):
         return fires
 
 
-def make_correlator(corr: ast.Correlation, sample_size: int, agg_fields: tuple[str, ...]) -> Correlator:
-    match corr:
-        case ast.Threshold():
-            return ThresholdCorrelator(corr, sample_size, agg_fields)
-        case ast.Sequence():
-            return SequenceCorrelator(corr, sample_size, agg_fields)
-        case ast.Absent():
-            return AbsentCorrelator(corr, sample_size, agg_fields)
-        case ast.FirstSeen():
-            return FirstSeenCorrelator(corr, sample_size, agg_fields)
-        case ast.Spike():
-            return SpikeCorrelator(corr, sample_size, agg_fields)
-    raise TypeError(f"unknown correlation {corr!r}")
+_KINDS: dict[type, type[Correlator]] = {
+    ast.Threshold: ThresholdCorrelator, ast.Sequence: SequenceCorrelator, ast.Absent: AbsentCorrelator,
+    ast.FirstSeen: FirstSeenCorrelator, ast.Spike: SpikeCorrelator,
+}
+
+
+def make_correlator(members: list[Member], sample_size: int) -> Correlator:
+    """One correlator for `members` (equal share keys)."""
+    kind = _KINDS.get(type(members[0].spec))
+    if kind is None:
+        raise TypeError(f"unknown correlation {members[0].spec!r}")
+    return kind(members, sample_size)
