@@ -132,7 +132,7 @@ class Matcher:
         out: list[tuple[int, int, bytes, Event]] = []
         for k, rule in enumerate(self.rules):
             rule.evaluations.inc(batch.n)
-            rows = np.flatnonzero(rule.filter(batch))
+            rows = batch.rows(rule.filter(batch))
             if len(rows):
                 rule.matches.inc(len(rows))
             for r in rows.tolist():

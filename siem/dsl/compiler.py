@@ -61,16 +61,18 @@ def _is_number_field(field: str) -> bool:
 def _compile(node: ast.Expr) -> MaskFn:
     match node:
         case ast.TrueExpr():
-            return lambda b: np.ones(b.n, dtype=bool)
+            return lambda b: b.every
         case ast.And(args):
             parts = [compile_expr(a) for a in args]
 
             def and_(b: Batch) -> np.ndarray:
                 out = parts[0](b)
                 for p in parts[1:]:
-                    if not out.any():
-                        return out
-                    out = out & p(b)
+                    if out is b.none or not out.any():
+                        return b.none
+                    q = p(b)
+                    if q is not b.every:
+                        out = b.none if q is b.none else out & q
                 return out
 
             return and_
@@ -80,13 +82,20 @@ def _compile(node: ast.Expr) -> MaskFn:
             def or_(b: Batch) -> np.ndarray:
                 out = parts[0](b)
                 for p in parts[1:]:
-                    out = out | p(b)
+                    q = p(b)
+                    if q is not b.none:
+                        out = b.every if q is b.every else q if out is b.none else out | q
                 return out
 
             return or_
         case ast.Not(arg):
             inner = compile_expr(arg)
-            return lambda b: ~inner(b)
+
+            def not_(b: Batch) -> np.ndarray:
+                m = inner(b)
+                return b.every if m is b.none else b.none if m is b.every else ~m
+
+            return not_
         case ast.Compare(field, op, value, ci) if _is_number_field(field) and not isinstance(value, str):
             fn = _NUM_OPS[op]
             num = float(value)
@@ -127,7 +136,7 @@ def _compile(node: ast.Expr) -> MaskFn:
             def exists(b: Batch) -> np.ndarray:
                 col = b.keyword(field)  # shared with every other predicate on this field
                 missing = col.code_of(None)
-                return col.codes != missing if missing >= 0 else np.ones(b.n, dtype=bool)
+                return col.codes != missing if missing >= 0 else b.every
 
             return exists
         case ast.MacroRef() | _:
@@ -144,7 +153,7 @@ def _equals(field: str, value: Any) -> MaskFn:
         if code < 0 and not isinstance(value, str):
             code = col.code_of(value)
         if code < 0:
-            return np.zeros(b.n, dtype=bool)
+            return b.none
         return col.codes == code
 
     return eq

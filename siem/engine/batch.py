@@ -77,7 +77,7 @@ def _as_float(v: object) -> float:
 class Batch:
     """Events in processing order plus their effective event times (int64 ms)."""
 
-    __slots__ = ("events", "ts", "n", "_kw", "_num", "_samples", "memo")
+    __slots__ = ("events", "ts", "n", "_kw", "_num", "_samples", "memo", "none", "every", "_rows")
 
     def __init__(self, events: list[Event], ts: np.ndarray) -> None:
         self.events = events
@@ -87,12 +87,26 @@ class Batch:
         self._num: dict[str, np.ndarray] = {}
         self._samples: list[Event | None] = [None] * self.n
         self.memo: dict[object, np.ndarray] = {}  # compiled sub-expression -> mask, shared by all rules
+        # the constant masks: predicates return these very objects where no row / every row matches, so
+        # a rule's exclusion that excludes nothing costs an identity test (compiler.py)
+        self.none = np.zeros(self.n, dtype=bool)
+        self.every = np.ones(self.n, dtype=bool)
+        self.none.flags.writeable = self.every.flags.writeable = False
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def keyword(self, field: str) -> KeywordColumn:
         col = self._kw.get(field)
         if col is None:
             col = self._kw[field] = KeywordColumn(list(map(dict.get, self.events, repeat(field, self.n))))
         return col
+
+    def rows(self, mask: np.ndarray) -> np.ndarray:
+        """The rows `mask` selects, found once per mask object: rules that end with the same mask (a
+        variant whose exclusion excluded nothing) get the same array."""
+        got = self._rows.get(id(mask))
+        if got is None:
+            got = self._rows[id(mask)] = (mask, np.flatnonzero(mask))  # the mask is kept: its id stays its own
+        return got[1]
 
     def sample(self, row: int) -> Event:
         """The compact copy of event `row` that window state keeps (made once per batch, shared by rules)."""

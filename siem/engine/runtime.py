@@ -265,7 +265,7 @@ class Engine:
             rows = _NO_ROWS
             if rule.datasets is None or not rule.datasets.isdisjoint(present):
                 try:
-                    rows = np.flatnonzero(rule.filter(batch))
+                    rows = batch.rows(rule.filter(batch))
                     if len(rows):
                         rule.matches.inc(len(rows))
                         if rule.correlator is None:
@@ -433,7 +433,7 @@ def _agreeing(members: list[tuple[CompiledRule, np.ndarray]]) -> list[tuple[Corr
     parts: list[tuple[np.ndarray, list[CompiledRule]]] = []
     for rule, rows in members:
         for got, rules in parts:
-            if len(got) == len(rows) and np.array_equal(got, rows):
+            if got is rows or (len(got) == len(rows) and np.array_equal(got, rows)):
                 rules.append(rule)
                 break
         else:

@@ -339,13 +339,17 @@ class ThresholdCorrelator(Correlator):
                     if resets:
                         resets = _resorted(resets, order, first)
                 T_arr = None
+                n = len(T)
                 for m, floor in floors:
                     reset = resets.get(m.rule, first) - first if resets else 0
-                    if ordered and len(T) - reset < floor:
+                    begin = max(start, reset)
+                    # a window ending at a new event holds at most the events since the first new one's
+                    # window began: below the member's threshold, there is nothing to scan
+                    if n - max(reset, bisect_right(T, T[begin] - m.spec.window_ms) if begin < n else n) < floor:
                         continue
                     if T_arr is None:
                         T_arr = np.array(T, dtype=np.int64)
-                    done = self._scan(m, key, T_arr, vals, max(start, reset), reset, evs, batch, fires)
+                    done = self._scan(m, key, T_arr, vals, begin, reset, evs, batch, fires)
                     if done > reset:
                         resets = resets or {}
                         resets[m.rule] = first + done
