@@ -233,6 +233,9 @@ def _aggregates(vals: dict[str, list[object]], lo: int, hi: int, fields: tuple[s
     return out
 
 
+_FEW = 32  # new events of a key up to which a count window is scanned in Python
+
+
 def _fire_floor(spec: ast.Threshold) -> int:
     """Fewest events a count or distinct window can fire with (0 for sums: any event may)."""
     return int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
@@ -343,13 +346,18 @@ class ThresholdCorrelator(Correlator):
                 for m, floor in floors:
                     reset = resets.get(m.rule, first) - first if resets else 0
                     begin = max(start, reset)
-                    # a window ending at a new event holds at most the events since the first new one's
-                    # window began: below the member's threshold, there is nothing to scan
-                    if n - max(reset, bisect_right(T, T[begin] - m.spec.window_ms) if begin < n else n) < floor:
+                    # a window ending at a new event holds at most the events (values) since the first new
+                    # one's window began: below the member's threshold, there is nothing to scan
+                    lo = max(reset, bisect_right(T, T[begin] - m.spec.window_ms)) if begin < n else n
+                    if n - lo < floor or (m.spec.kind == "distinct"
+                                          and len(set(map(str, vals[m.spec.field][lo:]))) < floor):
                         continue
-                    if T_arr is None:
-                        T_arr = np.array(T, dtype=np.int64)
-                    done = self._scan(m, key, T_arr, vals, begin, reset, evs, batch, fires)
+                    if m.spec.kind == "count" and n - begin <= _FEW:
+                        done = self._count_few(m, key, T, vals, begin, reset, evs, batch, fires)
+                    else:
+                        if T_arr is None:
+                            T_arr = np.array(T, dtype=np.int64)
+                        done = self._scan(m, key, T_arr, vals, begin, reset, evs, batch, fires)
                     if done > reset:
                         resets = resets or {}
                         resets[m.rule] = first + done
@@ -374,6 +382,19 @@ class ThresholdCorrelator(Correlator):
         # a key's state is a new object after every update: the object is its version (kept alive by the
         # marks, so compared by identity)
         return self._sweep(watermark_ms, self.window_ms, _window_last_ms, lambda v: v, operator.is_)
+
+    def _count_few(
+        self, m: Member, key: Key, T: list[int], vals: dict[str, list[object]], base: int, reset: int,
+        evs: list[Event | int | None], batch: Batch, fires: list[Fire],
+    ) -> int:
+        """_scan for a count over a few new events: one bisect per event beats numpy's set-up."""
+        spec = m.spec
+        w, need, strict = spec.window_ms, spec.value, spec.op == ">"
+        for p in range(base, len(T)):
+            start = max(bisect_right(T, T[p] - w), reset)
+            if (p - start + 1 > need) if strict else (p - start + 1 >= need):
+                reset = self._fire(m, key, T, vals, start, p, evs, batch, fires)
+        return reset
 
     def _scan(
         self, m: Member, key: Key, T: np.ndarray, vals: dict[str, list[object]], base: int, reset: int,
@@ -431,7 +452,7 @@ class ThresholdCorrelator(Correlator):
         return reset
 
     def _fire(
-        self, m: Member, key: Key, T: np.ndarray, vals: dict[str, list[object]], start: int, p: int,
+        self, m: Member, key: Key, T: np.ndarray | list[int], vals: dict[str, list[object]], start: int, p: int,
         evs: list[Event | int | None], batch: Batch, fires: list[Fire],
     ) -> int:
         window = [e for e in evs[start : p + 1] if e is not None]
