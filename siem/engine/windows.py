@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from siem.schema import Event
 
 Key = Any  # the value of a single `by` field, or a tuple of values for several
 _NEVER = -(2**62)
+_NO_KEY = object()
 
 
 @dataclass(slots=True)
@@ -172,8 +173,7 @@ class Correlator(ABC):
         carry meaning beyond their window (absent, first_seen, spike's learning) keep them."""
         return 0
 
-    def _sweep(self, watermark_ms: int, window_ms: int, last_ms: Callable[[Any], int],
-               version: Callable[[Any], object], same: Callable[[object, object], bool]) -> int:
+    def _sweep(self, watermark_ms: int, window_ms: int) -> int:
         """Once per half window of event time: drop the keys whose newest event is older than the watermark
         minus the window AND that did not change since the previous sweep, which marked them. An event in
         time can no longer share a window with such a key's events; the second condition keeps a key whose
@@ -182,16 +182,24 @@ class Correlator(ABC):
         if watermark_ms - self._swept_ms < window_ms // 2:
             return 0
         self._swept_ms = watermark_ms
-        horizon = watermark_ms - window_ms
+        idle = self._idle(watermark_ms - window_ms)
         state: dict[Key, Any] = self.state  # type: ignore[attr-defined]
         gone = 0
         for key, mark in self._marked.items():
-            cur = state.get(key)
-            if cur is not None and last_ms(cur) <= horizon and same(version(cur), mark):
-                del state[key]
+            now = idle.get(key, _NO_KEY)
+            if now is not _NO_KEY and self._unchanged(now, mark):
+                del state[key], idle[key]
                 gone += 1
-        self._marked = {k: version(v) for k, v in state.items() if last_ms(v) <= horizon}
+        self._marked = idle
         return gone
+
+    def _idle(self, horizon_ms: int) -> dict[Key, object]:
+        """The keys whose newest event is at or before `horizon_ms`, with their state's version."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _unchanged(version: object, mark: object) -> bool:
+        return version == mark
 
     def key_count(self) -> int:
         return len(self.state)  # type: ignore[attr-defined]
@@ -379,9 +387,14 @@ class ThresholdCorrelator(Correlator):
         return fires
 
     def expire(self, watermark_ms: int) -> int:
+        return self._sweep(watermark_ms, self.window_ms)
+
+    def _idle(self, horizon_ms: int) -> dict[Key, object]:
         # a key's state is a new object after every update: the object is its version (kept alive by the
         # marks, so compared by identity)
-        return self._sweep(watermark_ms, self.window_ms, _window_last_ms, lambda v: v, operator.is_)
+        return {k: v for k, v in self.state.items() if (v[0] if type(v) is tuple else v.ts[-1]) <= horizon_ms}
+
+    _unchanged = staticmethod(operator.is_)
 
     def _count_few(
         self, m: Member, key: Key, T: list[int], vals: dict[str, list[object]], base: int, reset: int,
@@ -490,10 +503,6 @@ def _last_samples(batch: Batch, evs: list[Event | int | None], k: int) -> list[E
     return out
 
 
-def _window_last_ms(win: Any) -> int:
-    return win[0] if type(win) is tuple else win.ts[-1]  # type: ignore[no-any-return]
-
-
 def _as_sample(batch: Batch, e: Event | int) -> Event:
     """A window entry as a sample: a row of the current batch, or a sample kept in state."""
     return batch.sample(e) if type(e) is int else e  # type: ignore[arg-type, return-value]
@@ -575,10 +584,12 @@ class SequenceCorrelator(Correlator):
         return chain
 
     def expire(self, watermark_ms: int) -> int:
-        # steps are lists changed in place: their newest entry's sequence number is the version
-        return self._sweep(watermark_ms, self.spec.window_ms,
-                           lambda steps: max([lst[-1][0] for lst in steps if lst] or [0]),
-                           lambda steps: max([lst[-1][1] for lst in steps if lst] or [0]), operator.eq)
+        return self._sweep(watermark_ms, self.spec.window_ms)
+
+    def _idle(self, horizon_ms: int) -> dict[Key, object]:
+        # steps are lists changed in place: the newest entry's sequence number is the version
+        return {k: max([lst[-1][1] for lst in steps if lst] or [0]) for k, steps in self.state.items()
+                if max([lst[-1][0] for lst in steps if lst] or [0]) <= horizon_ms}
 
     def key_count(self) -> int:
         return len(self.state)
