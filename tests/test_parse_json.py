@@ -131,3 +131,29 @@ def test_journald_wrong_types_do_not_break_parsing() -> None:
     ev = js({"__REALTIME_TIMESTAMP": 12, "_HOSTNAME": None, "SYSLOG_IDENTIFIER": {"x": 1}, "_PID": [1, 2],
              "MESSAGE": None, "PRIORITY": "99"}, "journald")
     assert isinstance(ev["@timestamp"], int) and "error.message" in ev
+
+
+# --- exact numbers (loads_exact) --------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from siem.parse.jsonfmt import loads_exact  # noqa: E402
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.text(max_size=30))
+def test_integers_of_any_size_load_exactly(n: int, pad: str) -> None:
+    """An integer within int64 loads as that int; a longer one is kept as its literal text, never as a
+    rounded float (orjson would give 1.8446744073709552e+19 for 2**64)."""
+    doc = json.dumps({"pad": pad, "n": n, "list": [n, "x"]})
+    got = loads_exact(doc)
+    want: object = n if -(2**63) <= n <= 2**63 - 1 else str(n)
+    assert got == {"pad": pad, "n": want, "list": [want, "x"]}
+
+
+@pytest.mark.parametrize("literal", ["18446744073709551616", "9223372036854775808", "-9223372036854775809",
+                                     "123456789012345678901234567890"])
+def test_integers_beyond_int64_inside_a_record_keep_their_digits(literal: str) -> None:
+    """Where digits run long inside a record (next to 12-digit account ids and dates), the value is exact."""
+    doc = '{"account": "123456789012", "when": "2024-03-27T13:06:56Z", "big": ' + literal + "}"
+    assert loads_exact(doc) == {"account": "123456789012", "when": "2024-03-27T13:06:56Z", "big": literal}
