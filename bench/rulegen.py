@@ -3,8 +3,10 @@
 pack_variants(base, n)   n rules: the shipped pack's rules (a spread subset when n < 41), then
                          generated variants of them: new ids, thresholds and windows varied, and a
                          distinct exclusion per variant (``and not host.name == "decommissioned-0042"``,
-                         the kind of tuning real packs carry), so no two rules share a filter and the
-                         per-batch memo cannot make the copies free.
+                         the kind of tuning real packs carry), so no two rules share a filter. No
+                         workload host is excluded, so a variant selects its base rule's rows and the
+                         engine keeps their window state once (README, "Shared state"); variants whose
+                         rows differ would each keep their own, as every rule did before that.
 ssh_rules_dsl(n)         our DSL text of n SSH brute-force rules (the first: count >= 10 within 5m by
                          source.ip over "Failed password" events); variants differ in threshold/window.
 ssh_rules_sec(n)         the same n rules as SEC SingleWithThreshold rules (window on arrival time).
