@@ -154,9 +154,15 @@ class Correlator(ABC):
     def split(self, rules: set[str]) -> Correlator:
         """Move the members `rules` to a new correlator with a copy of the state (their rows differ now)."""
         twin = make_correlator([m for m in self.members if m.rule in rules], self.sample_size)
-        twin.set_state(copy.deepcopy(self.get_state()))
+        twin.set_state({**self.get_state(), "state": {k: self._copy_entry(v) for k, v in self.state.items()}})  # type: ignore[attr-defined]
         self._drop_members(rules)
         return twin
+
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        """A key's state, copied so the copy can change alone. Samples and tuples are never modified in
+        place, so they are shared (a deep copy took 3.3 s for 200,000 keys: a pause of the daemon)."""
+        return copy.deepcopy(entry)
 
     def _drop_members(self, rules: set[str]) -> None:
         self.members = [m for m in self.members if m.rule not in rules]
@@ -269,6 +275,13 @@ class ThresholdCorrelator(Correlator):
     def _drop_members(self, rules: set[str]) -> None:
         super()._drop_members(rules)
         self._conform(self.agg_fields)
+
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        if type(entry) is tuple:
+            return entry
+        return _Window(list(entry.ts), {f: list(v) for f, v in entry.vals.items()}, list(entry.samples), entry.base,
+                       dict(entry.resets) if entry.resets else None)
 
     def set_state(self, saved: dict[str, Any]) -> None:
         self.state = saved["state"]
@@ -513,6 +526,10 @@ class SequenceCorrelator(Correlator):
 
     STATE = ("state", "seq")
 
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        return [list(step) for step in entry]  # entries are tuples (never changed)
+
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
         self.step_masks: list[MaskFn] = [compile_expr(s.expr) for s in self.spec.steps]
@@ -598,6 +615,10 @@ class SequenceCorrelator(Correlator):
 class AbsentCorrelator(Correlator):
     """Fires when a key that was seen stays silent for longer than W of event time."""
 
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        return entry  # (last seen, sample): replaced, never changed
+
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
         self.state: dict[Key, tuple[int, Event]] = {}  # key -> (last seen, last event)
@@ -640,6 +661,10 @@ class FirstSeenCorrelator(Correlator):
 
     MAX_VALUES_PER_KEY = 10_000
 
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        return (entry[0], set(entry[1]))
+
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
         self.state: dict[Key, tuple[int, set[str]]] = {}  # key -> (first seen, values seen)
@@ -673,6 +698,10 @@ class FirstSeenCorrelator(Correlator):
 
 class SpikeCorrelator(Correlator):
     """Count in the current window-sized bucket exceeds factor x the mean of the baseline buckets."""
+
+    @staticmethod
+    def _copy_entry(entry: Any) -> Any:
+        return (entry[0], dict(entry[1]), entry[2])
 
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
