@@ -422,3 +422,23 @@ def test_a_snapshot_written_by_version_4_continues_its_windows() -> None:
     alerts = eng.process(fails("1.1.1.1", [2]) + fails("2.2.2.2", [1, 2]))
     assert [(a.count, a.first_ms - T0, a.group) for a in alerts] == [
         (3, 0, (("source.ip", "1.1.1.1"),)), (3, 0, (("source.ip", "2.2.2.2"),))]
+
+
+def test_a_reload_that_parts_rules_sharing_state_gives_each_its_own_copy() -> None:
+    """Two identical `absent` rules share one state; a reload that changes one's message (not its logic,
+    so its state is kept) puts them in different correlators, which must not share the saved state."""
+    from siem.dsl.loader import load_texts
+    from tests.engine_support import engine
+
+    quiet = """
+rule quiet_a { absent event.dataset == "sshd" for 1m by host.name }
+rule quiet_b { absent event.dataset == "sshd" for 1m by host.name message "{host.name} silent" }
+"""
+    eng = engine(quiet)
+    assert len(eng.correlators()) == 1
+    eng.process([ev(0, event__dataset="sshd", host__name="h1")])
+    eng.replace_rules(load_texts({"t.rules": quiet.replace('"{host.name} silent"', '"{distinct(user.name)}"')}))
+    (a, _), (b, _) = eng.correlators().values()
+    assert a.state == b.state and a.state is not b.state
+    # h1 goes silent: both rules fire once, from their own (copied) state
+    assert sorted(x.rule_id for x in eng.advance(T0 + 2 * M)) == ["quiet_a", "quiet_b"]

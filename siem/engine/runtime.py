@@ -412,10 +412,14 @@ class Engine:
         for rule in self.rules:
             if rule.member is not None:
                 together.setdefault((share_key(rule.member), owner.get((rule.id, rule.fingerprint))), []).append(rule)
+        adopted: set[int] = set()
         for (_, i), rules in together.items():
             corr = make_correlator([r.member for r in rules if r.member is not None], self.sample_size)
             if i is not None:
-                corr.set_state(saved[i][1])
+                # a saved state goes to one correlator; members that now differ (a `first_seen` rule whose
+                # message aggregates another field) take copies
+                corr.set_state(saved[i][1] if i not in adopted else corr.copy_of(saved[i][1]))
+                adopted.add(i)
             for r in rules:
                 r.correlator = corr
 

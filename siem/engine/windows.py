@@ -154,9 +154,13 @@ class Correlator(ABC):
     def split(self, rules: set[str]) -> Correlator:
         """Move the members `rules` to a new correlator with a copy of the state (their rows differ now)."""
         twin = make_correlator([m for m in self.members if m.rule in rules], self.sample_size)
-        twin.set_state({**self.get_state(), "state": {k: self._copy_entry(v) for k, v in self.state.items()}})  # type: ignore[attr-defined]
+        twin.set_state(self.copy_of(self.get_state()))
         self._drop_members(rules)
         return twin
+
+    def copy_of(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a state (get_state()) that can change on its own."""
+        return {**saved, "state": {k: self._copy_entry(v) for k, v in saved["state"].items()}}
 
     @staticmethod
     def _copy_entry(entry: Any) -> Any:
