@@ -204,8 +204,9 @@ class Correlator(ABC):
         return gone
 
     def _idle(self, horizon_ms: int) -> dict[Key, object]:
-        """The keys whose newest event is at or before `horizon_ms`, with their state's version."""
-        raise NotImplementedError
+        """The keys whose newest event is at or before `horizon_ms`, with their state's version (kinds that
+        sweep say which)."""
+        return {}
 
     @staticmethod
     def _unchanged(version: object, mark: object) -> bool:
