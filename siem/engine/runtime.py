@@ -282,7 +282,7 @@ class Engine:
                     continue
                 try:
                     fires = corr.process(batch, rows)
-                    by_id = {r.id: r for r in rules}
+                    by_id = {r.id: r for r in rules} if fires else {}
                     for f in fires:
                         for rule in (by_id[f.rule],) if f.rule is not None else rules:
                             if (a := self._alert(rule, f)) is not None:
