@@ -138,10 +138,6 @@ class Correlator(ABC):
         self._swept_ms = _NEVER  # watermark of the last sweep of idle keys
         self._marked: dict[Key, object] = {}  # idle keys found by that sweep, with their state's version
 
-    @property
-    def rule_ids(self) -> list[str]:
-        return [m.rule for m in self.members]
-
     def get_state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.STATE}
 
