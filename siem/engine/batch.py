@@ -28,7 +28,7 @@ def sample(event: Event, extra: tuple[str, ...] = ()) -> Event:
     """What window state keeps of a contributing event (and alerts show): the raw line, the fields an
     analyst looks at first and `extra` (fields a message aggregates). Keeping whole events would multiply
     state size and checkpoint time. Samples are shared and must not be modified."""
-    return {k: event[k] for k in (*SAMPLE_FIELDS, *extra) if k in event}
+    return {k: event[k] for k in ((*SAMPLE_FIELDS, *extra) if extra else SAMPLE_FIELDS) if k in event}
 
 
 class KeywordColumn:
