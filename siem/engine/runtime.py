@@ -52,7 +52,7 @@ class CompiledRule:
     spec: ast.RuleSpec
     filter: MaskFn
     member: Member | None  # the rule as a correlator sees it (None: a single-event rule)
-    correlator: Correlator | None  # may be shared with other rules (windows.py, "Shared state")
+    correlator: Correlator | None  # set by the Engine, maybe shared with other rules (windows.py, "Shared state")
     fingerprint: str
     suppress: dict[Any, int]  # suppression key -> muted until (event time, ms)
     evaluations: Any
@@ -72,7 +72,7 @@ def fingerprint(spec: ast.RuleSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def compile_rule(spec: ast.RuleSpec, sample_size: int = 3) -> CompiledRule:
+def compile_rule(spec: ast.RuleSpec) -> CompiledRule:
     corr = spec.correlation
     expr: ast.Expr = spec.when
     match corr:
@@ -89,7 +89,7 @@ def compile_rule(spec: ast.RuleSpec, sample_size: int = 3) -> CompiledRule:
         spec=spec,
         filter=compile_expr(flat),
         member=m,
-        correlator=make_correlator([m], sample_size) if m is not None else None,
+        correlator=None,  # given by the Engine, which lets rules share one (_attach)
         fingerprint=fingerprint(spec),
         suppress={},
         evaluations=metrics.RULE_EVALUATIONS.labels(rule=spec.id),
@@ -150,7 +150,7 @@ class Engine:
         self.future_skew_ms = future_skew_ms
         self.clock = clock
         self.sample_size = sample_size
-        self.rules = [compile_rule(r, sample_size) for r in ruleset.rules]
+        self.rules = [compile_rule(r) for r in ruleset.rules]
         self._attach([])
         self.max_ts = _MIN_TS
         self.wm = _MIN_TS
@@ -385,7 +385,7 @@ class Engine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Hot reload: new rules; window state kept for rules whose computation did not change."""
         old = self._rule_states()
-        self.rules = [compile_rule(r, self.sample_size) for r in ruleset.rules]
+        self.rules = [compile_rule(r) for r in ruleset.rules]
         self._adopt(old)
 
     def _rule_states(self) -> dict[str, Any]:
