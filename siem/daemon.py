@@ -59,7 +59,7 @@ from siem.log.local import DirLock, LocalLog
 from siem.logsetup import register_secret
 from siem.schema import Event
 from siem.service import Notifier, watchdog_loop
-from siem.statefile import write_json_atomic
+from siem.statefile import make_private_dirs, write_atomic, write_json_atomic
 from siem.timeutil import monotonic_ms, wall_ms
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class Daemon:
         """Lock the state directory, open the log, restore the checkpoint, open the alert pipeline."""
         d = self.config.daemon
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.state_dir)
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.state_dir)
@@ -353,7 +353,7 @@ class Daemon:
             "inputs": {n: {"type": i.spec.type, "port": i.port} for n, i in self.inputs.items()},
             "config": self.config_path,
         })
-        (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        write_atomic(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
     # --- the writer: intake queue -> parse -> log -------------------------------------------------
 

@@ -56,7 +56,7 @@ from siem.log.kafka import KafkaConfig, KafkaConsumerLog, KafkaProducerLog, Kafk
 from siem.log.local import DirLock
 from siem.schema import Event
 from siem.service import Notifier, watchdog_loop
-from siem.statefile import write_json_atomic
+from siem.statefile import make_private_dirs, write_atomic, write_json_atomic
 from siem.timeutil import monotonic_ms, wall_ms
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,7 @@ class Collector:
 async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> int:
     role = config.daemon.role
     state_dir = Path(config.daemon.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(state_dir)
     lock = DirLock(state_dir)
     notifier = Notifier.from_env()
     try:
@@ -538,7 +538,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
         write_json_atomic(state_dir / "run.json", {"pid": os.getpid(), "role": role, "metrics_port": metrics_port,
                                                   "inputs": {}, "config": config_path})
-        (state_dir / "siem.pid").write_text(f"{os.getpid()}\n")
+        write_atomic(state_dir / "siem.pid", f"{os.getpid()}\n".encode())
         metrics.RULES_LOADED.set(len(ruleset.rules))
         watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: f"role {role}"))
         notifier.ready(f"role {role} running")
