@@ -226,13 +226,17 @@ def encode_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inpu
 
 
 def _start_parse_pool(workers: int) -> tuple[ProcessPoolExecutor | None, int]:
-    """Parse worker processes (spawned: no fork of a threaded event loop); none when there is one CPU."""
+    """Parse worker processes (spawned: no fork of a threaded event loop); none when there is one CPU.
+    Each worker dies with the daemon, even after kill -9 (siem.orphans.die_with_parent)."""
+    from siem.orphans import die_with_parent  # noqa: PLC0415
+
     n = (os.cpu_count() or 1) if workers < 0 else workers
     if workers < 0 and n < 2:
         n = 0
     if n <= 0:
         return None, 0
-    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")), n
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),)), n
 
 
 class Daemon:

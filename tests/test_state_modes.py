@@ -32,12 +32,12 @@ def test_everything_under_the_state_dir_is_private_under_umask_000(tmp_path: Pat
                                                                "port": free_port()}},
                           daemon={"state_dir": str(tmp_path / "deep" / "er" / "state"),
                                   "checkpoint_interval": "1s", "lateness": "1s", "idle_advance": "300ms"})
-    old = os.umask(0)  # Popen inherits it; restored below
     try:
-        d.start()
-    finally:
-        os.umask(old)
-    try:
+        old = os.umask(0)  # Popen inherits it; restored at once
+        try:
+            d.start()
+        finally:
+            os.umask(old)
         now = datetime.fromtimestamp(time.time(), UTC).strftime("%b %e %H:%M:%S")
         d.send_tcp("syslog_tcp", [b"<38>" + sshd_line(now, "10.0.0.9", i) for i in range(6)])
         d.wait_alerts(1)
