@@ -3,7 +3,7 @@
 Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
 
     [daemon]           here (DaemonConfig)
-    [inputs.<name>]    type = "syslog" | "files" | "cloudtrail" | "journald": siem.collect.<type>
+    [inputs.<name>]    type = "syslog" | "relp" | "files" | "cloudtrail" | "journald": siem.collect.<type>
     [log]              siem.log.local (the embedded durable log)
     [alerting]         siem.alert.config (alert log, routes, secrets from urls_env / urls_file)
     [kafka]            siem.log.kafka (scale-out roles only)
@@ -45,6 +45,7 @@ DEFAULT_SYSLOG_PORT = 5514
 # input type -> module whose config_from_toml validates it (imported only when the type is used)
 INPUT_TYPES: dict[str, str] = {
     "syslog": "siem.collect.syslog",
+    "relp": "siem.collect.relp",
     "files": "siem.collect.files",
     "cloudtrail": "siem.collect.cloudtrail",
     "journald": "siem.collect.journald",
@@ -307,7 +308,7 @@ def _check_ports(inputs: list[InputSpec], daemon: DaemonConfig | None, issues: l
     """Two listeners on one address, port and transport cannot both bind."""
     seen: dict[tuple[str, str, int], str] = {}
     for spec in inputs:
-        if spec.type != "syslog":
+        if spec.type not in ("syslog", "relp"):
             continue
         cfg = spec.config
         transport = "udp" if getattr(cfg, "protocol", "") == "udp" else "tcp"

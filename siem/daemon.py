@@ -31,6 +31,7 @@ checkpoint) and exit 0; SIGHUP reloads config and rules (an invalid set keeps th
 from __future__ import annotations
 
 import asyncio
+import heapq
 import multiprocessing
 import logging
 import os
@@ -139,15 +140,23 @@ class RunningInput:
     tailer: Any = None  # a FileTailer (autocommit off): positions() / commit()
 
 
-async def start_input(spec: InputSpec, state_dir: Path, sink: Any, positions: dict | None = None) -> RunningInput:
+async def start_input(spec: InputSpec, state_dir: Path, sink: Any, positions: dict | None = None,
+                      durable: Any = None) -> RunningInput:
     """Build and start one collector; returns once its sockets are bound (network inputs). ``positions``
-    (files, cloudtrail): where to resume, from the log; written to the input's state file first."""
+    (files, cloudtrail): where to resume, from the log; written to the input's state file first.
+    ``durable`` (relp): ``await durable(seq)`` returns once the record ``sink`` numbered seq is logged."""
     if spec.type == "syslog":
         from siem.collect.syslog import SyslogServer  # noqa: PLC0415
 
         server = SyslogServer(spec.config, spec.name)  # type: ignore[arg-type]
         await server.start(sink)
         return RunningInput(spec, server, port=server.port)
+    if spec.type == "relp":
+        from siem.collect.relp import RelpServer  # noqa: PLC0415
+
+        relp = RelpServer(spec.config, spec.name)  # type: ignore[arg-type]
+        await relp.start(sink, durable)
+        return RunningInput(spec, relp, port=relp.port)
     if spec.type == "files":
         from siem.collect.files import FileTailer  # noqa: PLC0415
 
@@ -254,6 +263,8 @@ class Daemon:
         self.intake: asyncio.Queue[RawRecord | None] = asyncio.Queue(d.intake_queue_size)
         self.enqueued = 0  # records put on the intake queue so far
         self.written = 0  # records taken off it and appended to the log
+        self._durable_seq = 0  # every record the sink numbered up to this is in the log
+        self._durable_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap: (seq, id, future)
         self.inputs: dict[str, RunningInput] = {}
         self.stats = _Stats()
         self._last_mark: dict[str, dict] = {}  # input -> the positions last appended to the log
@@ -337,14 +348,35 @@ class Daemon:
         if self._lock is not None:
             self._lock.close()
 
-    async def sink(self, record: RawRecord) -> None:
-        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake."""
+    async def sink(self, record: RawRecord) -> int:
+        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake.
+        Returns the record's sequence number for ``durable``."""
         await self.intake.put(record)
-        self.enqueued += 1
+        self.enqueued += 1  # same step as the put: queue order is sequence order
+        return self.enqueued
+
+    async def durable(self, seq: int) -> None:
+        """Returns once the record ``sink`` numbered ``seq`` has been appended to the log, under the log's
+        fsync policy (fdatasync'ed with the default fsync = "always"); see siem.collect.relp."""
+        if seq <= self._durable_seq:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._durable_waiters, (seq, id(fut), fut))
+        await fut
+
+    def _set_durable(self, seq: int) -> None:
+        """The writer appended every record up to ``seq``: wake the ``durable`` waiters it covers."""
+        self._durable_seq = seq
+        waiters = self._durable_waiters
+        while waiters and waiters[0][0] <= seq:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
 
     async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
         for spec in specs:
-            self.inputs[spec.name] = await start_input(spec, self.state_dir, self.sink, self._last_mark.get(spec.name))
+            self.inputs[spec.name] = await start_input(spec, self.state_dir, self.sink, self._last_mark.get(spec.name),
+                                                       durable=self.durable)
             inp = self.inputs[spec.name]
             log.info("input started", extra={"input": spec.name, "type": spec.type,
                                              **({"port": inp.port} if inp.port is not None else {})})
@@ -398,6 +430,7 @@ class Daemon:
             if items or marks:
                 await self._append(items, marks)
                 self.written += len(items)
+                self._set_durable(self.written)  # relp acks: these records are in the log now
                 self.stats.events_in += len(items)
                 self._appended.set()
             self._commit_files(force=done)

@@ -22,7 +22,10 @@ class RawRecord(NamedTuple):
     origin: str = ""  # peer address or file path, for provenance (never a metric label)
 
 
-Sink = Callable[[RawRecord], Awaitable[None]]
+Sink = Callable[[RawRecord], Awaitable["int | None"]]
+"""``await sink(record)``: takes the record (waiting while the pipeline is full). The daemon's sink returns
+the record's intake sequence number, which ``durable(seq)`` (siem.collect.relp.Durable) waits on; other
+sinks may return None."""
 
 
 def commit_positions(name: str, commit: Callable[[], None], last_problem: str | None) -> str | None:

@@ -836,7 +836,7 @@ class SyslogServer:
                 # Straight away, before the first read, so the ClientHello is read by the TLS layer.
                 if not await self._handshake(writer, conn):
                     return
-            await self._read_loop(reader, conn, origin)
+            await self._read_loop(reader, writer, conn, origin)
         except asyncio.CancelledError:
             if self._stopping and conn.framer is not None and conn.framer.buffered:
                 self._drop("shutdown")
@@ -871,7 +871,10 @@ class SyslogServer:
                 return False
         return True
 
-    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, origin: str) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,
+                         origin: str) -> None:
+        """One connection's life after admission (and the TLS handshake): read, frame, hand over.
+        Subclasses speaking another protocol on the same listener (siem.collect.relp) replace this."""
         framer = conn.framer = Framer(self.config.max_message_bytes, self.config.framing)
         idle_s = self.config.idle_timeout_ms / 1000
         while not self._stopping:
