@@ -308,3 +308,14 @@ def test_omrelp_loses_nothing_over_kill_9_loops(tmp_path: Path) -> None:
     assert figures["kills"] >= 5
     assert figures["lost"] == 0
     assert figures["duplicates"] <= 128 * figures["kills"]
+
+
+@needs_omrelp
+@pytest.mark.timeout(400)
+def test_omfwd_tcp_kill_9_loss_is_measured(tmp_path: Path) -> None:
+    """The same loop over plain TCP (rsyslog omfwd, octet-counted): what a kill -9 costs when the sender
+    has no application-level acks (README, "Delivery guarantees per input"). Printed, and bounded by what
+    the kernel and the intake queue can hold at the moment of each kill."""
+    figures = kill_loop(tmp_path, "tcp")
+    assert figures["kills"] >= 5
+    assert figures["lost"] <= figures["sent"]
