@@ -107,7 +107,8 @@ class SyslogConfig:
     idle_timeout_ms: int = 300_000
     handshake_timeout_ms: int = 10_000
     queue_size: int = 10_000  # UDP: datagrams waiting for the sink
-    receive_buffer_bytes: int = 8 * 1024 * 1024  # UDP: SO_RCVBUF asked for (the kernel may cap it)
+    receive_buffer_bytes: int = 0  # SO_RCVBUF asked for (the kernel may cap it); 0: udp 8 MiB, tcp/tls the
+    # kernel's autotuning. On tcp/tls a small one bounds what a crash can lose (README)
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
@@ -125,7 +126,7 @@ _KEYS = {
 _TLS_KEYS = ("cert_file", "key_file", "ca_file", "verify_client", "min_tls_version", "permitted_peers",
              "handshake_timeout")
 _STREAM_KEYS = ("framing", "max_connections", "max_connections_per_source", "idle_timeout")
-_UDP_KEYS = ("queue_size", "receive_buffer_bytes")
+_UDP_KEYS = ("queue_size",)
 
 
 def _known_formats() -> frozenset[str] | None:
@@ -219,7 +220,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     max_conns = positive("max_connections", 200, 1, 1_000_000)
     per_source = positive("max_connections_per_source", 32, 0, 1_000_000)
     queue_size = positive("queue_size", 10_000, 1, 10_000_000)
-    rcvbuf = positive("receive_buffer_bytes", 8 * 1024 * 1024, 4096, 1024 * 1024 * 1024)
+    rcvbuf = positive("receive_buffer_bytes", 0, 4096, 1024 * 1024 * 1024) if "receive_buffer_bytes" in table else 0
 
     def duration(key: str, default: str) -> int:
         text = get(key, str, default)
@@ -487,6 +488,7 @@ class PeerLog:
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12; Python does not export the name
 _SK_MEMINFO_DROPS = 8  # index of the socket's drop counter in the u32 array SO_MEMINFO returns
 _UDP_BUFSIZE = 65536  # above the largest UDP payload, so the kernel never truncates a datagram for us
+_UDP_RCVBUF = 8 * 1024 * 1024  # receive_buffer_bytes = 0 on UDP
 _UDP_BATCH = 256  # datagrams read per wakeup before other tasks get the loop
 
 
@@ -605,7 +607,7 @@ class SyslogServer:
                     port = await self._bind_udp(address, port)
                 else:
                     server = await asyncio.start_server(
-                        self._on_connection, address, port, reuse_address=True,
+                        self._on_connection, sock=self._stream_socket(address, port),
                         backlog=min(max(self.config.max_connections, 128), 4096),
                         limit=READ_CHUNK,
                     )
@@ -617,6 +619,24 @@ class SyslogServer:
             raise
         if self.config.protocol == "udp":
             self._consumer = asyncio.create_task(self._consume_udp(), name=f"syslog-udp-{self.name}")
+
+    def _stream_socket(self, address: str, port: int) -> socket.socket:
+        """The listening socket; SO_RCVBUF set before listen() so accepted connections inherit it and the
+        window they advertise (scaling included) fits it."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self.config.receive_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def stop(self) -> None:
         """Stop accepting and reading; what was already read is handed to the sink for up to
@@ -722,7 +742,7 @@ class SyslogServer:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes or _UDP_RCVBUF)
             sock.bind((address, port))
             sock.setblocking(False)
         except OSError:
