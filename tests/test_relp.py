@@ -70,6 +70,20 @@ def test_config_defaults_and_refusals() -> None:
     assert cfg is None and {i.code for i in issues} >= {"bad-value", "relp-only"}
 
 
+def test_a_relp_input_in_the_config_file(tmp_path: Path) -> None:
+    """type = "relp" is a known input type; its port conflicts with a tcp listener on the same port."""
+    from siem.config import load_config
+    from siem.errors import ConfigError
+
+    base = f'[daemon]\nstate_dir = "{tmp_path / "s"}"\n[inputs.r]\ntype = "relp"\nport = 2514\n'
+    (tmp_path / "a.toml").write_text(base)
+    (spec,) = load_config(str(tmp_path / "a.toml")).inputs
+    assert (spec.type, spec.config.port, spec.config.protocol) == ("relp", 2514, "tcp")
+    (tmp_path / "b.toml").write_text(base + '[inputs.s]\ntype = "syslog"\nprotocol = "tcp"\nport = 2514\n')
+    with pytest.raises(ConfigError, match="port-conflict"):
+        load_config(str(tmp_path / "b.toml"))
+
+
 # --- acknowledgements wait for durability -------------------------------------------------------------
 
 
@@ -271,7 +285,7 @@ def kill_loop(tmp_path: Path, kind: str, n: int = 12_000, kills: int = 6, per_s:
             await asyncio.to_thread(done.wait, 120)
             # rsyslog drains its queue into the restarted daemon; everything it will deliver arrives
             await asyncio.to_thread(wait_for, lambda: len(set(_numbers(d.state_dir, run_id))) == n
-                                    or _stable(d.state_dir, run_id), 120, "rsyslog to drain")
+                                    or _stable(d.state_dir, run_id), 180, "rsyslog to drain", 1.0)
             assert d.terminate() == 0
 
     try:
@@ -319,3 +333,4 @@ def test_omfwd_tcp_kill_9_loss_is_measured(tmp_path: Path) -> None:
     figures = kill_loop(tmp_path, "tcp")
     assert figures["kills"] >= 5
     assert figures["lost"] <= figures["sent"]
+
