@@ -328,9 +328,11 @@ def test_omrelp_loses_nothing_over_kill_9_loops(tmp_path: Path) -> None:
 @pytest.mark.timeout(400)
 def test_omfwd_tcp_kill_9_loss_is_measured(tmp_path: Path) -> None:
     """The same loop over plain TCP (rsyslog omfwd, octet-counted): what a kill -9 costs when the sender
-    has no application-level acks (README, "Delivery guarantees per input"). Printed, and bounded by what
-    the kernel and the intake queue can hold at the moment of each kill."""
+    has no application-level acks (README, "Delivery guarantees per input"). Printed. At this rate the
+    pipeline is idle between messages, so a kill loses only what was in flight (measured: about 15 messages
+    per kill); more than 5 % lost means the daemon lost what it had logged or the sender could not
+    reconnect."""
     figures = kill_loop(tmp_path, "tcp")
     assert figures["kills"] >= 5
-    assert figures["lost"] <= figures["sent"]
+    assert figures["lost"] <= 0.05 * figures["sent"]
 
