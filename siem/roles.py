@@ -5,15 +5,16 @@
     collector ---siem.events---> matcher ---siem.matches---> correlator ---siem.alerts---> notifier
     Intake                       rule filters (one pass,     one Engine per partition     AlertPipeline
     (siem.pipeline.intake)       shared masks); re-key by     and group-by family,        (alert log first,
-    key = source.ip / host       group-by family + values     state in siem.state         dedup, delivery)
+    key = collector name         group-by family + values     state in siem.state         dedup, delivery)
 
-* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: events keyed by source,
-  Watermark records from the same SourceWatermark on every events partition; input positions written to
-  the inputs' state files once the broker acknowledged the records they cover.
+* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events and the
+  Watermark records of the same SourceWatermark, in log order on one events partition (keyed by the
+  collector's name); input positions written to the inputs' state files once the broker acknowledged
+  the records they cover.
 * **matcher** (stateless, scales freely): evaluates every rule's filter over a batch at once (masks and
   the dataset pre-filter shared, as in the engine) and sends each event once per *family* (the group-by
   fields of the rules it matched) keyed by those fields' values, so every event of a window lands on one
-  partition. It forwards event time: its own Watermark is the minimum over the collectors (origins) and
+  partition. It forwards event time: its own Watermark is the minimum over the collectors (origins) on
   the events partitions it holds of their latest Watermark (siem.pipeline.watermark.MergedWatermark), sent
   to every matches partition after the matches before it are acknowledged.
 * **correlator** (stateful per partition): one Engine per partition and family, holding every rule of the
@@ -137,8 +138,9 @@ class CollectorRole:
         self.producer = KafkaProducerLog(self.kafka)
         self.pool = ParsePool(d.parse_workers)
         watermark = SourceWatermark(WatermarkPolicy.of(d))
-        self.intake = Intake(KafkaEventLog(self.producer, self.kafka.topic_events), watermark, self.pool,
-                             parse_context(d), d.intake_queue_size, d.future_skew_ms, origin=instance_id(config))
+        origin = instance_id(config)
+        self.intake = Intake(KafkaEventLog(self.producer, self.kafka.topic_events, origin), watermark, self.pool,
+                             parse_context(d), d.intake_queue_size, d.future_skew_ms, origin=origin)
         self._task: asyncio.Task[None] | None = None
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -146,7 +148,7 @@ class CollectorRole:
 
     async def start(self) -> None:
         await self.producer.start()
-        self.intake.watermark.start()
+        self.intake.start_watermark(self.config.inputs)
         for spec in self.config.inputs:
             self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink)
         self._task = asyncio.create_task(self.intake.run(), name="intake")
@@ -215,26 +217,32 @@ class MatcherRole:
         return out
 
     async def step(self) -> None:
+        """Forward a polled batch in segments that end at a watermark record: the matches of a segment,
+        then the merged watermark, so event time moves at the same places in the stream as in the log
+        (which events count as late, and so the alerts, depend on it)."""
         batch = await self.consumer.poll(timeout_ms=200)
         events: list[Event] = []
         for r in batch.records:
             rec = r.value
             if isinstance(rec, Watermark):
+                await self._forward(events)
+                events = []
                 self.merged.observe(rec.origin, TopicPartition(r.topic, r.partition), rec.ts_ms, r.timestamp_ms)
+                wm = self.merged.value(self.consumer.assignment)
+                if wm is not None and wm > self.sent_wm:  # after the matches before it are acknowledged
+                    await self.producer.broadcast(self.kafka.topic_matches, encode_record(Watermark(self.origin, wm)))
+                    self.sent_wm = wm
             elif isinstance(rec, dict):
                 events.append(rec)
+        await self._forward(events)
+        if batch.positions:
+            await self.consumer.commit(batch.positions)
+
+    async def _forward(self, events: list[Event]) -> None:
         if events:
             matches = await asyncio.to_thread(self.match, events)
             if matches:
                 await self.producer.send_many(self.kafka.topic_matches, matches)  # type: ignore[arg-type]
-        held = self.consumer.assignment
-        if held:
-            wm = self.merged.value(set(held))
-            if wm is not None and wm > self.sent_wm:  # after the matches before it are acknowledged
-                await self.producer.broadcast(self.kafka.topic_matches, encode_record(Watermark(self.origin, wm)))
-                self.sent_wm = wm
-        if batch.positions:
-            await self.consumer.commit(batch.positions)
 
 
 # --- correlator ------------------------------------------------------------------------------------
@@ -250,8 +258,8 @@ class _Partition:
 def encode_partition_state(part: _Partition) -> bytes:
     """A partition's state as data: a JSON header (watermark merge, family sizes) + engine snapshots."""
     blobs = {f: e.snapshot() for f, e in sorted(part.engines.items())}
-    head = orjson.dumps({"wm": part.wm, "latest": [[o, w] for (o, _), w in part.merged._latest.items()],
-                         "seen": part.merged._seen_ts, "newest": part.merged._newest_ts,
+    head = orjson.dumps({"wm": part.wm, "latest": part.merged.latest,
+                         "seen": part.merged.seen_ts, "newest": part.merged.newest_ts,
                          "families": [[f, len(b)] for f, b in blobs.items()]})
     return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + b"".join(blobs.values())
 
@@ -422,12 +430,13 @@ class CorrelatorRole:
         head, blobs = decode_partition_state(raw)
         part.wm = head["wm"]
         m = part.merged
-        for item in head.get("latest", []):
-            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int:
-                m._latest[(item[0], None)] = item[1]
-        seen = head.get("seen", {})
-        m._seen_ts = {o: t for o, t in seen.items() if type(t) is int} if isinstance(seen, dict) else {}
-        m._newest_ts = head["newest"] if type(head.get("newest")) is int else MIN_TS
+        for name, key in (("latest", "latest"), ("seen", "seen_ts")):
+            got = head.get(name, {})
+            if not isinstance(got, dict) or not all(isinstance(o, str) and type(t) is int for o, t in got.items()):
+                raise StateError(f"partition state field {name!r} has the wrong shape")
+            setattr(m, key, dict(got))
+        m.lane = {o: None for o in m.latest}
+        m.newest_ts = head["newest"] if type(head.get("newest")) is int else MIN_TS
         for fam, blob in blobs.items():
             eng = self._engine(part, fam)
             if eng is not None:
