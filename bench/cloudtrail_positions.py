@@ -3,8 +3,8 @@
     .venv/bin/python bench/cloudtrail_positions.py [--files 100000] [--dir /tmp/x]
 
 Drives the real CloudTrailCollector (autocommit off) the way the daemon's writer does: after each record
-handed over, the positions are taken and, when they changed, "logged" (the bytes of the mark record the
-daemon would append, siem.daemon.encode_mark), and every 0.5 s the last logged positions are committed.
+handed over, the positions are taken and, when they changed, "logged" (the bytes of the Positions record the
+daemon would append, siem.pipeline.records), and every 0.5 s the last logged positions are committed.
 Prints position bytes per file after the first tenth of the files and after all of them, and their ratio,
 measured in one run: 1.0 is linear growth (the old whole-set records made it grow with the file count:
 4,000 files gave a 526 MB log). Also the largest position record and a restart's re-read count.
@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from siem.collect.cloudtrail import CloudTrailCollector, CloudTrailConfig
-from siem.daemon import encode_mark
+from siem.pipeline.records import Positions, encode_record
 
 DAY = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/11/10"
 
@@ -47,7 +47,7 @@ async def drive(root: Path, state: Path, n: int) -> dict[str, float]:
         logged["files"] += 1
         pos = collector.positions()
         if pos != last:
-            size = len(encode_mark("bench", pos))
+            size = len(encode_record(Positions("bench", pos)))
             logged["bytes"] += size
             logged["records"] += 1
             logged["largest"] = max(logged["largest"], size)

@@ -58,17 +58,13 @@ import ssl
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from siem import __version__, metrics
-from siem.collect import RawRecord, Sink
+from siem.collect import Durable, RawRecord, Sink
 from siem.collect.syslog import _TRAILING, READ_CHUNK, SyslogConfig, SyslogServer, _Conn
 from siem.collect.syslog import config_from_toml as _syslog_config
 from siem.errors import ConfigError, Issue
 from siem.timeutil import Clock, wall_ms
-
-Durable = Callable[[int], Awaitable[None]]
-"""``await durable(seq)`` returns once the record the sink returned ``seq`` for is in the durable log."""
 
 DEFAULT_PORT = 2514
 MAX_TXNR = 999_999_999
