@@ -22,10 +22,11 @@ A session::
     client: 9 close 0            server: 9 rsp 0                    then the connection closes
     server (when stopping): 0 serverclose 0                         a hint; the client reconnects later
 
-When a message counts as delivered: the sink (the daemon's intake) numbers each record it takes, and
-``durable(seq)`` returns once the writer has appended the batch holding that record to the log: with the
-log's default ``fsync = "always"`` that append has been fdatasync'ed (the record survives power loss);
-with ``"interval"`` or ``"never"`` it has been written (it survives kill -9 of siem, not an OS crash).
+When a message counts as delivered: the sink (siem.pipeline.intake.Intake) numbers each record it takes,
+and ``durable(seq)`` returns once the writer has appended the batch holding that record to the event log:
+in the local log with its default ``fsync = "always"`` that append has been fdatasync'ed (the record
+survives power loss); with ``"interval"`` or ``"never"`` it has been written (it survives kill -9 of siem,
+not an OS crash); on Kafka (the collector role) the producer's send completed (``acks = "all"``).
 Only then is ``200 OK`` sent, in txnr order; frames read meanwhile wait in the kernel, so a slow log
 slows the sender through RELP's window, and kill -9 at any moment loses no message the client saw
 acknowledged.
