@@ -169,8 +169,12 @@ async def _protocol_errors() -> tuple[bytes, bytes, float, float]:
 
 
 @pytest.mark.timeout(30)
-def test_protocol_errors_close_only_that_session() -> None:
-    no_open, bad_txnr, protocol, txnr = run(_protocol_errors())
+def test_protocol_errors_close_only_that_session(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="siem.collect.syslog"):
+        no_open, bad_txnr, protocol, txnr = run(_protocol_errors())
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("RELP protocol error" in m and "peer 127.0.0.1:" in m for m in lines), lines
+    assert any("out of sequence" in m for m in lines), lines
     assert no_open == b"1 rsp 27 500 protocol error: no open\n"
     assert bad_txnr == b""
     assert (protocol, txnr) == (1, 1)

@@ -73,7 +73,12 @@ _MAX_DIGITS = 9
 _MAX_CMD = 32
 _OFFER_BYTES = 4096  # open/close carry offers, not messages: their own small limit
 _PEERS_REMEMBERED = 1024  # addresses whose unacknowledged tail is kept for duplicate counting
-_RELP_KEYS_NOT_ALLOWED = ("framing", "queue_size", "receive_buffer_bytes")
+_RELP_KEYS_NOT_ALLOWED = ("framing",)
+_RELP_PEER_REASONS = {
+    "bad_frame": "malformed RELP frame; session closed",
+    "bad_txnr": "RELP transaction number out of sequence; session closed",
+    "relp_protocol": "RELP protocol error (no open, or no commands=syslog); session closed",
+}
 
 # ------------------------------------------------------------------------------------------------------
 # configuration
@@ -267,6 +272,7 @@ class RelpServer(SyslogServer):
         self._duplicates = metrics.RELP_DUPLICATES.labels(input=name)
         self._tails: OrderedDict[str, deque[bytes]] = OrderedDict()  # address -> unacked digests at its end
         self._writers: dict[_Conn, asyncio.StreamWriter] = {}
+        self._peer_log.reasons = {**self._peer_log.reasons, **_RELP_PEER_REASONS}
 
     async def start(self, sink: Sink, durable: Durable | None = None) -> None:  # type: ignore[override]
         """Bind; ``durable`` is required (acks wait for it), see the module docstring."""

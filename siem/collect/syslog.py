@@ -465,8 +465,9 @@ class PeerLog:
     of that kind at most every ``every_s`` seconds, each line saying how many were not logged since."""
 
     def __init__(self, input_name: str, every_s: float = _PEER_LOG_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, reasons: dict[str, str] | None = None) -> None:
         self._name = input_name
+        self.reasons = reasons if reasons is not None else _PEER_REASONS  # reason -> what the line says
         self._every_s = every_s
         self._clock = clock
         self._last: dict[str, float] = {}
@@ -481,7 +482,7 @@ class PeerLog:
             return False
         more = self._suppressed.pop(reason, 0)
         self._last[reason] = now
-        _log.warning("input %s: %s (peer %s)%s", self._name, _PEER_REASONS.get(reason, reason), peer or "?",
+        _log.warning("input %s: %s (peer %s)%s", self._name, self.reasons.get(reason, reason), peer or "?",
                      f"; {more} more since the last such line" if more else "",
                      extra={"input": self._name, "reason": reason, "peer": peer, "suppressed": more})
         return True
@@ -706,7 +707,7 @@ class SyslogServer:
 
     def _error(self, reason: str, peer: str | None = None) -> None:
         metrics.INPUT_ERRORS.labels(input=self.name, reason=reason).inc()
-        if peer is not None and reason in _PEER_REASONS:
+        if peer is not None and reason in self._peer_log.reasons:
             self._peer_log(reason, peer)
 
     def _problems(self, problems: list[str], peer: str | None = None) -> None:
