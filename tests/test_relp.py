@@ -340,3 +340,43 @@ def test_omfwd_tcp_kill_9_loss_is_measured(tmp_path: Path) -> None:
     assert figures["kills"] >= 5
     assert figures["lost"] <= 0.05 * figures["sent"]
 
+
+
+# --- TLS: the syslog listener's handshake and client certificates ---------------------------------------
+
+from test_syslog_tls import certs, client_context, tls_config  # noqa: E402,F401 - the module's fixture
+
+
+async def _over_tls(certs, cert) -> tuple[bytes, list[bytes], float]:  # noqa: ANN001
+    log = _Log()
+    log.make_durable(10**9)
+    server = RelpServer(tls_config(certs), unique_name("relp_tls"))
+    await server.start(log.sink, log.durable)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
+                                                       ssl=client_context(certs, cert), server_hostname="localhost")
+        writer.write(encode_frame(1, "open", b"relp_version=0\ncommands=syslog")
+                     + encode_frame(2, "syslog", b"<13>over tls") + encode_frame(3, "close"))
+        await writer.drain()
+        try:
+            got = await asyncio.wait_for(reader.read(), 5)
+        except (ConnectionError, OSError):
+            got = b""
+        writer.close()
+        return got, log.records, errors(server, "tls_handshake")
+    finally:
+        await server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_relp_over_tls_with_a_client_certificate(certs) -> None:  # noqa: ANN001
+    got, records, _ = run(_over_tls(certs, certs.client1))
+    assert got.endswith(b"2 rsp 6 200 OK\n3 rsp 0\n") and got.startswith(b"1 rsp ")
+    assert records == [b"<13>over tls"]
+
+
+@pytest.mark.timeout(30)
+def test_relp_over_tls_refuses_a_client_without_a_certificate(certs) -> None:  # noqa: ANN001
+    got, records, handshake_errors = run(_over_tls(certs, None))
+    assert (got, records) == (b"", [])
+    assert handshake_errors == 1
