@@ -37,7 +37,13 @@ PlatformCollector(registry=REGISTRY)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 BUILD_INFO = Info("siem_build", "Version of the running siem.", registry=REGISTRY)
-BUILD_INFO.info({"version": __version__})
+BUILD_INFO.info({"version": __version__, "role": "all"})
+
+
+def set_role(role: str) -> None:
+    """Which stage this process runs (`siem status` says so): all (embedded), collector, matcher, ..."""
+    BUILD_INFO.info({"version": __version__, "role": role})
+
 
 # --- intake ---------------------------------------------------------------------------------------
 EVENTS_RECEIVED = Counter(
@@ -136,6 +142,16 @@ KAFKA_POISON = Counter(
 KAFKA_COMMIT_FAILED = Counter(
     "siem_kafka_commit_failed_total", "Offset commits refused by the group coordinator (e.g. during a rebalance).",
     ["group"], registry=REGISTRY,
+)
+KAFKA_LAG = Gauge(
+    "siem_kafka_consumer_lag_records",
+    "Records of a partition not yet read by this consumer group member (high-water mark - position).",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+KAFKA_IDEMPOTENT = Gauge(
+    "siem_kafka_idempotent_producer", "1 when this process's Kafka producer is idempotent (no duplicates on retry).",
+    registry=REGISTRY,
 )
 KAFKA_REBALANCES = Counter(
     "siem_kafka_rebalances_total", "Partition assignment changes seen by a consumer.", ["group", "change"],

@@ -354,6 +354,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
         metrics_port = metrics.serve(hp[0], hp[1]) if hp is not None else None
         kafka: KafkaConfig = config.kafka  # type: ignore[assignment]
         await ensure_topics(kafka, [kafka.topic_events, kafka.topic_matches, kafka.topic_alerts, kafka.topic_state])
+        metrics.set_role(role)
         worker = build_role(config, ruleset, state_dir)
         await worker.start()
         stopping = asyncio.Event()
