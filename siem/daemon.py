@@ -44,7 +44,7 @@ from siem.log.local import DirLock
 from siem.logsetup import register_secret
 from siem.pipeline.collectors import RunningInput, start_input, stop_input
 from siem.pipeline.evaluator import Cadence, LocalEvaluator
-from siem.pipeline.intake import Intake, ParsePool, parse_context
+from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.service import Notifier, watchdog_loop
@@ -250,10 +250,7 @@ class Daemon:
             stop.cancel()
             # drain: no new input, everything queued written, everything logged evaluated, checkpoint
             self.notifier.stopping("draining")
-            log.info("stopping: draining queues")
-            for inp in list(intake.inputs.values()):
-                await stop_input(inp)
-            await intake.finish()
+            await drain(intake, self.config.daemon.drain_timeout_ms)
             await engine
             await evaluator.finish()
             log.info("stopped cleanly", extra={"offset": evaluator.next_offset})
