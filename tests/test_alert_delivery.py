@@ -459,7 +459,7 @@ def test_alert_storm_gives_at_most_n_notifications_and_one_summary(tmp_path, hoo
     asyncio.run(go())
     titles = [b["title"] for _, _, b in hook.requests]
     assert len(titles) == 6
-    assert titles[-1] == "[siem] +195 more high alerts suppressed by the rate limit on route hook"
+    assert titles[-1] == "[siem] +195 more alerts of rule ssh_bruteforce suppressed by the rate limit on route hook"
     assert metrics.value("siem_notifications_throttled_total", route="hook") >= 195
 
 
@@ -671,7 +671,7 @@ def test_rate_limit_window_survives_a_restart(tmp_path, hook):
     asyncio.run(life([mk(0, ip="10.9.0.1"), mk(0, ip="10.9.0.2")]))
     asyncio.run(life([mk(0, ip="10.9.0.3")], advance_ms=10 * M))
     titles = [b["title"] for _, _, b in hook.requests]
-    assert len(titles) == 3 and titles[-1] == "[siem] +1 more high alerts suppressed by the rate limit on route hook"
+    assert len(titles) == 3 and titles[-1] == "[siem] +1 more alerts of rule ssh_bruteforce suppressed by the rate limit on route hook"
 
 
 @pytest.mark.timeout(60)

@@ -88,7 +88,7 @@ def test_a_held_alert_says_why_in_alerts_show(tmp_path, hook, capsys):
     out = capsys.readouterr().out.split("notifications (")[1]
     assert out.startswith("1):")
     assert re.search(r"held +route=hook kind=first .*reason: held by the rate limit of route 'hook' "
-                     r"\(1 high notifications per 600s\); counted in the summary", out)
+                     r"\(1 notifications of rule ssh_bruteforce per 600s\); counted in the summary", out)
 
 
 @pytest.mark.timeout(60)

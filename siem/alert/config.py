@@ -21,9 +21,11 @@ Example (all keys optional except the routes' names and URLs)::
     group_wait = "0s"                      # every alert its own notification); a route's own timers win
     group_interval = "0s"
 
-    [alerting.rate_limit]                  # per route AND severity: lower severities never use up the
-    max_notifications = 20                 # budget of higher ones; a route may override it
+    [alerting.rate_limit]                  # per route; a route may override it
+    max_notifications = 20
     per = "10m"
+    by = "rule"                            # a window per rule (default), per "severity", or per "route":
+                                           # one noisy rule never holds back the alerts of others
     exempt = ["critical"]                  # severities never rate limited (default: critical)
 
     [alerting.alertmanager]                # for alertmanager:// destinations
@@ -101,7 +103,7 @@ DEFAULT_BODY = (
     "alert id: $id\n\n"
     "$samples"
 )
-SEVERITY_TIMERS = "by_severity"
+RATE_LIMIT_SCOPES = ("rule", "severity", "route")
 GROUP_BY_ALL = "..."
 
 
@@ -117,11 +119,12 @@ class ScheduleConfig:
 
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
-    """At most max_notifications per sliding window per (route, severity); exempt severities pass."""
+    """At most max_notifications per sliding window per route and `by` scope; exempt severities pass."""
 
     max_notifications: int
     per_ms: int
     exempt: frozenset[str] = frozenset({"critical"})
+    by: str = "rule"  # "rule": a window per rule; "severity": per severity; "route": one for the route
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,10 +384,14 @@ def _severities(t: dict[str, object], key: str, where: str, c: _Checker, default
 
 
 def _rate_limit(t: dict[str, object], where: str, c: _Checker) -> RateLimitConfig | None:
-    c.unknown(t, {"max_notifications", "per", "enabled", "exempt"}, where)
+    c.unknown(t, {"max_notifications", "per", "enabled", "exempt", "by"}, where)
     if not c.boolean(t, "enabled", where, True):
         return None
+    by = c.string(t, "by", where, "rule") or "rule"
+    if by not in RATE_LIMIT_SCOPES:
+        c.err(f"{where}.by", f"expected one of {', '.join(RATE_LIMIT_SCOPES)}, got {by[:40]!r}")
     return RateLimitConfig(
+        by=by,
         max_notifications=c.integer(t, "max_notifications", where, 20, minimum=1),
         per_ms=c.duration(t, "per", where, 600_000, minimum_ms=1000),
         exempt=_severities(t, "exempt", where, c, frozenset({"critical"})),

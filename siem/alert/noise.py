@@ -25,10 +25,11 @@ has its route's timers (see siem.alert.config.AlertingConfig.timers)::
 
 * ``group_interval`` 0: every alert is notified at once (the default for critical and high).
 
-Rate limit. Per route and severity, at most ``max_notifications`` alert notifications per sliding window
-``per`` (so a flood of medium alerts never uses up the budget of high ones, and exempt severities, by
-default critical, are never limited); the rest are counted, and when the window frees up ONE summary
-notification ("+K more alerts suppressed by the rate limit") goes out on the route. Summaries, heartbeats and fallbacks are not limited. The limiter's
+Rate limit. Per route and scope (``by``: each rule, the default; each severity; or the whole route), at
+most ``max_notifications`` alert notifications per sliding window ``per``. Per rule, a storm of one rule
+never uses up the budget of others, so a critical or high alert is never held behind a flood of lower
+ones; exempt severities (default: critical) are never limited. The rest are counted, and when the window
+frees up ONE summary notification ("+K more alerts suppressed by the rate limit") goes out on the route. Summaries, heartbeats and fallbacks are not limited. The limiter's
 state is serialisable (``to_json``/``load``) and the pipeline keeps it in the outbox database.
 """
 
@@ -291,20 +292,25 @@ class Summary:
     alerts: int
     notifications: int
     by_rule: tuple[tuple[str, int], ...]  # most suppressed first, at most 10
-    severity: str = ""
+    scope: str = ""  # "rule ssh_bruteforce", "severity high" or "" (the whole route)
 
 
-def _bucket(route: str, severity: str) -> str:
-    return f"{route}\x1f{severity}"
+def scope_of(n: Notification, by: str) -> str:
+    """What one rate-limit window counts: ``rule X``, ``severity Y`` or "" (by = "route")."""
+    return f"rule {n.rule}" if by == "rule" else f"severity {n.severity}" if by == "severity" else ""
+
+
+def _bucket(route: str, scope: str) -> str:
+    return f"{route}\x1f{scope}" if scope else route
 
 
 def _route_of(bucket: str) -> tuple[str, str]:
-    route, _, severity = bucket.partition("\x1f")
-    return route, severity
+    route, _, scope = bucket.partition("\x1f")
+    return route, scope
 
 
 class RateLimiter:
-    """Sliding-window limit per (route, severity); one summary per tripped window."""
+    """Sliding-window limit per (route, scope); one summary per tripped window."""
 
     def __init__(self) -> None:
         self._w: dict[str, _Window] = {}
@@ -324,8 +330,8 @@ class RateLimiter:
                                          by_rule={str(k): int(n) for k, n in dict(v.get("by_rule", {})).items()})
         self.changed = False
 
-    def allow(self, route: str, max_n: int, per_ms: int, n: Notification, now_ms: int) -> bool:
-        w = self._w.setdefault(_bucket(route, n.severity), _Window())
+    def allow(self, route: str, max_n: int, per_ms: int, n: Notification, now_ms: int, by: str = "route") -> bool:
+        w = self._w.setdefault(_bucket(route, scope_of(n, by)), _Window())
         self.changed = True
         while w.sent and w.sent[0] <= now_ms - per_ms:
             w.sent.popleft()
@@ -344,13 +350,13 @@ class RateLimiter:
         for bucket, w in self._w.items():
             if w.suppressed_notifications == 0:
                 continue
-            route, severity = _route_of(bucket)
+            route, scope = _route_of(bucket)
             per_ms = per_ms_of.get(route, 0)
             if w.sent and w.sent[0] > now_ms - per_ms:
                 continue
             top = tuple(sorted(w.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
             out.append(Summary(route=route, key=_sha(f"summary:{bucket}:{now_ms}"), alerts=w.suppressed_alerts,
-                               notifications=w.suppressed_notifications, by_rule=top, severity=severity))
+                               notifications=w.suppressed_notifications, by_rule=top, scope=scope))
             w.suppressed_alerts = w.suppressed_notifications = 0
             w.by_rule = {}
             w.sent.clear()

@@ -39,7 +39,7 @@ from siem import metrics
 from siem.alert import alertmanager
 from siem.alert.alertlog import AlertLog, log_files, read_alerts
 from siem.alert.config import AlertingConfig, RouteConfig, resolve_route_urls
-from siem.alert.noise import GroupState, Grouper, Notification, RateLimiter, Summary
+from siem.alert.noise import GroupState, Grouper, Notification, RateLimiter, Summary, scope_of
 from siem.alert.notify import SendResult, send
 from siem.alert.outbox import Outbox, Row, url_fingerprint
 from siem.alert.record import Alert
@@ -353,12 +353,13 @@ class AlertPipeline:
             fields = notification_fields(fields_src, r.name, self._link_template(r), self.config.field_max_chars)
             rl = r.rate_limit or self.config.rate_limit
             if (rl is not None and n.severity not in rl.exempt
-                    and not self.limiter.allow(r.name, rl.max_notifications, rl.per_ms, n, now)):
+                    and not self.limiter.allow(r.name, rl.max_notifications, rl.per_ms, n, now, rl.by)):
                 metrics.NOTIFICATIONS_THROTTLED.labels(route=r.name).inc()
                 metrics.ALERTS_HELD.labels(route=r.name, severity=n.severity, reason="rate_limit").inc(n.alerts)
-                reason = (f"held by the rate limit of route {r.name!r} ({rl.max_notifications} {n.severity} "
-                          f"notifications per {rl.per_ms // 1000}s); counted in the summary sent when the window "
-                          f"frees up")
+                scope = scope_of(n, rl.by)
+                reason = (f"held by the rate limit of route {r.name!r} ({rl.max_notifications} notifications "
+                          f"{'of ' + scope + ' ' if scope else ''}per {rl.per_ms // 1000}s); counted in the "
+                          f"summary sent when the window frees up")
                 self._enqueue(r, n.key, n.kind, fields, n.alert_id, n.group_id, n.alert_ids, now, held=reason)
                 continue
             self._enqueue(r, n.key, n.kind, fields, n.alert_id, n.group_id, n.alert_ids, now)
@@ -399,11 +400,12 @@ class AlertPipeline:
             return
         lines = "\n".join(f"  {rule}: {count}" for rule, count in s.by_rule)
         fields: dict[str, object] = {"route": s.route, "alerts": s.alerts, "notifications": s.notifications,
-                                     "rules": lines, "now": iso_ms(now), "severity": s.severity}
+                                     "rules": lines, "now": iso_ms(now),
+                                     "scope": f" of {s.scope}" if s.scope else ""}
         self._enqueue(
             route, s.key, "summary", fields, "", s.key, (), now,
-            title_tpl="[siem] +$alerts more $severity alerts suppressed by the rate limit on route $route",
-            body_tpl="+$alerts more $severity alerts ($notifications notifications) were suppressed by the rate "
+            title_tpl="[siem] +$alerts more alerts$scope suppressed by the rate limit on route $route",
+            body_tpl="+$alerts more alerts$scope ($notifications notifications) were suppressed by the rate "
                      "limit of route $route up to $now.\nBy rule:\n$rules\n\nSee them with: siem alerts list",
         )
 
