@@ -239,3 +239,21 @@ def test_alertmanager_urls_are_checked_without_echoing_them():
     text = " ".join(i.render() for i in issues)
     assert "alerting.routes[0].urls[0]" in text and "s3cret" not in text
     assert alertmanager.redact("alertmanagers://u:s3cret@am.example.org:9093/p") == "alertmanagers://***@am.example.org:9093/p"
+
+
+@pytest.mark.timeout(60)
+def test_notify_test_posts_a_test_alert_to_alertmanager(tmp_path, hook, am, capsys):
+    """`siem notify test ROUTE` on an alertmanager:// route puts a test alert into Alertmanager."""
+    import argparse
+
+    from siem.alert import notify_command
+
+    am.start()
+    conf = tmp_path / "siem.toml"
+    conf.write_text(f'[alerting]\n[[alerting.routes]]\nname = "am"\nurls = ["alertmanager://127.0.0.1:{am.port}"]\n')
+    parser = argparse.ArgumentParser()
+    notify_command.add_arguments(parser)
+    assert notify_command.run(parser.parse_args(["test", "am", "--config", str(conf)])) == 0
+    assert capsys.readouterr().out.startswith(f"OK      alertmanager://127.0.0.1:{am.port}")
+    [a] = am.alerts()
+    assert a["labels"]["alertname"] == "siem_test_notification"  # type: ignore[index]

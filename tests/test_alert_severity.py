@@ -270,3 +270,52 @@ def test_webhook_text_lists_samples_and_drops_lines_of_empty_fields(tmp_path, ho
                          "for root from 203.0.113.45 port 40000 ssh2 <b>x</b>\n  2024-05-18T02:39:58.000Z  Mar  1 "
                          "10:00:03 web1 sshd[1]: Failed password for admin")
     assert "runbook:" not in bare and "link:" not in bare and "sample events" not in bare
+
+
+@pytest.mark.timeout(60)
+def test_rate_limit_per_rule_keeps_one_noisy_rule_from_holding_back_another(tmp_path, hook):
+    """by = "rule" (default): 30 alerts of one rule use up its budget of 5; 3 of another rule still go out.
+    by = "route": the same flood holds the other rule back too."""
+    def run(by: str, base) -> list[str]:
+        h = HttpReceiver()
+        clock = Clock()
+        p = AlertPipeline(make_config([{"name": "hook", "urls": [h.url()]}],
+                                      rate_limit={"max_notifications": 5, "per": "10m", "by": by}), base,
+                          now_ms=clock)
+
+        async def go() -> None:
+            p.submit_many([mk(0, ip=ip, rule="noisy") for ip in ips(30)])
+            p.submit_many([mk(0, ip=ip, rule="quiet") for ip in ips(3, "10.5")])
+            await drain(p, clock)
+            await p.close()
+
+        asyncio.run(go())
+        h.close()
+        return [str(b["alert_id"]) for _, _, b in h.requests]
+
+    quiet = {mk(0, ip=ip, rule="quiet").id for ip in ips(3, "10.5")}
+    assert quiet <= set(run("rule", tmp_path / "a")) and len(run("rule", tmp_path / "b")) == 8
+    assert quiet.isdisjoint(run("route", tmp_path / "c"))
+
+
+@pytest.mark.timeout(60)
+def test_alerts_show_says_what_a_waiting_or_unrouted_alert_waits_for(tmp_path, capsys):
+    """A medium alert inside group_wait shows its group and when it is due; one no route matches says so."""
+    clock = Clock()
+    cfg = make_config([{"name": "hook", "urls": ["json://127.0.0.1:9/hook"], "severity": "medium"}],
+                      group_wait="30s", default_route=None)
+    state = tmp_path / "state"
+    p = AlertPipeline(cfg, state, now_ms=clock)
+    waiting, unrouted = mk(1, severity="medium"), mk(2, severity="low", ip="10.0.0.2")
+    p.submit_many([waiting, unrouted])
+    asyncio.run(p.close())
+    conf = tmp_path / "siem.toml"
+    conf.write_text('[daemon]\nstate_dir = "state"\n[alerting]\n[[alerting.routes]]\nname = "hook"\n'
+                    'urls = ["json://127.0.0.1:9/hook"]\nseverity = "medium"\n')
+    parser = argparse.ArgumentParser()
+    commands.add_arguments(parser)
+    assert commands.run(parser.parse_args(["show", waiting.id, "--config", str(conf)])) == 0
+    out = capsys.readouterr().out.split("notifications (0):")[1]
+    assert "waiting route=hook: in a group of 1 pending alert(s); its notification is due 2024-05-18T02:40:30.000Z" in out
+    assert commands.run(parser.parse_args(["show", unrouted.id, "--config", str(conf)])) == 0
+    assert "none: no alerting route matches this alert" in capsys.readouterr().out
