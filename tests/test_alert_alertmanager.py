@@ -29,12 +29,12 @@ class Alertmanager:
     """A real Alertmanager on 127.0.0.1 (no clustering, storage in a temporary directory) whose only
     receiver is a webhook to `hook`."""
 
-    def __init__(self, base: Path, hook: HttpReceiver, port: int | None = None) -> None:
+    def __init__(self, base: Path, hook: HttpReceiver, port: int | None = None, config: str | None = None) -> None:
         if BINARY is None:
             pytest.fail("prometheus-alertmanager is not installed (deploy/install-test-deps.sh installs it)")
         self.base, self.port = base, port or free_port()
         self.config = base / "alertmanager.yml"
-        self.config.write_text(
+        self.config.write_text(config or 
             "route:\n"
             "  receiver: hook\n"
             "  group_by: [alertname, source_ip]\n"
@@ -112,10 +112,10 @@ def am(tmp_path, hook):
     m.stop()
 
 
-def mk(rule: str, ip: str, n: int = 0) -> Alert:
+def mk(rule: str, ip: str, n: int = 0, severity: str = "high") -> Alert:
     group = (("source.ip", ip),)
     now = wall_ms()
-    return Alert(id=alert_id(rule, group, n), rule_id=rule, title=f"{rule} title", severity="high",
+    return Alert(id=alert_id(rule, group, n), rule_id=rule, title=f"{rule} title", severity=severity,
                  tags=("attack.t1110",), group=group, first_ms=now - 5000, last_ms=now - 1000, count=7,
                  message=f"7 events from {ip}", events=({"@timestamp": now - 5000,
                                                         "event.original": f"sshd[1]: Failed password from {ip}"},),
@@ -257,3 +257,45 @@ def test_notify_test_posts_a_test_alert_to_alertmanager(tmp_path, hook, am, caps
     assert capsys.readouterr().out.startswith(f"OK      alertmanager://127.0.0.1:{am.port}")
     [a] = am.alerts()
     assert a["labels"]["alertname"] == "siem_test_notification"  # type: ignore[index]
+
+
+@pytest.mark.timeout(120)
+def test_the_shipped_alertmanager_example_pages_urgent_alerts_and_inhibits_by_source(tmp_path, hook):
+    """deploy/alertmanager/alertmanager.yml (amtool-checked): a critical alert about a source inhibits a
+    high one about the same source; a high one about another source still pages."""
+    from daemon_support import ROOT
+
+    shipped = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "amtool comes with prometheus-alertmanager"
+    subprocess.run([amtool, "check-config", str(shipped)], check=True, capture_output=True, timeout=30)
+    m = Alertmanager(tmp_path, hook, config=shipped.read_text().replace("http://127.0.0.1:9095/",
+                                                                        f"http://127.0.0.1:{hook.port}/")).start()
+    critical = mk("ssh_login_after_bruteforce", "203.0.113.45", severity="critical")
+    muted, other = mk("ssh_bruteforce", "203.0.113.45"), mk("ssh_bruteforce", "198.51.100.77")
+    p = AlertPipeline(am_config(m.port), tmp_path / "state")
+
+    def paged() -> list[tuple[str, str]]:
+        return sorted((str(a["labels"]["alertname"]), str(a["labels"]["source_ip"]))  # type: ignore[index]
+                      for path, _, body in hook.requests if path == "/oncall" for a in body["alerts"])  # type: ignore[union-attr]
+
+    async def go() -> None:
+        task = asyncio.create_task(p.run())
+        p.submit(critical)
+        await until(lambda: paged(), 20, "the critical page")
+        p.submit_many([muted, other])
+        await until(lambda: len(paged()) >= 2, 20, "the page about the other source")
+        await until(lambda: len(m.alerts()) == 3, 10, "three alerts in Alertmanager")
+        await asyncio.sleep(1.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await p.close()
+
+    try:
+        asyncio.run(go())
+        assert paged() == [("ssh_bruteforce", "198.51.100.77"), ("ssh_login_after_bruteforce", "203.0.113.45")]
+        state = {(a["labels"]["alertname"], a["labels"]["source_ip"]): a["status"] for a in m.alerts()}  # type: ignore[index]
+        assert state[("ssh_bruteforce", "203.0.113.45")]["state"] == "suppressed"  # type: ignore[index]
+        assert state[("ssh_bruteforce", "203.0.113.45")]["inhibitedBy"]  # type: ignore[index]
+    finally:
+        m.stop()
