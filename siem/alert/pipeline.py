@@ -1,5 +1,6 @@
 """AlertPipeline: the facade the daemon uses. Alert in -> alert log -> dedup -> routing -> grouping per
-route -> rate limit per route and severity -> outbox -> apprise or Alertmanager (off the event loop).
+route -> rate limit per route and rule (or severity, or route) -> outbox -> apprise or Alertmanager (off
+the event loop).
 
 An alert is routed when it is taken in; on each of its routes it joins a group of that route (the route's
 ``group_by`` and timers; critical and high default to immediate). Alertmanager destinations of a route get
