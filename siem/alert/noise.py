@@ -29,7 +29,8 @@ Rate limit. Per route and scope (``by``: each rule, the default; each severity; 
 most ``max_notifications`` alert notifications per sliding window ``per``. Per rule, a storm of one rule
 never uses up the budget of others, so a critical or high alert is never held behind a flood of lower
 ones; exempt severities (default: critical) are never limited. The rest are counted, and when the window
-frees up ONE summary notification ("+K more alerts suppressed by the rate limit") goes out on the route. Summaries, heartbeats and fallbacks are not limited. The limiter's
+frees up ONE summary notification ("+K more alerts suppressed by the rate limit") goes out on the route.
+Summaries, heartbeats and fallbacks are not limited. The limiter's
 state is serialisable (``to_json``/``load``) and the pipeline keeps it in the outbox database.
 """
 
@@ -47,6 +48,7 @@ MAX_IDS_PER_NOTIFICATION = 20
 MAX_KEYS_PER_NOTIFICATION = 50
 MAX_SAMPLES_PER_NOTIFICATION = 5
 _SAMPLE_CHARS = 4_000
+_KEY_CHARS = 300
 
 
 def _sha(text: str) -> str:
@@ -114,7 +116,7 @@ class GroupState:
 
     def take(self, alert: Alert) -> None:
         """Remember what a notification shows about one more pending alert (bounded)."""
-        key = alert_key(alert)
+        key = alert_key(alert)[:_KEY_CHARS]
         if key in self.keys:
             pass
         elif len(self.keys) < MAX_KEYS_PER_NOTIFICATION:
