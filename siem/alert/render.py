@@ -191,10 +191,13 @@ def _inline(text: str) -> str:
     """Escaped text with http(s) URLs as links (the URL is escaped as well, in text and href)."""
     out, pos = [], 0
     for m in _URL.finditer(text):
+        if m.start() < pos:
+            continue
+        raw = m.group(0).rstrip(".,;:)]")  # "see https://x/a, https://x/b." : not part of the URLs
         out.append(html.escape(text[pos:m.start()]))
-        url = html.escape(m.group(0), quote=True)
+        url = html.escape(raw, quote=True)
         out.append(f'<a href="{url}">{url}</a>')
-        pos = m.end()
+        pos = m.start() + len(raw)
     out.append(html.escape(text[pos:]))
     return "".join(out)
 
