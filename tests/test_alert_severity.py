@@ -319,3 +319,25 @@ def test_alerts_show_says_what_a_waiting_or_unrouted_alert_waits_for(tmp_path, c
     assert "waiting route=hook: in a group of 1 pending alert(s); its notification is due 2024-05-18T02:40:30.000Z" in out
     assert commands.run(parser.parse_args(["show", unrouted.id, "--config", str(conf)])) == 0
     assert "none: no alerting route matches this alert" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_a_critical_alert_does_not_queue_behind_a_backlog_of_lower_ones(tmp_path, hook):
+    """40 medium notifications already waiting for one destination: a critical one raised after them is
+    the first to be sent."""
+    clock = Clock()
+    cfg = make_config([{"name": "hook", "urls": [hook.url()], "group_wait": "0s"}],
+                      rate_limit={"max_notifications": 100, "per": "10m"})
+    p = AlertPipeline(cfg, tmp_path, now_ms=clock)
+    critical = mk(0, ip="10.9.9.9", severity="critical", rule="root_login")
+
+    async def go() -> None:
+        p.submit_many([mk(0, ip=ip, severity="medium", rule="web_scan") for ip in ips(40)])
+        clock.advance(S)
+        p.submit(critical)
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(go())
+    sent = [str(b["alert_id"]) for _, _, b in hook.requests]
+    assert len(sent) == 41 and sent[0] == critical.id

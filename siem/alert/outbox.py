@@ -66,6 +66,12 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ms);
 """
 
 
+# Due rows go out most severe first: a critical alert never queues behind a backlog of lower ones to the same
+# destination. A group's rows share one severity, so its NEW still goes before its UPDATEs.
+_SEVERITY_FIRST = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+                   "WHEN 'info' THEN 4 ELSE 5 END")
+
+
 def url_fingerprint(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
@@ -258,7 +264,7 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLS} FROM outbox WHERE state='pending' AND next_attempt_ms <= ? "
-                "ORDER BY next_attempt_ms, created_ms, id LIMIT ?",
+                f"ORDER BY {_SEVERITY_FIRST}, next_attempt_ms, created_ms, id LIMIT ?",
                 (now_ms, limit + len(exclude)),
             ).fetchall()
         return [r for r in map(_row, rows) if r.id not in exclude][:limit]
