@@ -341,3 +341,26 @@ def test_a_critical_alert_does_not_queue_behind_a_backlog_of_lower_ones(tmp_path
     asyncio.run(go())
     sent = [str(b["alert_id"]) for _, _, b in hook.requests]
     assert len(sent) == 41 and sent[0] == critical.id
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_gives_open_groups_their_route_s_new_timers(tmp_path, hook):
+    """A medium group notified once waits group_interval (5m) for its update; after reconfigure() with
+    group_interval = "0s" on the route, the next alert of the group goes out at once."""
+    clock = Clock()
+    route = {"name": "hook", "urls": [hook.url()], "group_wait": "0s"}
+    p = AlertPipeline(make_config([route]), tmp_path, now_ms=clock)
+
+    async def go() -> None:
+        p.submit(mk(1, severity="medium"))
+        await drain(p, clock)
+        p.submit(mk(2, severity="medium"))
+        await drain(p, clock)
+        assert len(hook.requests) == 1  # the update waits for group_interval
+        p.reconfigure(make_config([{**route, "group_interval": "0s"}]))
+        p.submit(mk(3, severity="medium"))
+        await drain(p, clock)
+        await p.close()
+
+    asyncio.run(go())
+    assert [t.split(":")[0] for t in titles(hook)] == ["[medium] NEW", "[medium] UPDATE"]

@@ -162,10 +162,14 @@ class AlertPipeline:
             self.grouper.group_interval_ms = config.group_interval_ms
             self.grouper.repeat_interval_ms = config.repeat_interval_ms
             self.grouper.max_groups = config.max_groups
-            for g in self.grouper.groups.values():  # open groups take the new timers of their route
+            for key, g in self.grouper.groups.items():  # open groups take the new timers of their route
                 if g.route:
                     t = config.timers(config.route(g.route), g.severity)
                     g.interval_ms, g.repeat_ms = t.group_interval_ms, t.repeat_interval_ms
+                    if g.next_flush_ms is not None:  # a flush already scheduled moves with its timer
+                        g.next_flush_ms = (g.opened_ms + t.group_wait_ms if g.last_notified_ms is None
+                                           else g.last_notified_ms + t.group_interval_ms)
+                    self.grouper.dirty.add(key)
             self.log.max_bytes, self.log.keep, self.log.fsync = config.log_max_bytes, config.log_keep, config.log_fsync
         self._wake_worker()
         return notes
