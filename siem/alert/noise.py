@@ -126,7 +126,7 @@ class GroupState:
         if alert.rule_id not in self.rules and len(self.rules) < 10:
             self.rules.append(alert.rule_id)
         if len(self.samples) < MAX_SAMPLES_PER_NOTIFICATION:
-            for e in alert.events[:2]:
+            for e in alert.events[:3]:  # a few per alert, so a group shows several of its alerts
                 line = raw_line(e)
                 if line and len(self.samples) < MAX_SAMPLES_PER_NOTIFICATION:
                     ts = e.get("@timestamp")
