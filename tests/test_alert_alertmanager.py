@@ -299,3 +299,32 @@ def test_the_shipped_alertmanager_example_pages_urgent_alerts_and_inhibits_by_so
         assert state[("ssh_bruteforce", "203.0.113.45")]["inhibitedBy"]  # type: ignore[index]
     finally:
         m.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_alert_alertmanager_never_took_goes_to_the_fallback_route_as_text(tmp_path, hook):
+    """Alertmanager unreachable for max_retry_age (virtual clock): the alert goes to the fallback route as
+    readable text (its annotations), not as Alertmanager JSON."""
+    from test_alert_delivery import Clock, drain
+
+    clock = Clock(wall_ms())
+    cfg = make_config([{"name": "am", "urls": [f"alertmanager://127.0.0.1:{free_port()}"]},
+                       {"name": "mail", "urls": [hook.url("/fallback")], "rules": ["-"]}],
+                      fallback_route="mail", max_retry_age="10m", retry={"initial": "1s", "max": "1m"})
+    p = AlertPipeline(cfg, tmp_path / "state", now_ms=clock)
+    a = mk("ssh_bruteforce", "203.0.113.12")
+    p.submit(a)
+
+    states = []
+
+    async def go() -> None:
+        await drain(p, clock, rounds=40, step_ms=30_000)
+        states.extend(r.state for r in p.outbox.rows() if r.route == "am")
+        await p.close()
+
+    asyncio.run(go())
+    assert states == ["dead"]
+    [(path, _, body)] = hook.requests
+    assert path == "/fallback" and str(body["title"]).startswith("[undeliverable via am] ssh_bruteforce title")
+    assert "description: 7 events from 203.0.113.12" in str(body["message"])
+    assert "sample: sshd[1]: Failed password from 203.0.113.12" in str(body["message"])
