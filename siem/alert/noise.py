@@ -349,11 +349,14 @@ class RateLimiter:
     def summaries(self, per_ms_of: dict[str, int], now_ms: int) -> list[Summary]:
         """Summaries owed whose window has freed up (the oldest counted send is a window old)."""
         out = []
-        for bucket, w in self._w.items():
-            if w.suppressed_notifications == 0:
-                continue
+        for bucket, w in list(self._w.items()):
             route, scope = _route_of(bucket)
             per_ms = per_ms_of.get(route, 0)
+            if w.suppressed_notifications == 0:
+                if not w.sent or w.sent[-1] <= now_ms - per_ms:  # idle: one window per rule would pile up
+                    del self._w[bucket]
+                    self.changed = True
+                continue
             if w.sent and w.sent[0] > now_ms - per_ms:
                 continue
             top = tuple(sorted(w.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
