@@ -328,3 +328,28 @@ def test_an_alert_alertmanager_never_took_goes_to_the_fallback_route_as_text(tmp
     assert path == "/fallback" and str(body["title"]).startswith("[undeliverable via am] ssh_bruteforce title")
     assert "description: 7 events from 203.0.113.12" in str(body["message"])
     assert "sample: sshd[1]: Failed password from 203.0.113.12" in str(body["message"])
+
+
+@pytest.mark.timeout(60)
+def test_the_heartbeat_is_an_always_firing_alert_in_alertmanager(tmp_path, hook, am):
+    """[alerting.heartbeat] on an alertmanager:// route: Alertmanager holds a SiemHeartbeat alert whose
+    endsAt is two heartbeat intervals ahead; nothing goes to the fallback."""
+    am.start()
+    cfg = make_config([{"name": "am", "urls": [f"alertmanager://127.0.0.1:{am.port}"], "rules": ["-"]},
+                       {"name": "mail", "urls": [hook.url("/fallback")]}],
+                      heartbeat={"route": "am", "interval": "5m"}, fallback_route="mail")
+    p = AlertPipeline(cfg, tmp_path / "state")
+
+    async def go() -> None:
+        task = asyncio.create_task(p.run())
+        await until(lambda: am.alerts(), 20, "the heartbeat alert")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await p.close()
+
+    asyncio.run(go())
+    [a] = am.alerts()
+    assert a["labels"]["alertname"] == "SiemHeartbeat" and a["status"]["state"] == "active"  # type: ignore[index]
+    ends = datetime.fromisoformat(str(a["endsAt"]).replace("Z", "+00:00"))
+    assert 590 <= (ends - datetime.now(timezone.utc)).total_seconds() <= 600
+    assert hook.requests == []

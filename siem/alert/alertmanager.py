@@ -21,6 +21,10 @@ re-sending (it stopped, or the alert's ``firing_for`` is over) Alertmanager reso
 outbox row of an alert stays pending between resends (``done_ms`` records the first delivery); a resend
 that keeps failing is dropped quietly after max_retry_age, since Alertmanager already had the alert.
 
+Heartbeat: a heartbeat route with an alertmanager:// destination gets an always-firing ``SiemHeartbeat``
+alert (labels alertname, severity="none", siem, instance), POSTed once per heartbeat interval with endsAt two
+intervals ahead, like Prometheus' Watchdog: route it in Alertmanager to a dead-man service.
+
 Failures: connection errors, timeouts and 5xx/429 are transient (retried with the outbox's back-off, so an
 alert raised while Alertmanager is down arrives when it is back); other 4xx mean Alertmanager rejected the
 payload and are permanent (dead-lettered to the fallback route).
@@ -130,6 +134,10 @@ def payload(stored: str, now_ms: int, resolve_timeout_ms: int, firing_for_ms: in
     """(JSON body to POST, whether this is the last POST: the alert stops firing by its endsAt)."""
     doc: dict[str, object] = orjson.loads(stored)
     raised = int(doc.pop("raised_ms"))  # type: ignore[call-overload]
+    fixed = doc.pop("ends_after_ms", None)
+    if isinstance(fixed, int):  # the heartbeat: one POST, endsAt fixed (the next heartbeat renews it)
+        doc["endsAt"] = iso_ms(raised + fixed)
+        return orjson.dumps([doc]), True
     until = raised + firing_for_ms
     ends = min(now_ms + resolve_timeout_ms, until)
     doc["endsAt"] = iso_ms(max(ends, now_ms))

@@ -422,9 +422,28 @@ class AlertPipeline:
         self.outbox.supersede(route.name, "heartbeat", now)  # only the newest heartbeat is worth sending
         fields: dict[str, object] = {"host": socket.gethostname(), "now": iso_ms(now),
                                      "depth": self.outbox.depth(), "groups": len(self.grouper.groups)}
+        if self._am.get(route.name):
+            self._enqueue_am_heartbeat(route, slot, now, hb.interval_ms if hb else 0, str(fields["host"]))
+            if not self._dest.get(route.name):
+                return
         self._enqueue(route, f"heartbeat:{slot}", "heartbeat", fields, "", f"heartbeat:{slot}", (), now,
                       title_tpl="[siem] heartbeat from $host",
                       body_tpl="siem on $host is running at $now. Outbox depth: $depth, open alert groups: $groups.")
+
+    def _enqueue_am_heartbeat(self, route: RouteConfig, slot: int, now: int, interval_ms: int, host: str) -> None:
+        """The dead man's switch for Alertmanager: an always-firing ``SiemHeartbeat`` alert (like Prometheus'
+        Watchdog), re-POSTed every heartbeat interval with endsAt two intervals ahead; when siem stops it
+        resolves, which a dead-man receiver behind Alertmanager notices."""
+        doc = {"labels": {"alertname": "SiemHeartbeat", "severity": "none", "siem": "siem",
+                          "instance": neutralise(host, 200, single_line=True)},
+               "annotations": {"summary": f"siem on {host} is running",
+                               "description": "Always firing while siem runs; its absence means siem is down."},
+               "startsAt": iso_ms(now), "raised_ms": now, "ends_after_ms": 2 * interval_ms}
+        for fp in self._am.get(route.name, {}):
+            self.outbox.enqueue(route=route.name, url_fp=fp, kind="heartbeat", severity="",
+                                notification=f"am-heartbeat:{slot}", alert_id="", group_id=f"heartbeat:{slot}",
+                                alert_ids=(), title="SiemHeartbeat", body=orjson.dumps(doc).decode(),
+                                body_format="json", now_ms=now)
 
     # --- timers ------------------------------------------------------------------------------------
 
@@ -481,15 +500,14 @@ class AlertPipeline:
             url = self._dest.get(row.route, {}).get(row.url_fp)
             if row.attempts > 0:
                 metrics.NOTIFICATIONS_RETRIED.labels(route=row.route).inc()
-            if url is None and row.kind == alertmanager.KIND:
-                url = self._am.get(row.route, {}).get(row.url_fp)
+            am_url = self._am.get(row.route, {}).get(row.url_fp)
             last = True
-            if url is None:
-                res = SendResult(False, True, "destination is no longer in the configuration")
-            elif row.kind == alertmanager.KIND:
+            if am_url is not None:  # alerts (kind alertmanager) and heartbeats for an Alertmanager
                 am = self.config.alertmanager
                 body, last = alertmanager.payload(row.body, self.now_ms(), am.resolve_timeout_ms, am.firing_for_ms)
-                res = await asyncio.to_thread(alertmanager.post, url, body, am.timeout_ms)
+                res = await asyncio.to_thread(alertmanager.post, am_url, body, am.timeout_ms)
+            elif url is None:
+                res = SendResult(False, True, "destination is no longer in the configuration")
             else:
                 target = augment_url(url, row.id, row.alert_id, row.group_id)
                 res = await asyncio.to_thread(send, target, row.title,
