@@ -134,3 +134,13 @@ def test_link_template_values_are_url_encoded_and_non_http_links_are_dropped():
                        fields) == "https://k.example/d?r=ssh%20bruteforce&k=user.name%3Da%26b&u=a%26b%20c&t=1-3"
     assert render_link("javascript:alert($rule_url)", fields) == ""
     assert render_link("", fields) == ""
+
+
+def test_attack_technique_tags_become_reference_links():
+    """attack.t1110.001 and attack.T1078 give their ATT&CK pages after the rule's own references, once."""
+    from siem.alert.render import references_of
+
+    assert references_of(["https://wiki.example.org/x", "https://attack.mitre.org/techniques/T1078/"],
+                         ["attack.credential_access", "attack.t1110.001", "attack.T1078", "attack.t1110.001"]) == [
+        "https://wiki.example.org/x", "https://attack.mitre.org/techniques/T1078/",
+        "https://attack.mitre.org/techniques/T1110/001/"]

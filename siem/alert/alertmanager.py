@@ -10,7 +10,8 @@ silencing, inhibition and throttling, so a route's grouping and rate limit do no
     labels       alertname=<rule id>, severity, rule_id, siem="siem", one label per `by` key field
                  (source.ip -> source_ip; names sanitised to [a-zA-Z_][a-zA-Z0-9_]*)
     annotations  summary (title and key), description (the message), sample (a raw log line), first_event,
-                 last_event, events, alert_id, tags, runbook_url, references
+                 last_event, events, alert_id, tags, runbook_url, references (the rule's, then the ATT&CK
+                 page of each technique tag)
     startsAt     event time of the first contributing event
     endsAt       min(now + resolve_timeout, raised + firing_for), computed at every POST
     generatorURL the rendered link_template, when there is one
@@ -43,7 +44,7 @@ import orjson
 
 from siem.alert.notify import SendResult
 from siem.alert.record import Alert
-from siem.alert.render import neutralise, raw_line
+from siem.alert.render import neutralise, raw_line, references_of
 from siem.timeutil import iso_ms
 
 SCHEMES = frozenset({"alertmanager", "alertmanagers"})
@@ -121,8 +122,9 @@ def alert_document(alert: Alert, raised_ms: int, *, runbook: str, references: tu
         annotations["tags"] = ", ".join(alert.tags)
     if runbook:
         annotations["runbook_url"] = runbook
-    if references:
-        annotations["references"] = "\n".join(references)
+    refs = references_of(references, alert.tags)
+    if refs:
+        annotations["references"] = "\n".join(refs)
     doc: dict[str, object] = {"labels": labels, "annotations": annotations, "startsAt": iso_ms(alert.first_ms),
                               "raised_ms": raised_ms}
     if link:

@@ -68,6 +68,22 @@ def neutralise(text: str, limit: int, single_line: bool = False) -> str:
     return text
 
 
+_TECHNIQUE = re.compile(r"^attack\.t(\d{4})(?:\.(\d{3}))?$", re.IGNORECASE)
+
+
+def references_of(references: object, tags: object) -> list[str]:
+    """The rule's references, then the MITRE ATT&CK page of each technique tag (attack.t1110.001 ->
+    https://attack.mitre.org/techniques/T1110/001/) not already among them."""
+    out = [str(r) for r in references] if isinstance(references, (list, tuple)) else []
+    for t in tags if isinstance(tags, (list, tuple)) else ():
+        m = _TECHNIQUE.match(str(t))
+        if m:
+            url = f"https://attack.mitre.org/techniques/T{m.group(1)}/" + (f"{m.group(2)}/" if m.group(2) else "")
+            if url not in out:
+                out.append(url)
+    return out
+
+
 def raw_line(event: Mapping[str, object]) -> str:
     """The raw log line of a sample event (``event.original``, else its message), "" when it has none."""
     v = event.get("event.original") or event.get("message") or ""
@@ -150,7 +166,7 @@ def notification_fields(n: Mapping[str, object], route: str, link_template: str 
         "kind": n.get("kind", ""),
         "rules": list(n.get("rules") or []),  # type: ignore[call-overload]
         "runbook": n.get("runbook", "") or "",
-        "references": list(n.get("references") or []),  # type: ignore[call-overload]
+        "references": references_of(n.get("references"), n.get("tags")),
     }
     keys = [str(k) for k in n.get("keys") or []]  # type: ignore[attr-defined]
     more = int(n.get("keys_more", 0) or 0)  # type: ignore[call-overload]
