@@ -29,7 +29,6 @@ from siem.errors import InputError, StateError
 from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from siem.log.kafka import KafkaProducerLog
 from siem.log.local import LocalLog
-from siem.pipeline.intake import Keyed
 from siem.pipeline.records import Positions, Watermark, encode_record
 
 log = logging.getLogger(__name__)
@@ -50,10 +49,10 @@ class LocalEventLog:
     def __init__(self, local: LocalLog) -> None:
         self.local = local
 
-    async def append(self, events: list[Keyed], control: list[Positions | Watermark]) -> None:
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
         """Append events then control records in one write. A record above max_record_bytes is dropped
         and counted (the others go in); a refusing disk is retried every second, never dropped."""
-        payloads = [p for _, p in events] + [encode_record(c) for c in control]
+        payloads = events + [encode_record(c) for c in control]
         while True:
             try:
                 await asyncio.to_thread(self.local.append_many, payloads)
@@ -98,24 +97,26 @@ class LocalStateStore:
 
 
 class KafkaEventLog:
-    """The EventLog of the collector role: events keyed to ``siem.events`` partitions, then each Watermark
-    on every partition (after the events before it are acknowledged). Kafka keeps no positions: intake
-    writes them to the inputs' state files once the broker has acknowledged the records they cover."""
+    """The EventLog of the collector role: every record of one collector on one ``siem.events`` partition
+    (keyed by the collector's name), events then its Watermark records, so the matcher reads them in
+    exactly the order embedded mode logs them: per key, late events meet the engine in the same order in
+    both modes. Kafka keeps no positions: intake writes them to the inputs' state files once the broker
+    has acknowledged the records they cover."""
 
     keeps_positions = False
 
-    def __init__(self, producer: KafkaProducerLog, topic: str) -> None:
+    def __init__(self, producer: KafkaProducerLog, topic: str, origin: str) -> None:
         self.producer = producer
         self.topic = topic
+        self.key = origin.encode()
 
-    async def append(self, events: list[Keyed], control: list[Positions | Watermark]) -> None:
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
+        items = [(self.key, p) for p in events] + [(self.key, encode_record(c)) for c in control
+                                                   if isinstance(c, Watermark)]
         while True:
             try:
-                if events:
-                    await self.producer.send_many(self.topic, events)  # type: ignore[arg-type]
-                for c in control:
-                    if isinstance(c, Watermark):
-                        await self.producer.broadcast(self.topic, encode_record(c))
+                if items:
+                    await self.producer.send_many(self.topic, items)  # type: ignore[arg-type]
                 return
             except KafkaError as exc:  # broker away: the whole batch again (duplicates absorbed downstream)
                 log.error("cannot send to %s, retrying: %s", self.topic, exc)
