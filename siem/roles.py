@@ -7,10 +7,10 @@
     (siem.pipeline.intake)       shared masks); re-key by     and group-by family,        (alert log first,
     key = collector name         group-by family + values     state in siem.state         dedup, delivery)
 
-* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events and the
-  Watermark records of the same SourceWatermark, in log order on one events partition (keyed by the
-  collector's name); input positions written to the inputs' state files once the broker acknowledged
-  the records they cover.
+* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events, the Positions
+  that cover them and the Watermark records of the same SourceWatermark, in log order on one events
+  partition (keyed by the collector's name); a restarted collector resumes its inputs from the last
+  Positions there.
 * **matcher** (stateless, scales freely): evaluates every rule's filter over a batch at once (masks and
   the dataset pre-filter shared, as in the engine) and sends each event once per *family* (the group-by
   fields of the rules it matched) keyed by those fields' values, so every event of a window lands on one
@@ -109,8 +109,9 @@ class CollectorRole:
         self.pool = ParsePool(d.parse_workers)
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         origin = instance_id(config)
-        self.intake = Intake(KafkaEventLog(self.producer, self.kafka.topic_events, origin), watermark, self.pool,
-                             parse_context(d), d.intake_queue_size, d.future_skew_ms, origin=origin)
+        self.event_log = KafkaEventLog(self.producer, self.kafka.topic_events, origin)
+        self.intake = Intake(self.event_log, watermark, self.pool, parse_context(d), d.intake_queue_size,
+                             d.future_skew_ms, origin=origin)
         self._task: asyncio.Task[None] | None = None
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -119,8 +120,11 @@ class CollectorRole:
     async def start(self) -> None:
         await self.producer.start()
         self.intake.start_watermark(self.config.inputs)
+        positions = await self.event_log.last_positions()  # where each input resumes: the log says
+        self.intake.last_positions.update(positions)
         for spec in self.config.inputs:
-            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink)
+            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink,
+                                                              positions.get(spec.name))
         self._task = asyncio.create_task(self.intake.run(), name="intake")
 
     async def step(self) -> None:
