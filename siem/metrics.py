@@ -174,6 +174,11 @@ NOTIFICATIONS_THROTTLED = Counter(
     "siem_notifications_throttled_total", "Notifications folded into a summary by the rate limit.", ["route"],
     registry=REGISTRY,
 )
+ALERTS_HELD = Counter(
+    "siem_alerts_held_total",
+    "Alerts not notified on a route, by why: rate_limit (folded into a summary; `siem alerts show` says so) or "
+    "no_route (route=\"\": only in the alert log).", ["route", "severity", "reason"], registry=REGISTRY,
+)
 OUTBOX_DEPTH = Gauge("siem_outbox_depth", "Notifications waiting in the outbox.", registry=REGISTRY)
 ALERTS_DUPLICATE = Counter(
     "siem_alerts_duplicate_total", "Alerts dropped at intake because their id was already taken in (replays).",
