@@ -200,6 +200,15 @@ class Daemon:
         return (f"{rate:.0f} events/s, {intake.written} events, {ev.alerts} alerts, "
                 f"lag {lag} records, queue {intake.queue.qsize()}")
 
+    def _stalled(self) -> str | None:
+        """The stage that has stopped moving, for the watchdog: the engine loop (a batch or a checkpoint
+        writer that hangs) not turning for stall_timeout."""
+        ev = self.evaluator
+        limit = self.config.daemon.stall_timeout_ms
+        if ev is not None and ev.stalled_ms() > limit:
+            return f"the engine has not moved for {ev.stalled_ms() / 1000:.0f}s (stall_timeout {limit / 1000:.0f}s)"
+        return None
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _intake(self) -> Intake:
@@ -232,7 +241,7 @@ class Daemon:
                 evaluator.run(intake.appended, lambda: intake.idle, intake.done), name="engine")
             alerts = asyncio.create_task(pipeline.run(), name="alerting")
             watchdog = asyncio.create_task(
-                watchdog_loop(self.notifier, self.status_line,
+                watchdog_loop(self.notifier, self.status_line, stalled=self._stalled,
                               status_every_s=self.config.daemon.status_interval_ms / 1000), name="watchdog")
             tasks = [writer, engine, alerts, watchdog]
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)

@@ -122,6 +122,9 @@ WATERMARK = Gauge("siem_watermark_timestamp_seconds", "Event-time watermark of t
 LOG_APPENDED = Counter("siem_log_appended_records_total", "Records appended to the durable log.", registry=REGISTRY)
 LOG_LAG = Gauge("siem_log_lag_records", "Records in the durable log not yet checkpointed by the engine.",
                 registry=REGISTRY)
+STAGE_STALLED = Gauge(
+    "siem_stage_stalled", "1 while a pipeline stage (engine, checkpoint writer) has stopped moving.", registry=REGISTRY
+)
 CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
 LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
                       registry=REGISTRY)

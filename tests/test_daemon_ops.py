@@ -224,3 +224,71 @@ def test_sigterm_mid_burst_loses_nothing_the_senders_wrote(tmp_path: Path) -> No
     got = {json.loads(line)["event"].get("user.name") for line in dump.stdout.splitlines() if '"event"' in line}
     assert sum(written) == 4 * per_conn, f"a sender was cut off after {written}"
     assert len(got) >= 4 * per_conn, f"{4 * per_conn - len(got)} of {4 * per_conn} written lines are not in the log"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_checkpoint_writer_stops_the_watchdog_and_ages_the_checkpoint(tmp_path: Path) -> None:
+    """The forked checkpoint writer is frozen (SIGSTOP) mid-write: the engine stops moving, so the daemon
+    stops feeding systemd's watchdog, says why, shows siem_stage_stalled 1 and a growing
+    siem_checkpoint_age_seconds (what SiemCheckpointStale alerts on). Once the writer dies, it recovers."""
+    import os
+    import threading
+
+    with NotifySocket() as ns:
+        d = DaemonProc.create(tmp_path, SSH_RULES, TCP, env=ns.env(watchdog_usec=1_000_000), daemon={
+            **FAST, "parse_workers": 0, "checkpoint_interval": "100ms", "stall_timeout": "2s"})
+        stop = threading.Event()
+        frozen: list[int] = []
+        try:
+            d.start(wait_ready=False)
+            ns.wait_for("READY", timeout_s=30)
+
+            def traffic() -> None:
+                n = 0
+                while not stop.is_set():
+                    try:
+                        d.send_tcp("syslog_tcp", _failures("203.0.113.9", 50, n))
+                    except OSError:
+                        return
+                    n += 50
+                    time.sleep(0.02)
+
+            threading.Thread(target=traffic, daemon=True).start()
+            deadline = time.monotonic() + 30
+            while not frozen and time.monotonic() < deadline:  # catch a writer while it lives
+                for child in _children(d.proc.pid):  # type: ignore[union-attr]
+                    os.kill(child, signal.SIGSTOP)
+                    frozen.append(child)
+            assert frozen, "no checkpoint writer was seen"
+            wait_for(lambda: _metric(d, "siem_stage_stalled") == 1, 15, "the stall to be noticed")
+            age = _metric(d, "siem_checkpoint_age_seconds")
+            assert age >= 2, age
+            ns.received.clear()
+            time.sleep(2.5)
+            assert not [n for n in ns.received if "WATCHDOG" in n], "still pinging the watchdog while stalled"
+            assert _metric(d, "siem_checkpoint_age_seconds") > age + 2
+            assert "no longer telling systemd's watchdog" in d.stderr()
+            for child in frozen:
+                os.kill(child, signal.SIGKILL)
+            wait_for(lambda: _metric(d, "siem_stage_stalled") == 0, 15, "the engine to move again")
+            ns.wait_for("WATCHDOG", timeout_s=5)
+            stop.set()
+            assert d.terminate() == 0
+        finally:
+            stop.set()
+            for child in frozen:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            d.close()
