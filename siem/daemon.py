@@ -92,7 +92,8 @@ class Daemon:
             for url in resolve_route_urls(route)[0]:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
-                                        d.future_skew_ms, on_alerts=self._print if self.print_alerts else None)
+                                        d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
+                                        max_pending=d.max_pending_events)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest

@@ -109,13 +109,15 @@ class LocalEvaluator:
     """The embedded evaluator: reads the local log from the checkpoint on, evaluates, checkpoints."""
 
     def __init__(self, state_dir: Path, lg: LocalLog, ruleset: RuleSet, sink: AlertSink, cadence: Cadence,
-                 future_skew_ms: int, *, on_alerts: Callable[[list[Alert]], None] | None = None) -> None:
+                 future_skew_ms: int, *, on_alerts: Callable[[list[Alert]], None] | None = None,
+                 max_pending: int | None = None) -> None:
         self.state_dir = state_dir
         self.log = lg
         self.sink = sink
         self.cadence = cadence
         self.on_alerts = on_alerts  # new alerts, e.g. printed by `siem run --print-alerts`
-        self.engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=future_skew_ms)
+        self.engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=future_skew_ms,
+                             max_pending=max_pending)
         self.store = LocalStateStore(state_dir)
         self.next_offset = lg.start_offset
         self.positions: dict[str, dict] = {}  # input -> positions covering the log below next_offset
