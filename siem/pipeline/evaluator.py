@@ -139,6 +139,13 @@ class LocalEvaluator:
         """Restore the checkpoint (blocking); returns what the log says beyond it (see scan_tail), with the
         checkpoint's positions under the tail's."""
         ck = self.store.read()
+        if ck is not None and ck.offset < self.log.start_offset:
+            # retention only deletes checkpointed segments, so this checkpoint is older than the log
+            # (restored from a backup?): resuming would silently skip the records in between
+            raise StateError(
+                f"checkpoint in {self.state_dir} is at log offset {ck.offset} but the log starts at "
+                f"{self.log.start_offset}: the checkpoint is older than the log; move it aside to start with "
+                f"empty windows from the oldest record")
         if ck is not None:
             engine_state, self.positions = unwrap_state(ck.state)
             self.engine.restore(engine_state)
