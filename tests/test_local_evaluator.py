@@ -10,7 +10,7 @@ from siem.alert.record import Alert
 from siem.dsl.loader import load_texts
 from siem.errors import StateError
 from siem.log.checkpoint import save_checkpoint
-from siem.log.local import LocalLog, LocalLogConfig
+from siem.log.local import LocalLogConfig
 from siem.pipeline.evaluator import Cadence, LocalEvaluator, wrap_state
 from siem.pipeline.records import Positions, Watermark, encode_record
 
