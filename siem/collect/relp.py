@@ -289,15 +289,17 @@ class RelpServer(SyslogServer):
         finally:
             await self.stop()
 
-    async def stop(self) -> None:
-        """Send every session the ``serverclose`` hint, then stop as the syslog server does (messages being
-        handed over get the grace time to become durable and be acknowledged)."""
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Send every session the ``serverclose`` hint (the client closes the session; what it has not seen
+        acknowledged stays in its queue), then stop as the syslog server does: for up to ``drain_s`` the
+        sessions go on until their clients close them, and messages being handed over get the grace time
+        to become durable and be acknowledged."""
         for writer in list(self._writers.values()):
             try:
                 writer.write(encode_frame(0, "serverclose"))
             except (ConnectionError, RuntimeError):
                 pass
-        await super().stop()
+        await super().stop(drain_s)
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,
                          origin: str) -> None:
