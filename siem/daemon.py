@@ -53,7 +53,7 @@ from siem.config import Config, InputSpec, load_config
 from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.runtime import Engine
 from siem.errors import ConfigError, InputError, RuleError, SiemError, StateError
-from siem.log.checkpoint import ForkedCheckpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from siem.log.checkpoint import ForkedCheckpoint, remove_stale_temporaries, restore_checkpoint, save_checkpoint
 from siem.log.codec import decode_event, encode_events
 from siem.log.local import DirLock, LocalLog
 from siem.logsetup import register_secret
@@ -237,8 +237,9 @@ def _start_parse_pool(workers: int) -> tuple[ProcessPoolExecutor | None, int]:
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: bool = False) -> None:
+                 print_alerts: bool = False, start_fresh: bool = False) -> None:
         self.config = config
+        self.start_fresh = start_fresh  # a bad checkpoint is set aside instead of stopping the start (--start-fresh)
         self._parse_pool: ProcessPoolExecutor | None = None  # parse worker processes (daemon.parse_workers)
         self._ckpt_task: asyncio.Task[None] | None = None  # the checkpoint being written
         self._parse_workers = 0
@@ -291,10 +292,13 @@ class Daemon:
         self.log = self.config.log.build(self.state_dir / "log")
         # the engine's watermark moves only with the advance records in the log (see _source_watermark)
         engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=d.future_skew_ms)
-        ckpt = load_checkpoint(self.state_dir)
-        if ckpt is not None:
-            engine_state, self.marks = unwrap_state(ckpt.state)
+        def restore(state: bytes) -> None:
+            engine_state, marks = unwrap_state(state)
             engine.restore(engine_state)
+            self.marks = marks
+
+        ckpt = restore_checkpoint(self.state_dir, restore, start_fresh=self.start_fresh)
+        if ckpt is not None:
             self.next_offset = ckpt.offset
             if ckpt.offset > self.log.end_offset:
                 self.log.advance_to(ckpt.offset)
@@ -830,7 +834,7 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config_path: str | None, print_alerts: bool = False) -> int:
+def run_daemon(config_path: str | None, print_alerts: bool = False, start_fresh: bool = False) -> int:
     """`siem run`: load everything, serve until SIGTERM. Exit codes: 0 clean, 2 bad config/rules,
     1 state or runtime failure."""
     try:
@@ -855,7 +859,7 @@ def run_daemon(config_path: str | None, print_alerts: bool = False) -> int:
     for w in config.warnings:
         log.warning("config: %s", w.message)
     notifier = Notifier.from_env()
-    daemon = Daemon(config, config_path, notifier, print_alerts=print_alerts)
+    daemon = Daemon(config, config_path, notifier, print_alerts=print_alerts, start_fresh=start_fresh)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except StateError as exc:

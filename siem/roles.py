@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import signal
 from collections import defaultdict
 from pathlib import Path
@@ -50,6 +49,7 @@ from siem.dsl import ast
 from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.batch import Batch
 from siem.engine.runtime import Engine, compile_rule
+from siem.engine.snapshot import PartitionState, decode_partition_state, encode_partition_state
 from siem.errors import ConfigError, RuleError, SiemError, StateError
 from siem.log.codec import encode_event
 from siem.log.kafka import KafkaConfig, KafkaConsumerLog, KafkaProducerLog, KafkaStateStore, ensure_topics
@@ -324,8 +324,7 @@ class Correlator:
 
     def _snapshot(self, tp: TopicPartition) -> bytes:
         engines = self.engines.get(tp, {})
-        return pickle.dumps({"wm": self.wm.get(tp, _MIN_TS), "rules": {rid: e.snapshot() for rid, e in engines.items()}},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        return encode_partition_state(PartitionState(self.wm.get(tp, _MIN_TS), {rid: e.snapshot() for rid, e in engines.items()}))
 
     async def save(self, partitions: set[TopicPartition]) -> None:
         """Snapshot (state + offset) then commit, for partitions that moved since their last save."""
@@ -362,16 +361,17 @@ class Correlator:
             snap = snaps.get(tp)
             if snap is None:
                 continue
-            try:
-                state = pickle.loads(snap.state)
-            except Exception as exc:  # noqa: BLE001 - a corrupt snapshot: start that partition empty
-                log.error("window state of %s[%d] is unreadable (%s); starting it empty", tp.topic, tp.partition, exc)
+            try:  # a refused snapshot (corrupt, crafted, an earlier release's pickle) is counted: start it empty
+                state = decode_partition_state(snap.state, f"window state of {tp.topic}[{tp.partition}]")
+                for rid, blob in state.engines.items():
+                    eng = self._engine(tp, rid)
+                    if eng is not None:
+                        eng.restore(blob)
+            except StateError as exc:
+                log.error("%s; starting that partition with empty windows", exc)
+                self.engines[tp] = {}
                 continue
-            self.wm[tp] = int(state.get("wm", _MIN_TS))
-            for rid, blob in state.get("rules", {}).items():
-                eng = self._engine(tp, rid)
-                if eng is not None:
-                    eng.restore(blob)
+            self.wm[tp] = state.wm
             self.next[tp] = self.saved[tp] = snap.offset
             self.consumer.seek(tp, snap.offset)
             log.info("restored window state of %s[%d] at offset %d", tp.topic, tp.partition, snap.offset)
