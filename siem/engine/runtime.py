@@ -378,7 +378,7 @@ class Engine:
         body = snapshot.decode(blob, snapshot.ENGINE, "engine snapshot")
         try:
             top = fields(body, "engine snapshot", ("max_ts", "wm", "seq", "pending", "samples", "groups", "suppress"))
-            clock = [int_(top[k], k, _MIN_TS, 2**63 - 1) for k in ("max_ts", "wm", "seq")]
+            clock = [int_(top["max_ts"], "max_ts", _MIN_TS), int_(top["wm"], "wm", _MIN_TS), int_(top["seq"], "seq", 0)]
             pend = fields(top["pending"], "pending", ("events", "ts", "seq"))
             events = snapshot.events(pend["events"], "pending.events")
             pending = (events, snapshot.array(pend["ts"], "pending.ts", len(events)),

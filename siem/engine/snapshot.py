@@ -194,10 +194,14 @@ def list_(v: object, what: str, n: int | None = None) -> list[Any]:
     return v  # type: ignore[return-value]
 
 
-def int_(v: object, what: str, lo: int | None = None, hi: int | None = None) -> int:
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def int_(v: object, what: str, lo: int = _I64[0], hi: int = _I64[1]) -> int:
+    """An int in [lo, hi]; by default any int64 (what numpy arrays of times and counts can hold)."""
     if type(v) is not int:
         raise Malformed(f"{what}: expected an int, got {_name(v)}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
+    if not lo <= v <= hi:
         raise Malformed(f"{what}: {v} is out of range [{lo}, {hi}]")
     return v
 
@@ -209,10 +213,12 @@ def str_(v: object, what: str) -> str:
 
 
 def ints(v: object, what: str) -> list[int]:
+    """An array of int64 values."""
     lst = list_(v, what)
+    lo, hi = _I64
     for x in lst:
-        if type(x) is not int:
-            raise Malformed(f"{what}: an item of type {_name(x)}, expected int")
+        if type(x) is not int or not lo <= x <= hi:
+            raise Malformed(f"{what}: an item {x!r} that is not an int64")
     return lst
 
 
@@ -390,6 +396,6 @@ def decode_partition_state(blob: bytes, where: str = "partition state") -> Parti
         for name, snap in engines.items():
             if type(snap) is not bytes:
                 raise Malformed(f"{where}.engines[{name!r}]: expected bytes, got {_name(snap)}")
-        return PartitionState(int_(m["wm"], f"{where}.wm", -(2**63), 2**63 - 1), engines)
+        return PartitionState(int_(m["wm"], f"{where}.wm"), engines)
     except Malformed as exc:
         raise refuse("malformed", str(exc)) from None
