@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -119,7 +120,7 @@ def test_shared_samples_are_stored_once() -> None:
     for corr, _ in eng.correlators().values():
         corr.to_data(table)
     body = body_of(eng.snapshot())
-    assert len(body["samples"]) == len(table.events) < table.refs  # shared samples: fewer than the references
+    assert len(snapshot.events(body["samples"], "samples")) == len(table.events) < table.made  # fewer than the refs
     again = engine(KINDS, 2_000)
     again.restore(eng.snapshot())
     kept = [e for corr, _ in again.correlators().values() for e in _samples_of(corr)]
@@ -127,15 +128,20 @@ def test_shared_samples_are_stored_once() -> None:
 
 
 class _Counting(snapshot.SampleTable):
-    __slots__ = ("refs",)
+    __slots__ = ("made",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.refs = 0
+        self.made = 0
 
     def ref(self, e: dict) -> int:
-        self.refs += 1
+        self.made += 1
         return super().ref(e)
+
+    def refs(self, evs: Any) -> list[int]:
+        got = super().refs(evs)
+        self.made += len(got)
+        return got
 
 
 def _samples_of(corr: Any) -> list[dict]:
@@ -272,7 +278,7 @@ def _group(body: dict[str, Any], kind: str, rule: str | None = None) -> dict[str
 
 
 def _window(body: dict[str, Any]) -> list:
-    return next(row for row in _group(body, "threshold", "bf_strict")["state"]["keys"] if type(row[1]) is dict)
+    return _group(body, "threshold", "bf_strict")["state"]["timelines"][0]
 
 
 CRAFTED = {
@@ -281,17 +287,30 @@ CRAFTED = {
     "watermark of the wrong type": (lambda b: b.update(wm="soon"), r"wm: expected an int, got str"),
     "time beyond int64": (lambda b: b.update(max_ts=2**64 - 1), r"max_ts: .* out of range"),
     "pending times shorter than the events": (
-        lambda b: b["pending"].update(events=[{"@timestamp": T0}]), r"pending.ts: \d+ values, expected 1"),
+        lambda b: b["pending"].update(events=snapshot.events_data([{"@timestamp": T0}])),
+        r"pending.ts: \d+ values, expected 1"),
     "array of another dtype": (lambda b: b["pending"]["ts"].update(dtype="|O"), r"pending.ts: dtype '\|O'"),
     "array data of the wrong length": (lambda b: b["pending"]["seq"].update(data=b"\0" * 3), r"pending.seq: data must"),
-    "event that is not a map": (lambda b: b["samples"].append([1, 2]), r"samples\[\d+\]: an event must be a map"),
     "event nested too deep": (
-        lambda b: b["samples"].append({"a": _deep(300)}), r"nested deeper than 256"),
+        lambda b: b.update(samples=snapshot.events_data([{"a": _deep(300)}])), r"nested deeper than 256"),
+    "event field named twice": (
+        lambda b: b["samples"]["shapes"][0].__setitem__(1, b["samples"]["shapes"][0][0]),
+        r"samples.shapes\[0\]: a field name appears twice"),
+    "event of a shape that does not exist": (
+        lambda b: b["samples"].update(shape=snapshot.array_data(np.full(_rows(b["samples"]), 7))),
+        r"samples.shape: a shape outside the 1 shapes"),
+    "event column shorter than its shape": (
+        lambda b: _plain_column(b["samples"]).pop(), r"samples.columns\[0\]\[\d+\] \('@timestamp'\): expected"),
+    "dictionary code beyond its values": (
+        lambda b: _coded_column(b["samples"]).update(codes=snapshot.array_data(np.full(_rows(b["samples"]), 99))),
+        r"codes: a code outside the \d+ values"),
+    "dictionary of values that are not strings": (
+        lambda b: _coded_column(b["samples"])["values"].__setitem__(0, [1]), r"values: a array, expected str or nil"),
     "unknown correlator kind": (
         lambda b: _group(b, "absent").update(kind="exec"), r"'exec' state for absent rules"),
     "key of a two-field rule that is one value": (
-        lambda b: _group(b, "threshold", "pair")["state"]["keys"][0].__setitem__(0, "10.0.0.1"),
-        r"rules pair\).*keys\[0\]: a key must be an array of 2 values"),
+        lambda b: _pair_keys(b).__setitem__(0, "10.0.0.1"),
+        r"rules pair\).*(keys|timelines)\[0\]: a key must be an array of 2 values"),
     "key that is a map": (
         lambda b: _group(b, "absent")["state"]["keys"][0].__setitem__(0, {"x": 1}),
         r"keys\[0\]: a key must be a str, int, float or bool, got map"),
@@ -325,6 +344,23 @@ CRAFTED = {
 }
 
 
+def _pair_keys(body: dict[str, Any]) -> list:
+    st = _group(body, "threshold", "pair")["state"]
+    return st["once"]["keys"] if st["once"]["keys"] else st["timelines"][0]
+
+
+def _rows(table: dict[str, Any]) -> int:
+    return len(table["shape"]["data"]) // 8
+
+
+def _plain_column(table: dict[str, Any]) -> list:
+    return next(c for c in table["columns"][0] if type(c) is list)
+
+
+def _coded_column(table: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in table["columns"][0] if type(c) is dict)
+
+
 def _deep(n: int) -> object:
     v: object = 1
     for _ in range(n):
@@ -352,7 +388,7 @@ def test_a_well_formed_snapshot_that_breaks_the_schema_is_refused_naming_the_pla
 
 def test_an_unknown_extension_type_is_refused() -> None:
     body = body_of(engine(KINDS).snapshot())
-    payload = msgpack.packb({**body, "samples": [{"x": msgpack.ExtType(42, b"obj")}]}, use_bin_type=True)
+    payload = msgpack.packb({**body, "max_ts": msgpack.ExtType(42, b"obj")}, use_bin_type=True)
     head = struct.pack(">8sHBQ", b"SIEMSNAP", snapshot.FORMAT_VERSION, snapshot.ENGINE, len(payload))
     crafted = head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head))) + payload
     with pytest.raises(StateError, match="unknown msgpack extension type 42"):

@@ -363,9 +363,9 @@ class Engine:
             "max_ts": self.max_ts,
             "wm": self.wm,
             "seq": self.seq,
-            "pending": {"events": self.pending_events, "ts": array_data(self.pending_ts),
+            "pending": {"events": snapshot.events_data(self.pending_events), "ts": array_data(self.pending_ts),
                         "seq": array_data(self.pending_seq)},
-            "samples": samples.events,
+            "samples": snapshot.events_data(samples.events),
             "groups": groups,
             "suppress": {r.id: {"fingerprint": r.fingerprint, "until": list(r.suppress.items())} for r in self.rules},
         })

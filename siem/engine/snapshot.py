@@ -21,12 +21,13 @@ Engine body (kind 1)::
     max_ts    int                 newest event time seen (ms)
     wm        int                 watermark (ms)
     seq       int                 arrival sequence number of the next event
-    pending   {events: [event], ts: array, seq: array}   events waiting for the watermark
-    samples   [event]             the events window state keeps, each once (referenced by index)
+    pending   {events: events, ts: array, seq: array}   events waiting for the watermark
+    samples   events              the events window state keeps, each once (referenced by index)
     groups    [{rules: {rule id: fingerprint}, kind: str, state: map}]   one per correlator
     suppress  {rule id: {fingerprint: str, until: [[key, int]]}}
 
-An *event* is a map from str to JSON values (null, bool, int, float, str, arrays, maps with str keys).
+An *event* is a map from str to JSON values (null, bool, int, float, str, arrays, maps with str keys);
+*events* are a table of them, column by column (events_data).
 An *array* is ``{dtype: "<i8", shape: [n], data: bytes}`` (n int64 values, little-endian). A window *key* is
 the value of the rule's `by` field (str, int, float or bool), or an array of one value per field when it
 has several (or none). Each correlator kind's ``state`` is documented at its ``to_data`` in windows.py.
@@ -264,16 +265,81 @@ def event(v: object, what: str) -> Event:
     return v  # type: ignore[return-value]
 
 
+def events_data(evs: list[Event]) -> dict[str, object]:
+    """Events as a table: ``{shapes: [[field]], shape: array, columns: [[column per field] per shape]}``.
+    `shape` gives each event's shape (its field names, in order); the columns of a shape hold its events'
+    values in order, each a plain array or, when that is shorter, ``{values: [value], codes: array}``
+    (dictionary-encoded: the same strings in every sample were most of the bytes, and of the decoding)."""
+    shape_ids: dict[tuple[str, ...], int] = {}
+    shape_of = [shape_ids.setdefault(names, len(shape_ids)) for names in map(tuple, evs)]
+    if len(shape_ids) == 1:
+        groups = [evs]
+    else:
+        groups = [[] for _ in shape_ids]
+        for e, i in zip(evs, shape_of):
+            groups[i].append(e)
+    columns = [[_column(list(c)) for c in zip(*map(dict.values, g))] if names else []
+               for names, g in zip(shape_ids, groups)]
+    return {"shapes": [list(names) for names in shape_ids], "shape": array_data(np.array(shape_of, np.int64)),
+            "columns": columns}
+
+
+_CODED = frozenset((str, type(None)))  # only these: 1, 1.0 and True are one dict key, but not one value
+
+
+def _column(col: list[object]) -> object:
+    head = col[:1024]  # a column of mostly distinct values (event.original) is not worth indexing
+    try:
+        if len(set(head)) * 2 > len(head) or not set(map(type, col)) <= _CODED:
+            return col
+    except TypeError:  # an unhashable value (a JSON array or map)
+        return col
+    index = dict.fromkeys(col)
+    if len(index) * 2 > len(col):
+        return col
+    where = {v: k for k, v in enumerate(index)}
+    return {"values": list(index), "codes": array_data(np.fromiter(map(where.__getitem__, col), np.int64, len(col)))}
+
+
 def events(v: object, what: str) -> list[Event]:
-    lst = list_(v, what)
-    for i, e in enumerate(lst):
-        if type(e) is not dict:
-            event(e, f"{what}[{i}]")
-        for k, x in e.items():
-            if type(k) is not str or type(x) not in SCALARS:
-                event(e, f"{what}[{i}]")
-                break
-    return lst
+    """The inverse of events_data, every field name and value checked."""
+    m = fields(v, what, ("shapes", "shape", "columns"))
+    shapes = [strs(names, f"{what}.shapes[{i}]") for i, names in enumerate(list_(m["shapes"], f"{what}.shapes"))]
+    for i, names in enumerate(shapes):
+        if len(set(names)) != len(names):
+            raise Malformed(f"{what}.shapes[{i}]: a field name appears twice")
+    shape_of = array(m["shape"], f"{what}.shape")
+    if len(shape_of) and not (0 <= int(shape_of.min()) and int(shape_of.max()) < len(shapes)):
+        raise Malformed(f"{what}.shape: a shape outside the {len(shapes)} shapes")
+    counts = np.bincount(shape_of, minlength=len(shapes)).tolist() if len(shape_of) else [0] * len(shapes)
+    columns = list_(m["columns"], f"{what}.columns", len(shapes))
+    rows: list[list[Event]] = []
+    for i, names in enumerate(shapes):
+        cols = list_(columns[i], f"{what}.columns[{i}]", len(names))
+        got = [_decoded(c, f"{what}.columns[{i}][{j}] ({names[j]!r})", counts[i]) for j, c in enumerate(cols)]
+        rows.append([dict(zip(names, vals)) for vals in zip(*got)] if names else [{} for _ in range(counts[i])])
+    if len(shapes) == 1:
+        return rows[0]
+    nexts = [iter(r) for r in rows]
+    return [next(nexts[i]) for i in shape_of.tolist()]
+
+
+def _decoded(c: object, what: str, n: int) -> list[object]:
+    if type(c) is dict:
+        m = fields(c, what, ("values", "codes"))
+        values = list_(m["values"], f"{what}.values")
+        for x in values:
+            if type(x) not in _CODED:
+                raise Malformed(f"{what}.values: a {_name(x)}, expected str or nil")
+        codes = array(m["codes"], f"{what}.codes", n)
+        if n and not (0 <= int(codes.min()) and int(codes.max()) < len(values)):
+            raise Malformed(f"{what}.codes: a code outside the {len(values)} values")
+        return [values[k] for k in codes.tolist()]
+    col = list_(c, what, n)
+    for x in col:
+        if type(x) not in SCALARS:
+            value(x, what)
+    return col
 
 
 def key_decoder(arity: int) -> Callable[[object], Any]:
@@ -294,6 +360,23 @@ def key_decoder(arity: int) -> Callable[[object], Any]:
                 raise Malformed(f"a key value must be a str, int, float or bool, got {_name(x)}")
         return tuple(v)
     return several
+
+
+def keys(v: object, what: str, arity: int) -> list[Any]:
+    """An array of window keys of a rule with `arity` by-fields (key_decoder), checked in one pass."""
+    lst = list_(v, what)
+    if arity == 1:
+        if all(type(k) in _KEY_SCALARS for k in lst):
+            return lst
+    elif all(type(k) is list and len(k) == arity and all(type(x) in _KEY_SCALARS for x in k) for k in lst):
+        return [tuple(k) for k in lst]
+    decode = key_decoder(arity)
+    for i, k in enumerate(lst):
+        try:
+            decode(k)
+        except Malformed as exc:
+            raise Malformed(f"{what}[{i}]: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def keyed(v: object, what: str, arity: int, entry: Callable[[object], Any]) -> dict[Any, Any]:
@@ -353,6 +436,18 @@ class SampleTable:
             self.events.append(e)
         return i
 
+    def refs(self, evs: Iterable[Event]) -> list[int]:
+        """ref() of each (one call for many: the per-call cost was a third of encoding 200,000 keys)."""
+        index, events, out = self._index, self.events, []
+        for e in evs:
+            k = id(e)
+            i = index.get(k)
+            if i is None:
+                i = index[k] = len(events)
+                events.append(e)
+            out.append(i)
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class StateData:
@@ -363,6 +458,12 @@ class StateData:
     data: dict[str, Any]
     samples: list[Event]  # the snapshot's sample table
     where: str  # e.g. "groups[2] (rules bf, bf_strict)", for messages
+
+    def sample_list(self, refs: np.ndarray, what: str) -> list[Event]:
+        """The samples an int64 array of references names."""
+        if len(refs) and not (0 <= int(refs.min()) and int(refs.max()) < len(self.samples)):
+            raise Malformed(f"{what}: a sample reference outside the {len(self.samples)} samples")
+        return [self.samples[i] for i in refs.tolist()]
 
     def sample(self, v: object) -> Event:
         if type(v) is not int or not 0 <= v < len(self.samples):

@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,8 +38,8 @@ import numpy as np
 from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.engine.batch import Batch, sample
-from siem.engine.snapshot import (SCALARS, Malformed, SampleTable, StateData, fields, int_, ints, keyed, list_, map_,
-                                  strs, value)
+from siem.engine.snapshot import (SCALARS, Malformed, SampleTable, StateData, array, array_data, fields, int_, ints,
+                                  keyed, keys, list_, map_, strs, value)
 from siem.schema import Event
 
 Key = Any  # the value of a single `by` field, or a tuple of values for several
@@ -294,26 +295,27 @@ class ThresholdCorrelator(Correlator):
         self._conform(tuple(saved.get("agg_fields", self.agg_fields)))
 
     def to_data(self, samples: SampleTable) -> dict[str, Any]:
-        """``{fields: [str], keys: [[key, entry]]}``: `fields` are the aggregated fields, in the order of the
-        values below. An entry is a key seen once, ``[time, [value per field], sample]``, or a timeline
-        ``{ts: [int], vals: {field: [value per ts]}, samples: [sample], base: int, resets: {rule: int} | nil}``
-        (times non-decreasing; a member's reset lies in (base, base + len(ts)])."""
-        ref = samples.ref
-        rows: list[list[object]] = []
-        for k, v in self.state.items():
-            if type(v) is tuple:
-                rows.append([k, [v[0], v[1], ref(v[2])]])
-            else:
-                rows.append([k, {"ts": v.ts, "vals": v.vals, "samples": [ref(e) for e in v.samples],  # type: ignore[union-attr]
-                                 "base": v.base, "resets": v.resets}])  # type: ignore[union-attr]
-        return {"fields": list(self.agg_fields), "keys": rows}
+        """``{fields: [str], once: {keys: [key], ts: array, vals: [[value per key] per field], samples: array},
+        timelines: [[key, timeline]]}``. `fields` are the aggregated fields, in the order of `vals`. `once`
+        holds the keys seen once, column by column (most keys: a table decodes several times faster than
+        an entry per key). A timeline is ``{ts: [int], vals: {field: [value per ts]}, samples: [sample], base:
+        int, resets: {rule: int} | nil}``: times non-decreasing, a member's reset in (base, base + len(ts)]."""
+        once = [(k, v) for k, v in self.state.items() if type(v) is tuple]
+        timelines = [[k, {"ts": v.ts, "vals": v.vals, "samples": samples.refs(v.samples), "base": v.base,  # type: ignore[union-attr]
+                          "resets": v.resets}] for k, v in self.state.items() if type(v) is not tuple]  # type: ignore[union-attr]
+        entries = [v for _, v in once]
+        cols = [list(c) for c in zip(*[v[1] for v in entries])] if entries else [[] for _ in self.agg_fields]
+        return {"fields": list(self.agg_fields),
+                "once": {"keys": [k for k, _ in once], "ts": array_data(np.array([v[0] for v in entries], np.int64)),
+                         "vals": cols, "samples": array_data(np.array(samples.refs([v[2] for v in entries]), np.int64))},
+                "timelines": timelines}
 
     def from_data(self, saved: StateData) -> dict[str, Any]:
-        d = fields(saved.data, "state", ("fields", "keys"))
+        d = fields(saved.data, "state", ("fields", "once", "timelines"))
         had = tuple(strs(d["fields"], "fields"))
         if len(set(had)) != len(had):
             raise Malformed(f"fields: {list(had)} names a field twice")
-        n, sample = len(had), saved.sample
+        sample, arity = saved.sample, len(self.spec.by)
 
         def values(col: object, what: str, count: int) -> list[object]:
             for x in list_(col, what, count):
@@ -321,10 +323,17 @@ class ThresholdCorrelator(Correlator):
                     value(x, what)
             return col  # type: ignore[return-value]
 
-        def entry(v: object) -> Any:
-            if type(v) is list:
-                t, vals, s = list_(v, "entry", 3)
-                return (int_(t, "time"), tuple(values(vals, "values", n)), sample(s))
+        once = fields(d["once"], "once", ("keys", "ts", "vals", "samples"))
+        ks = keys(once["keys"], "once.keys", arity)
+        n = len(ks)
+        times = array(once["ts"], "once.ts", n).tolist()
+        cols = [values(c, f"once.vals[{had[j]!r}]", n) for j, c in enumerate(list_(once["vals"], "once.vals", len(had)))]
+        smp = saved.sample_list(array(once["samples"], "once.samples", n), "once.samples")
+        state: dict[Key, Any] = dict(zip(ks, zip(times, zip(*cols) if cols else repeat((), n), smp)))
+        if len(state) != n:
+            raise Malformed(f"once.keys: {n - len(state)} duplicate keys")
+
+        def timeline(v: object) -> _Window:
             w = fields(v, "timeline", ("ts", "vals", "samples", "base", "resets"))
             ts = ints(w["ts"], "ts")
             if not ts:
@@ -343,7 +352,11 @@ class ThresholdCorrelator(Correlator):
                     int_(at, f"resets[{r!r}]", base + 1, base + len(ts))
             return _Window(ts, vals, [sample(s) for s in list_(w["samples"], "samples")], base, resets or None)
 
-        return {"state": keyed(d["keys"], "keys", len(self.spec.by), entry), "agg_fields": had}
+        lines = keyed(d["timelines"], "timelines", arity, timeline)
+        state.update(lines)
+        if len(state) != n + len(lines):
+            raise Malformed("timelines: a key also seen once")
+        return {"state": state, "agg_fields": had}
 
     def _conform(self, had: tuple[str, ...]) -> None:
         """Make the state hold exactly this correlator's fields, in its order (members left or joined,
