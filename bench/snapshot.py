@@ -4,7 +4,8 @@ replaced, on one large state, measured in one process and run.
     python -m bench.snapshot [--keys 200000] [--runs 3]   (prints JSON; run as its own process by the runner)
 
 The state: one count rule by source.ip whose message aggregates user.name, fed `keys` sshd failures from
-as many sources (each key seen once: a tuple entry), plus a tenth of them seen 3 more times (timelines).
+as many sources (each key seen once: a tuple entry), plus a tenth of them seen 3 more times (timelines),
+1 ms apart with a lateness of 1 s (the last 1,000 events are pending).
 Reported per format: bytes, encode seconds (Engine.snapshot(); what the forked checkpoint writer does),
 decode seconds (Engine.restore() into a new engine; what a restart waits for, checks included); and the
 ratios data/pickle. The pickle side is what release 5 wrote: pickle.dumps of the same dict of live objects,
@@ -47,7 +48,7 @@ def _event(i: int, t: int) -> dict:
 
 
 def build(keys: int) -> Engine:
-    engine = Engine(load_texts({"bench_snapshot.rules": RULE}), lateness_ms=10_000, future_skew_ms=None)
+    engine = Engine(load_texts({"bench_snapshot.rules": RULE}), lateness_ms=1_000, future_skew_ms=None)
     t = START_MS
     batch: list[dict] = []
     order = list(range(keys)) + [i for _ in range(3) for i in range(0, keys, 10)]
@@ -98,7 +99,7 @@ def measure(keys: int, runs: int) -> dict:
         del back
     med = {k: statistics.median(v) for k, v in rows.items()}
     return {
-        "keys": live, "runs": runs, "data_bytes": len(data), "pickle_bytes": len(blob), **med,  # type: ignore[arg-type]
+        "keys": live, "pending_events": len(engine.pending_events), "runs": runs, "data_bytes": len(data), "pickle_bytes": len(blob), **med,  # type: ignore[arg-type]
         "size_ratio": len(data) / len(blob),  # type: ignore[arg-type]
         "encode_ratio": med["data_encode_s"] / med["pickle_encode_s"],
         "decode_ratio": med["data_decode_s"] / med["pickle_decode_s"],
