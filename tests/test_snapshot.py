@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from siem import metrics
 from siem.engine import snapshot
-from siem.engine.snapshot import PartitionState, decode_partition_state, encode_partition_state
 from siem.errors import StateError
 from tests.engine_support import S, T0, engine, ev
 from tests.test_engine_properties import PACK, arrival_order, event_st, signature
@@ -175,13 +174,6 @@ def test_snapshot_and_restore_mid_stream_changes_no_alert(events: list, delays: 
     assert signature(got) == signature(expected)
 
 
-def test_partition_state_round_trips() -> None:
-    eng, _, _ = half_way()
-    blob = encode_partition_state(PartitionState(T0 + 5 * S, {"bf": eng.snapshot(), "other": b""}))
-    got = decode_partition_state(blob)
-    assert got.wm == T0 + 5 * S and got.engines["bf"] == eng.snapshot() and got.engines["other"] == b""
-
-
 # --- a crafted pickle ------------------------------------------------------------------------------------
 
 
@@ -215,15 +207,6 @@ def test_a_crafted_pickle_given_to_restore_is_refused_and_never_run(tmp_path: Pa
     assert not marker.exists()
     assert refused("legacy_pickle") - before == 1
     assert eng.snapshot() == state_before  # the engine is untouched
-
-
-def test_a_crafted_pickle_as_partition_state_is_refused(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    payload = pickle.dumps({"wm": 0, "rules": {"bf": _Exploit(marker)}}, protocol=pickle.HIGHEST_PROTOCOL)
-    before = refused("legacy_pickle")
-    with pytest.raises(StateError, match="pickle"):
-        decode_partition_state(payload, "window state of siem.matches[0]")
-    assert not marker.exists() and refused("legacy_pickle") - before == 1
 
 
 # --- corrupt snapshots -------------------------------------------------------------------------------------

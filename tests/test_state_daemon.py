@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siem.daemon import unwrap_state, wrap_state
+from siem.pipeline.evaluator import unwrap_state, wrap_state
 from siem.dsl.loader import load_texts
 from siem.engine.runtime import Engine
 from siem.engine.windows import _Window

@@ -44,10 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from siem.daemon import _load_all  # noqa: PLC0415 - the daemon's own loading, rules included
+    from siem.config import load_config  # noqa: PLC0415
+    from siem.dsl.loader import load_rules  # noqa: PLC0415
 
     try:
-        config, ruleset = _load_all(args.config)
+        config = load_config(args.config)
+        ruleset = load_rules(config.daemon.rules)
     except (ConfigError, RuleError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check(state_dir: Path, ruleset: Any) -> int:
-    from siem.daemon import unwrap_state  # noqa: PLC0415
+    from siem.pipeline.evaluator import unwrap_state  # noqa: PLC0415
     from siem.engine.runtime import Engine  # noqa: PLC0415
     from siem.log.checkpoint import load_checkpoint  # noqa: PLC0415
 
@@ -81,7 +83,7 @@ def check(state_dir: Path, ruleset: Any) -> int:
 def convert(state_dir: Path, ruleset: Any) -> int:
     """Rewrite a pickle checkpoint in the current format (see the module docstring). 0 when converted or
     already current; StateError when the file cannot be converted."""
-    from siem.daemon import unwrap_state, wrap_state  # noqa: PLC0415
+    from siem.pipeline.evaluator import unwrap_state, wrap_state  # noqa: PLC0415
     from siem.engine.runtime import Engine  # noqa: PLC0415
     from siem.log.checkpoint import FILENAME, checkpoint_path, load_checkpoint, save_checkpoint  # noqa: PLC0415
     from siem.log.local import DirLock  # noqa: PLC0415

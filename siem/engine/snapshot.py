@@ -4,7 +4,7 @@ A snapshot is a short binary header and a msgpack body::
 
     magic    8 bytes  b"SIEMSNAP"
     version  u16      FORMAT_VERSION (6; versions 3-5 were pickles written by earlier releases)
-    kind     u8       1 engine state (Engine.snapshot), 2 a Kafka partition's state (encode_partition_state)
+    kind     u8       1: engine state (Engine.snapshot); other values are reserved
     length   u64      len(body)
     crc      u32      CRC-32 (zlib) of the 19 header bytes and the body
     body     msgpack  a map; the schemas are below and in README.md ("Snapshot format")
@@ -55,8 +55,8 @@ from siem.schema import Event
 MAGIC = b"SIEMSNAP"
 FORMAT_VERSION = 6
 READABLE = (FORMAT_VERSION,)
-ENGINE, PARTITION = 1, 2
-_KIND_NAMES = {ENGINE: "engine state", PARTITION: "partition state"}
+ENGINE = 1
+_KIND_NAMES = {ENGINE: "engine state"}
 _HEAD = struct.Struct(">8sHBQ")
 _CRC = struct.Struct(">I")
 _BIGINT = 1  # the one msgpack extension type: an int beyond 64 bits, as ASCII digits
@@ -81,7 +81,7 @@ class SnapshotRefused(StateError):
 
 class Malformed(Exception):
     """The body breaks its schema; the message says where. Turned into a counted SnapshotRefused by the
-    function that reads the whole snapshot (Engine.restore, decode_partition_state)."""
+    function that reads the whole snapshot (Engine.restore)."""
 
 
 def refuse(reason: str, message: str) -> SnapshotRefused:
@@ -469,34 +469,3 @@ class StateData:
         if type(v) is not int or not 0 <= v < len(self.samples):
             raise Malformed(f"sample reference {v!r} is not an index of the {len(self.samples)} samples")
         return self.samples[v]  # type: ignore[index]
-
-
-# --- Kafka partition state --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    """What a correlator keeps per input partition: the partition's source watermark and its engines'
-    snapshots by name (one per rule today; a partition with one engine uses one entry)."""
-
-    wm: int
-    engines: dict[str, bytes]
-
-
-def encode_partition_state(state: PartitionState) -> bytes:
-    return encode(PARTITION, {"wm": state.wm, "engines": dict(state.engines)})
-
-
-def decode_partition_state(blob: bytes, where: str = "partition state") -> PartitionState:
-    """The partition's state; a counted SnapshotRefused when it is not a valid one. The engine snapshots
-    inside are checked when they are restored (Engine.restore)."""
-    body = decode(blob, PARTITION, where)
-    try:
-        m = fields(body, where, ("wm", "engines"))
-        engines = map_(m["engines"], f"{where}.engines")
-        for name, snap in engines.items():
-            if type(snap) is not bytes:
-                raise Malformed(f"{where}.engines[{name!r}]: expected bytes, got {_name(snap)}")
-        return PartitionState(int_(m["wm"], f"{where}.wm"), engines)
-    except Malformed as exc:
-        raise refuse("malformed", str(exc)) from None
