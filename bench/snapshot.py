@@ -99,7 +99,8 @@ def measure(keys: int, runs: int) -> dict:
         del back
     med = {k: statistics.median(v) for k, v in rows.items()}
     return {
-        "keys": live, "pending_events": len(engine.pending_events), "runs": runs, "data_bytes": len(data), "pickle_bytes": len(blob), **med,  # type: ignore[arg-type]
+        "keys": live, "pending_events": len(engine.pending_events), "runs": runs, "data_bytes": len(data),
+        "pickle_bytes": len(blob), **med,
         "size_ratio": len(data) / len(blob),  # type: ignore[arg-type]
         "encode_ratio": med["data_encode_s"] / med["pickle_encode_s"],
         "decode_ratio": med["data_decode_s"] / med["pickle_decode_s"],

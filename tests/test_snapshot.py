@@ -447,7 +447,8 @@ def test_the_converter_refuses_a_crafted_pickle_without_running_it(tmp_path: Pat
     assert not marker.exists()
     for name in ("os.system", "posix.system", "subprocess.Popen", "builtins.eval"):
         module, func = name.rsplit(".", 1)
-        crafted = b"\x80\x04c" + module.encode() + b"\n" + func.encode() + b"\n(S'touch " + str(marker).encode() + b"'\ntR."
+        crafted = (b"\x80\x04c" + module.encode() + b"\n" + func.encode() + b"\n(S'touch " + str(marker).encode()
+                   + b"'\ntR.")  # GLOBAL module.func, MARK, STRING, TUPLE, REDUCE: func("touch ...")
         with pytest.raises(StateError, match="refusing to convert"):
             load_legacy(crafted)
         assert not marker.exists()

@@ -379,7 +379,8 @@ class Engine:
                 where = f"groups[{i}] (rules {', '.join(members)})"
                 groups.append((members, StateData(str_(g["kind"], f"{where}.kind"), map_(g["state"], f"{where}.state"),
                                                   samples, where)))
-            suppress = {rid: _suppression(s, f"suppress[{rid!r}]") for rid, s in map_(top["suppress"], "suppress").items()}
+            suppress = {rid: _suppression(s, f"suppress[{rid!r}]")
+                        for rid, s in map_(top["suppress"], "suppress").items()}
             before = self._rule_states()
             try:
                 self._adopt({"groups": groups, "suppress": suppress})

@@ -301,13 +301,14 @@ class ThresholdCorrelator(Correlator):
         an entry per key). A timeline is ``{ts: [int], vals: {field: [value per ts]}, samples: [sample], base:
         int, resets: {rule: int} | nil}``: times non-decreasing, a member's reset in (base, base + len(ts)]."""
         once = [(k, v) for k, v in self.state.items() if type(v) is tuple]
-        timelines = [[k, {"ts": v.ts, "vals": v.vals, "samples": samples.refs(v.samples), "base": v.base,  # type: ignore[union-attr]
-                          "resets": v.resets}] for k, v in self.state.items() if type(v) is not tuple]  # type: ignore[union-attr]
+        timelines = [[k, {"ts": w.ts, "vals": w.vals, "samples": samples.refs(w.samples), "base": w.base,
+                          "resets": w.resets}] for k, w in self.state.items() if isinstance(w, _Window)]
         entries = [v for _, v in once]
         cols = [list(c) for c in zip(*[v[1] for v in entries])] if entries else [[] for _ in self.agg_fields]
+        refs = samples.refs([v[2] for v in entries])
         return {"fields": list(self.agg_fields),
                 "once": {"keys": [k for k, _ in once], "ts": array_data(np.array([v[0] for v in entries], np.int64)),
-                         "vals": cols, "samples": array_data(np.array(samples.refs([v[2] for v in entries]), np.int64))},
+                         "vals": cols, "samples": array_data(np.array(refs, np.int64))},
                 "timelines": timelines}
 
     def from_data(self, saved: StateData) -> dict[str, Any]:
@@ -327,7 +328,8 @@ class ThresholdCorrelator(Correlator):
         ks = keys(once["keys"], "once.keys", arity)
         n = len(ks)
         times = array(once["ts"], "once.ts", n).tolist()
-        cols = [values(c, f"once.vals[{had[j]!r}]", n) for j, c in enumerate(list_(once["vals"], "once.vals", len(had)))]
+        cols = [values(c, f"once.vals[{had[j]!r}]", n)
+                for j, c in enumerate(list_(once["vals"], "once.vals", len(had)))]
         smp = saved.sample_list(array(once["samples"], "once.samples", n), "once.samples")
         state: dict[Key, Any] = dict(zip(ks, zip(times, zip(*cols) if cols else repeat((), n), smp)))
         if len(state) != n:
@@ -614,7 +616,8 @@ class SequenceCorrelator(Correlator):
         each entry's seq between 1 and the correlator's."""
         ref = samples.ref
         return {"seq": self.seq,
-                "keys": [[k, [[[t, s, ref(e)] for t, s, e in step] for step in steps]] for k, steps in self.state.items()]}
+                "keys": [[k, [[[t, s, ref(e)] for t, s, e in step] for step in steps]]
+                         for k, steps in self.state.items()]}
 
     def from_data(self, saved: StateData) -> dict[str, Any]:
         d = fields(saved.data, "state", ("seq", "keys"))
