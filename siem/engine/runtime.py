@@ -361,6 +361,10 @@ class Engine:
         changed start empty). All or nothing: a blob that is not a valid snapshot (corrupt, crafted, a pickle
         of an earlier release) raises StateError saying why, counted in siem_state_refused_total, and
         leaves the engine as it was."""
+        with snapshot.paused_gc():
+            self._restore(blob)
+
+    def _restore(self, blob: bytes) -> None:
         body = snapshot.decode(blob, snapshot.ENGINE, "engine snapshot")
         try:
             top = fields(body, "engine snapshot", ("max_ts", "wm", "seq", "pending", "samples", "groups", "suppress"))

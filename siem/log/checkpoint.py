@@ -28,6 +28,7 @@ restore_checkpoint does the same for a state the engine refuses to restore.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -188,6 +189,7 @@ def _child_write(tmp: Path, offset: int, make_state: Callable[[], bytes]) -> Non
     answers for it."""
     code = 1
     try:
+        gc.disable()  # the child exits when done: a collection would only walk (and so copy) the daemon's pages
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
