@@ -17,7 +17,8 @@ from siem.config import load_config
 from siem.dsl.loader import load_texts
 from siem.log.checkpoint import encode_checkpoint
 from siem.log.kafka import KafkaProducerLog, KafkaStateStore, ensure_topics
-from siem.roles import _STATE_MAGIC, CorrelatorRole, families
+from siem.pipeline.routing import _STATE_MAGIC, families
+from siem.roles import CorrelatorRole
 from tests.engine_support import T0, fails
 from tests.test_kafka_log import cfg, name
 from tests.test_snapshot import malicious_pickle
@@ -33,7 +34,7 @@ def correlator(broker: TansuBroker, **kw: object) -> CorrelatorRole:
 
 
 def partition_state(blobs: dict[str, bytes], wm: int = 0) -> bytes:
-    """A partition state as the correlator writes it (roles.encode_partition_state), around given blobs."""
+    """A partition state as the correlator writes it (routing.encode_partition_state), around given blobs."""
     head = orjson.dumps({"wm": wm, "latest": {}, "seen": {}, "newest": wm,
                          "families": [[f, len(b)] for f, b in blobs.items()]})
     return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + b"".join(blobs.values())
@@ -44,7 +45,7 @@ async def until(pred, c: CorrelatorRole, timeout_s: float = 40) -> None:  # type
     deadline = loop.time() + timeout_s
     while not pred():
         if loop.time() > deadline:
-            raise TimeoutError(f"partitions {sorted(c.parts)}")
+            raise TimeoutError(f"partitions {sorted(c.core.parts)}")
         await c.step()
 
 
@@ -69,10 +70,10 @@ def test_crafted_state_records_are_refused_and_never_run(kafka_broker: TansuBrok
         legacy = metrics.value("siem_state_refused_total", reason="legacy_pickle")
         await c.start()
         try:
-            await until(lambda: len(c.parts) == 2, c)
+            await until(lambda: len(c.core.parts) == 2, c)
             assert metrics.value("siem_checkpoint_corrupt_total") - corrupt == 2
             assert metrics.value("siem_state_refused_total", reason="legacy_pickle") - legacy == 1  # the engine's
-            assert all(not p.engines for p in c.parts.values())
+            assert all(not p.engines for p in c.core.parts.values())
             await c.step()  # and it goes on
         finally:
             await c.stop()
@@ -92,8 +93,8 @@ def test_a_partition_snapshot_hands_the_window_to_the_next_owner(kafka_broker: T
         await ensure_topics(first.kafka, [first.kafka.topic_matches, first.kafka.topic_state], partitions=1)
         await first.start()
         try:
-            await until(lambda: tp in first.parts, first)
-            eng = first._engine(first.parts[tp], FAMILY)
+            await until(lambda: tp in first.core.parts, first)
+            eng = first.core._engine(first.core.parts[tp], FAMILY)
             assert eng is not None
             eng.process(fails("10.1.1.1", [0, 1]))  # pending: the roles' engines move with the matchers' watermark
             first.next[tp] = 5
@@ -105,8 +106,8 @@ def test_a_partition_snapshot_hands_the_window_to_the_next_owner(kafka_broker: T
         second = correlator(kafka_broker, **kw)
         await second.start()
         try:
-            await until(lambda: tp in second.parts and FAMILY in second.parts[tp].engines, second)
-            eng = second.parts[tp].engines[FAMILY]
+            await until(lambda: tp in second.core.parts and FAMILY in second.core.parts[tp].engines, second)
+            eng = second.core.parts[tp].engines[FAMILY]
             alerts = eng.process(fails("10.1.1.1", [2])) + eng.advance(T0 + 10_000)
             assert [(a.count, a.first_ms - T0) for a in alerts] == [(3, 0)]
         finally:

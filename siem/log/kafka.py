@@ -62,6 +62,7 @@ from aiokafka.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from siem import metrics
 from siem.errors import ConfigError, Issue, StateError
@@ -581,6 +582,42 @@ class KafkaConsumerLog:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read tp from offset next (e.g. from a restored snapshot's offset in on_partitions_assigned)."""
         self._consumer.seek(tp, offset)
+
+
+async def read_partition_tail(config: KafkaConfig, topic: str, key: bytes, records: int) -> list[bytes]:
+    """The values of the last `records` messages (at most) of the partition `key` maps to, oldest first
+    (how a collector finds the positions it last logged). Empty when the topic does not exist yet."""
+    consumer = AIOKafkaConsumer(**config._common(), group_id=None, enable_auto_commit=False,
+                                isolation_level=config.isolation_level,
+                                max_partition_fetch_bytes=max(config.max_message_bytes + 64 * 1024, 1024 * 1024))
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return []
+        ordered = sorted(parts)
+        tp = TopicPartition(topic, DefaultPartitioner()(key, ordered, ordered))
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        start = max(begin, end - records)
+        if start >= end:
+            return []
+        consumer.seek(tp, start)
+        out: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.request_timeout_ms / 1000
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise StateError(f"timed out reading the tail of {topic}[{tp.partition}]")
+            data = await consumer.getmany(tp, timeout_ms=200)
+            out += [m.value for m in data.get(tp, []) if m.key == key and m.value is not None]
+        return out
+    finally:
+        await consumer.stop()
 
 
 # --- per-partition state snapshots ----------------------------------------------------------------------

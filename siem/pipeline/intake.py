@@ -14,9 +14,8 @@ loop: a collector is then either between records (its positions cover exactly wh
 queue) or suspended inside a ``put`` (that record is neither queued nor covered). So each append ends
 with positions that cover exactly the records before them: a log that keeps them (LocalLog) lets the
 inputs resume from the last positions in the log after a crash, neither re-reading nor skipping a line.
-The positions are also written to the inputs' own state files once the append is durable (the only
-resume point when the log cannot keep them, as on Kafka: a crash between the broker's acknowledgement
-and that write sends those records again).
+The positions are also written to the inputs' own state files once the append is durable, so a lost log
+does not mean reading every file again; the log's positions win at a restart.
 
 Watermark. Every append that carries events, and every quiet interval, may end with a Watermark record
 from :class:`~siem.pipeline.watermark.SourceWatermark`: the engine moves only with those.
