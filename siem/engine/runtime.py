@@ -335,6 +335,8 @@ class Engine:
             aggregates=aggregates,
             events=tuple(fire.samples),
             emitted_ms=self.clock(),
+            references=spec.references,
+            runbook=spec.runbook,
         )
 
     # --- state ------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from siem.timeutil import monotonic_ms, wall_ms
 log = logging.getLogger(__name__)
 
 UNBOUNDED_LATENESS_MS = 10**15
+FIRST_CHECKPOINT_MS = 2_000  # after the start, the first checkpoint is due this soon (then every interval)
 _STATE_MAGIC = b"SIEMD1\n"
 MIN_TS = -(2**62)
 
@@ -123,6 +124,13 @@ class LocalEvaluator:
         self.reload_rules: RuleSet | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_offset = -1
+        self.beat_ms = monotonic_ms()  # the loop's last turn: a stalled engine or checkpoint writer stops it
+        self.checkpointed_ms = monotonic_ms()  # when the last checkpoint was written (or the start)
+        metrics.CHECKPOINT_AGE.set_function(lambda: (monotonic_ms() - self.checkpointed_ms) / 1000)
+
+    def stalled_ms(self) -> int:
+        """How long the loop has not turned (0 while it turns); read by the watchdog."""
+        return monotonic_ms() - self.beat_ms
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -158,9 +166,11 @@ class LocalEvaluator:
         batch_end = self.next_offset
         first_read_ms = 0
         since_ckpt = 0
-        last_ckpt_ms = monotonic_ms()
+        # the first checkpoint comes soon after the start, so a crash early on does not replay the whole log
+        last_ckpt_ms = monotonic_ms() - c.checkpoint_interval_ms + min(FIRST_CHECKPOINT_MS, c.checkpoint_interval_ms)
         advance_to: int | None = None
         while True:
+            self.beat_ms = monotonic_ms()
             if self.reload_rules is not None:
                 rules, self.reload_rules = self.reload_rules, None
                 await asyncio.to_thread(engine.replace_rules, rules)
@@ -195,7 +205,6 @@ class LocalEvaluator:
                     since_ckpt >= c.checkpoint_records or now - last_ckpt_ms >= c.checkpoint_interval_ms):
                 await self.checkpoint_in_background()
                 since_ckpt, last_ckpt_ms = 0, now
-            metrics.CHECKPOINT_AGE.set((now - last_ckpt_ms) / 1000)
             if intake_done.is_set() and caught_up and not batch and batch_end >= lg.end_offset:
                 return
             if caught_up and not batch:
@@ -264,6 +273,7 @@ class LocalEvaluator:
     def _checkpoint_written(self, offset: int) -> None:
         self.log.commit(offset)
         self._ckpt_offset = offset
+        self.checkpointed_ms = monotonic_ms()
         log.debug("checkpoint", extra={"offset": offset})
 
     async def checkpoint_in_background(self) -> None:

@@ -36,7 +36,7 @@ from siem import metrics
 from siem.collect import INPUT_TYPES, RawRecord
 from siem.config import DaemonConfig, InputSpec
 from siem.errors import SiemError
-from siem.pipeline.collectors import RunningInput
+from siem.pipeline.collectors import RunningInput, stop_input
 from siem.pipeline.records import Positions, Watermark, encode_record
 from siem.pipeline.watermark import SourceWatermark
 from siem.timeutil import monotonic_ms, wall_ms
@@ -61,6 +61,8 @@ class EventLog(Protocol):
     async def sync(self) -> None: ...
 
     async def idle(self) -> None: ...  # nothing to append for a while: the log's own timed work (fsync policy)
+
+    def give_up(self) -> None: ...  # stop retrying a refused append: it raises StateError instead (shutdown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +188,18 @@ class Intake:
     def idle(self) -> bool:
         return self.queue.empty() and self.written == self.enqueued
 
-    async def finish(self) -> None:
-        """After the inputs stopped: write everything still queued, the final positions, then return."""
+    async def finish(self, timeout_s: float | None = None) -> int:
+        """After the inputs stopped: write everything still queued and the final positions. With a
+        timeout (the drain bound), a log that still refuses appends then (a full disk) is given up:
+        returns the number of records that were accepted by the collectors but not logged."""
         await self.queue.put(None)
-        await self.done.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done.wait()), timeout_s)
+            return 0
+        except TimeoutError:
+            self.log.give_up()
+            await self.done.wait()
+            return self.enqueued - self.written
 
     async def run(self) -> None:
         """Take everything queued, parse it, append it with the positions and the watermark it makes."""
@@ -283,3 +293,18 @@ class Intake:
         while self.last_positions.get(name) != final and monotonic_ms() < deadline:
             await asyncio.sleep(0.05)
         await self._commit_files(force=True)
+
+
+async def drain(intake: Intake, drain_timeout_ms: int) -> None:
+    """SIGTERM: stop accepting; network inputs read what their senders still have in flight (until each
+    connection is quiet), then everything queued is logged, all within `drain_timeout_ms`. A log that
+    refuses appends past the bound (a full disk) is given up on: what it did not take is logged as lost."""
+    started = monotonic_ms()
+    log.info("stopping: draining inputs and queues", extra={"bound_ms": drain_timeout_ms})
+    await asyncio.gather(*(stop_input(inp, drain_timeout_ms / 1000) for inp in list(intake.inputs.values())))
+    left_s = max(drain_timeout_ms - (monotonic_ms() - started), 1000) / 1000
+    lost = await intake.finish(left_s)
+    if lost:
+        metrics.INPUT_DROPPED.labels(input="log", reason="shutdown").inc(lost)
+        log.error("stopping: %d accepted records could not be logged within the drain bound", lost)
+    log.info("drained", extra={"ms": monotonic_ms() - started, "records": intake.written})
