@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-import orjson
 
 from siem import metrics
 from siem.alert.record import Alert
@@ -36,7 +35,7 @@ from siem.engine.runtime import Engine
 from siem.errors import StateError
 from siem.log.checkpoint import ForkedCheckpoint
 from siem.log.local import LocalLog
-from siem.pipeline.records import Positions, Watermark, decode_record
+from siem.pipeline.records import Positions, Watermark, decode_record, split_header, with_header
 from siem.pipeline.stores import LocalStateStore
 from siem.schema import Event
 from siem.timeutil import monotonic_ms, wall_ms
@@ -67,20 +66,14 @@ class Cadence:
 
 def wrap_state(engine_state: bytes, positions: dict[str, dict]) -> bytes:
     """The checkpoint's state: the input positions it covers, then the engine snapshot."""
-    head = orjson.dumps(positions)
-    return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + engine_state
+    return with_header(_STATE_MAGIC, positions, engine_state)
 
 
 def unwrap_state(state: bytes) -> tuple[bytes, dict[str, dict]]:
     if not state.startswith(_STATE_MAGIC):
         return state, {}
-    n = int.from_bytes(state[len(_STATE_MAGIC): len(_STATE_MAGIC) + 4], "big")
-    start = len(_STATE_MAGIC) + 4
-    try:
-        positions = orjson.loads(state[start: start + n])
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"checkpoint input positions are corrupt: {exc}") from exc
-    return state[start + n:], positions if isinstance(positions, dict) else {}
+    positions, engine_state = split_header(_STATE_MAGIC, state, "checkpoint input positions")
+    return engine_state, positions if isinstance(positions, dict) else {}  # type: ignore[return-value]
 
 
 def scan_tail(lg: LocalLog, from_offset: int, chunk: int = 4096) -> tuple[dict[str, dict], int, int]:
