@@ -94,7 +94,7 @@ class Daemon:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
                                         d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
-                                        start_fresh=self.start_fresh)
+                                        max_pending=d.max_pending_events, start_fresh=self.start_fresh)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest

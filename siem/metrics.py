@@ -108,8 +108,14 @@ ALERTS_SUPPRESSED = Counter(
 EVENTS_LATE = Counter(
     "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
 )
+EVENTS_RELEASED_EARLY = Counter(
+    "siem_events_released_early_total",
+    "Events evaluated before the watermark reached them because pending events hit max_pending_events.",
+    registry=REGISTRY,
+)
 EVENTS_FUTURE = Counter(
-    "siem_events_future_total", "Events dated further ahead of the wall clock than allowed (clamped).",
+    "siem_events_future_total",
+    "Events dated ahead of the wall clock by more than the allowed lateness (beyond future_skew: clamped).",
     registry=REGISTRY,
 )
 WINDOW_KEYS = Gauge("siem_window_keys", "Live keys held in window state.", ["rule"], registry=REGISTRY)

@@ -216,7 +216,7 @@ class CorrelatorRole:
         self.store = KafkaStateStore(self.kafka, self.kafka.group_id("correlator"))
         self.consumer = KafkaConsumerLog(self.kafka, "correlator", [self.kafka.topic_matches], listener=self,
                                          decode=decode_record)
-        self.core = Correlation(ruleset, config.daemon.future_skew_ms)
+        self.core = Correlation(ruleset, config.daemon.future_skew_ms, config.daemon.max_pending_events)
         self.next: dict[TopicPartition, int] = {}
         self.saved: dict[TopicPartition, int] = {}
         self.last_save_ms = monotonic_ms()

@@ -125,16 +125,16 @@ def load_checkpoint(directory: str | Path, *, start_fresh: bool = False) -> Chec
         return None
 
 
-def restore_checkpoint(directory: str | Path, restore: Callable[[bytes], None], *,
+def restore_checkpoint(directory: str | Path, restore: Callable[[Checkpoint], None], *,
                        start_fresh: bool = False) -> Checkpoint | None:
-    """Load the checkpoint and give its state to `restore` (which raises StateError for a state it refuses,
-    changing nothing). Returns the checkpoint restored, None when there is none. A bad checkpoint raises
+    """Load the checkpoint and give it to `restore` (which raises StateError for one it refuses, changing
+    nothing). Returns the checkpoint restored, None when there is none. A bad checkpoint raises
     StateError saying what is wrong and what to do, unless start_fresh: then it is moved aside, counted and
     None is returned."""
     try:
         ck = load_checkpoint(directory, start_fresh=start_fresh)
         if ck is not None:
-            restore(ck.state)
+            restore(ck)
     except StateError as exc:
         if not start_fresh:
             if "--start-fresh" in str(exc):

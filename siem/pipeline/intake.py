@@ -70,6 +70,7 @@ class Parsed:
     events: list[bytes]  # encoded event records
     times: dict[tuple[str, str], int]  # newest event time per source (input, origin)
     counts: dict[tuple[str, str], tuple[int, int]]  # (input, format) -> (parsed, failed)
+    future: int = 0  # events dated ahead of the wall clock by more than the allowed lateness
 
 
 def parse_context(daemon: DaemonConfig) -> object:
@@ -81,12 +82,16 @@ def parse_context(daemon: DaemonConfig) -> object:
     return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None)
 
 
-def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
-    """Parse raw records into encoded events (runs in a thread or a parse worker process)."""
+def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
+                  ahead_ms: int = 2**62) -> Parsed:
+    """Parse raw records into encoded events (runs in a thread or a parse worker process). A source's
+    event time counts for the watermark up to `limit_ms` (now + future_skew); events dated after
+    `ahead_ms` (now + lateness) are counted as dated in the future."""
     from siem.parse import parse  # noqa: PLC0415
     events: list[bytes] = []
     times: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], tuple[int, int]] = {}
+    future = 0
     for rec in items:
         ev = parse(rec.format, rec.data, ctx, rec.input)  # type: ignore[arg-type]
         ev["event.ingested"] = rec.received_ms
@@ -99,7 +104,8 @@ def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_input
         if type(ts) is int:
             key = (rec.input, rec.origin)
             times[key] = max(times.get(key, ts), min(ts, limit_ms))  # type: ignore[type-var]
-    return Parsed(events, times, counts)
+            future += ts > ahead_ms  # type: ignore[operator]
+    return Parsed(events, times, counts, future)
 
 
 def _worker_init() -> None:
@@ -127,16 +133,18 @@ class ParsePool:
         self._pool = (ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                           initializer=_worker_init) if self.workers else None)
 
-    async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
+    async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
+                    ahead_ms: int = 2**62) -> Parsed:
         if self._pool is None or len(items) < POOL_MIN_BATCH:
-            parsed = await asyncio.to_thread(parse_records, items, ctx, limit_ms, file_inputs)
+            parsed = await asyncio.to_thread(parse_records, items, ctx, limit_ms, file_inputs, ahead_ms)
         else:
             loop = asyncio.get_running_loop()
             step = -(-len(items) // self.workers)
             parts = await asyncio.gather(*(
-                loop.run_in_executor(self._pool, parse_records, items[i: i + step], ctx, limit_ms, file_inputs)
+                loop.run_in_executor(self._pool, parse_records, items[i: i + step], ctx, limit_ms, file_inputs,
+                                     ahead_ms)
                 for i in range(0, len(items), step)))
-            parsed = Parsed([e for p in parts for e in p.events], {}, {})
+            parsed = Parsed([e for p in parts for e in p.events], {}, {}, sum(p.future for p in parts))
             for p in parts:
                 for key, ts in p.times.items():
                     parsed.times[key] = max(parsed.times.get(key, ts), ts)
@@ -250,7 +258,11 @@ class Intake:
 
     async def _append(self, items: list[RawRecord], positions: list[Positions], wm: int | None = None) -> None:
         file_inputs = frozenset(n for n, i in self.inputs.items() if i.spec.type == "files")
-        parsed = await self.pool.parse(items, self.ctx, wall_ms() + self.future_skew_ms, file_inputs)
+        now = wall_ms()
+        parsed = await self.pool.parse(items, self.ctx, now + self.future_skew_ms, file_inputs,
+                                       now + self.watermark.policy.lateness_ms)
+        if parsed.future:
+            metrics.EVENTS_FUTURE.inc(parsed.future)
         self.watermark.observe(parsed.times)
         if items:
             wm = self.watermark.next()

@@ -90,8 +90,8 @@ class LocalStateStore:
     def read(self) -> Checkpoint | None:
         return load_checkpoint(self.state_dir, start_fresh=self.start_fresh)
 
-    def restore(self, restore: Callable[[bytes], None]) -> Checkpoint | None:
-        """read(), then restore(state); a state it refuses (StateError) stops the start with what to do, or
+    def restore(self, restore: Callable[[Checkpoint], None]) -> Checkpoint | None:
+        """read(), then restore(checkpoint); one it refuses (StateError) stops the start with what to do, or
         with start_fresh is set aside like a corrupt file (siem.log.checkpoint.restore_checkpoint)."""
         return restore_checkpoint(self.state_dir, restore, start_fresh=self.start_fresh)
 
