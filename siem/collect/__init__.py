@@ -30,7 +30,7 @@ class RawRecord(NamedTuple):
 
 Sink = Callable[[RawRecord], Awaitable["int | None"]]
 """``await sink(record)``: takes the record (waiting while the pipeline is full). The daemon's sink returns
-the record's intake sequence number, which ``durable(seq)`` (siem.collect.relp.Durable) waits on; other
+the record's intake sequence number, which ``durable(seq)`` (:data:`Durable`) waits on; other
 sinks may return None."""
 
 Durable = Callable[[int], Awaitable[None]]
