@@ -3,7 +3,7 @@
 Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
 
     [daemon]           here (DaemonConfig)
-    [inputs.<name>]    type = "syslog" | "files" | "cloudtrail" | "journald": siem.collect.<type>
+    [inputs.<name>]    type = "syslog" | "files" | "cloudtrail" | "journald" | "auditd": siem.collect.<type>
     [log]              siem.log.local (the embedded durable log)
     [alerting]         siem.alert.config (alert log, routes, secrets from urls_env / urls_file)
     [kafka]            siem.log.kafka (scale-out roles only)
@@ -48,6 +48,7 @@ INPUT_TYPES: dict[str, str] = {
     "files": "siem.collect.files",
     "cloudtrail": "siem.collect.cloudtrail",
     "journald": "siem.collect.journald",
+    "auditd": "siem.collect.auditd",
 }
 _TOP_KEYS = ("daemon", "inputs", "log", "alerting", "kafka")
 _DAEMON_KEYS = (

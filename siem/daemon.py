@@ -160,6 +160,10 @@ async def start_input(spec: InputSpec, state_dir: Path, sink: Any, positions: di
         from siem.collect.cloudtrail import CloudTrailCollector  # noqa: PLC0415
 
         obj: Any = CloudTrailCollector(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
+    elif spec.type == "auditd":
+        from siem.collect.auditd import AuditdTailer  # noqa: PLC0415
+
+        obj = AuditdTailer(spec.config, spec.name, state_dir, autocommit=False)  # type: ignore[arg-type]
     elif spec.type == "journald":
         from siem.collect.journald import JournaldFollower  # noqa: PLC0415
 

@@ -60,6 +60,13 @@ INPUT_DROPPED = Counter(
     registry=REGISTRY,
 )
 INPUT_CONNECTIONS = Gauge("siem_input_connections", "Open connections per stream input.", ["input"], registry=REGISTRY)
+AUDITD_EVENTS = Counter(
+    "siem_auditd_events_total",
+    "Linux audit events the auditd input assembled from their records, by what ended them (proctitle, eoe, "
+    "standalone, newer_serial, timeout, overflow, oversized, late, not_audit).",
+    ["input", "end"],
+    registry=REGISTRY,
+)
 INPUT_ERRORS = Counter(
     "siem_input_errors_total", "Errors an input survived (I/O, TLS, decompression).", ["input", "reason"],
     registry=REGISTRY,

@@ -9,7 +9,8 @@
                                                       for CloudTrail files before parse_cloudtrail_record)
 
 Formats (keys of PARSERS): syslog (RFC 5424 or RFC 3164, detected per message), rfc3164, rfc5424,
-nginx, apache, access_json, cloudtrail, json, journald. Syslog and journald messages are handed to
+nginx, apache, access_json, cloudtrail, json, journald, auditd (the records of one Linux audit event,
+siem.parse.auditd). Syslog and journald messages are handed to
 the program parsers of siem.parse.auth (sshd, sudo, su, pam_unix, systemd-logind, shadow utils).
 
 What ``parse`` does around a parser: cuts the record at MAX_LINE_BYTES (64 KiB; MAX_JSON_BYTES =
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import Callable, Final, Iterable
 
 from siem import metrics
+from siem.parse.auditd import parse_auditd
 from siem.parse.access import parse_access_json, parse_apache, parse_nginx
 from siem.parse.base import MAX_JSON_BYTES, MAX_LINE_BYTES, ParseContext, ParserFn, clip, error_event, note
 from siem.parse.cloudtrail import parse_cloudtrail, parse_cloudtrail_record
@@ -53,9 +55,11 @@ PARSERS: Final[dict[str, ParserFn]] = {
     "cloudtrail": parse_cloudtrail,
     "json": parse_json,
     "journald": parse_journald,
+    "auditd": parse_auditd,
 }
 
-_JSON_FORMATS: Final = frozenset({"access_json", "cloudtrail", "json", "journald"})
+# formats cut at MAX_JSON_BYTES: JSON records, and auditd events (all the lines of one event)
+_JSON_FORMATS: Final = frozenset({"access_json", "cloudtrail", "json", "journald", "auditd"})
 _counters: dict[tuple[str, str], tuple[Callable[[float], None], Callable[[float], None]]] = {}
 
 
