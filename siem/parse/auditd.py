@@ -140,7 +140,7 @@ def is_standalone(record_type: str, type_number: int | None = None) -> bool:
         return 1100 <= type_number <= 1299 or 2100 <= type_number <= 2999
     return (record_type.startswith(("USER_", "CRED_", "DAEMON_", "ACCT_", "GRP_", "ROLE_", "SYSTEM_",
                                     "SERVICE_", "ANOM_LOGIN", "ANOM_ADD_ACCT", "ANOM_DEL_ACCT", "ANOM_MOD_ACCT"))
-            or record_type in ("LOGIN", "ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP", "CHGRP_ID",
+            or record_type in ("ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP", "CHGRP_ID",
                                "CHUSER_ID", "TRUSTED_APP", "LABEL_OVERRIDE", "SOFTWARE_UPDATE"))
 
 
