@@ -22,6 +22,7 @@ from siem.dsl.loader import load_rules
 from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
+from siem.parse.auditd import EventAssembler, join_lines
 from siem.parse.base import MAX_JSON_BYTES
 from siem.parse.jsonfmt import loads_exact
 from siem.schema import Event
@@ -49,6 +50,8 @@ def detect_format(path: Path, head: list[bytes]) -> str:
         s = line.strip()
         if not s:
             continue
+        if (s.startswith(b"type=") or s.startswith(b"node=")) and b" msg=audit(" in s[:120]:
+            return "auditd"
         if s.startswith(b"{"):
             if b'"Records"' in s[:200] or b'"eventSource"' in s or b'"eventName"' in s:
                 return "cloudtrail"
@@ -102,10 +105,19 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
     file_path = str(path)
     with _open(path) as f:
         chosen = fmt
+        assembler: EventAssembler | None = None
         for block in line_blocks(f):
             counters["bytes"] += sum(map(len, block)) + len(block)
             chosen = chosen or detect_format(path, block[:64])
+            if chosen == "auditd":  # the records of one event become one event (siem.parse.auditd)
+                assembler = assembler or EventAssembler()
+                block = join_lines([ln for ln in block if ln and not ln.isspace()], assembler)
             events = parse_block(chosen, block, ctx, file_path)
+            counters["events"] += len(events)
+            counters["failed"] += sum("error.message" in ev for ev in events)
+            yield from events
+        if assembler is not None:
+            events = parse_block("auditd", [b"\n".join(ls) for _, ls, _ in assembler.flush() if ls], ctx, file_path)
             counters["events"] += len(events)
             counters["failed"] += sum("error.message" in ev for ev in events)
             yield from events

@@ -5,7 +5,7 @@ persisted offsets, ``.gz`` backfill); this module sits between its lines and the
 lines of one event (same ``msg=audit(<time>:<serial>)``) into one :class:`RawRecord` of format ``auditd``
 (the lines joined by LF; siem.parse.auditd maps them to ECS).
 
-An event is complete, and emitted, when
+When an event is complete is decided by :class:`siem.parse.auditd.EventAssembler` (replay uses it too):
 
 * its record is a user-space or daemon record (USER_LOGIN, USER_CMD, ADD_USER, CRED_*, DAEMON_START,
   ...): those stand alone (``end="standalone"``);
@@ -15,7 +15,7 @@ An event is complete, and emitted, when
 * a newer serial appears and the event has no SYSCALL record (a kernel record that stands alone, such as
   ANOM_PROMISCUOUS or a CONFIG_CHANGE without syscall auditing) (``end="newer_serial"``);
 * ``event_timeout`` passed since its first record arrived (a SYSCALL event whose PROCTITLE never
-  comes; ``end="timeout"``);
+  comes; ``end="timeout"``; this input's clock drives it);
 * more than ``max_pending`` events are open (the oldest goes, ``end="overflow"``) or an event grew past
   ``max_event_bytes`` (``end="oversized"``).
 
@@ -37,14 +37,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from siem import metrics
 from siem.collect import RawRecord, Sink, commit_positions
 from siem.collect.files import FileInputConfig, FileTailer, TableReader
 from siem.errors import Issue, StateError
-from siem.parse.auditd import event_id, is_standalone, record_type
+from siem.parse.auditd import EventAssembler, event_id, is_standalone, record_type
 from siem.statefile import read_json
 from siem.timeutil import Clock, monotonic_ms, wall_ms
 
@@ -100,19 +100,15 @@ def config_from_toml(table: dict, where: str) -> tuple[AuditdInputConfig | None,
     return config, []
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Open:
-    """An event whose records are still arriving."""
+    """An event whose records are still arriving (or that is being handed to the sink)."""
 
     eid: str
     seq: int  # arrival order of its first line
     before: dict  # the tailer's positions just before its first line
-    started_ms: int  # monotonic
     origin: str
     received_ms: int
-    lines: list[bytes] = field(default_factory=list)
-    size: int = 0
-    syscall: bool = False
 
 
 class AuditdTailer:
@@ -125,10 +121,10 @@ class AuditdTailer:
         self.autocommit = autocommit
         self._mono = monotonic
         self.tailer = FileTailer(config.files(), name, state_dir, autocommit=False, clock=clock)
+        self._asm = EventAssembler(config.max_pending, config.max_event_bytes)
         self._open: dict[str, _Open] = {}
         self._emitted: list[tuple[int, str]] = []  # (seq, eid) of events emitted while an older one is open
         self._skip: set[str] = set()  # ids emitted before a restart whose lines we read again
-        self._recent: dict[str, None] = {}  # ids emitted lately (a late EOE of one is dropped)
         self._seq = 0
         self._lock = asyncio.Lock()
         self._sink: Sink | None = None
@@ -198,81 +194,38 @@ class AuditdTailer:
     async def _line(self, rec: RawRecord) -> None:
         """One line from the tailer (its offset moves past the line only after this returns)."""
         async with self._lock:
-            line = rec.data
-            text = line[:200].decode("utf-8", "replace")
-            eid = event_id(text)
-            if eid is None:
-                await self._emit_lines([line], rec, "not_audit")
-                return
-            rtype = record_type(text)
-            if eid in self._skip:
-                if rtype in ("PROCTITLE", "EOE") or is_standalone(rtype):
-                    self._skip.discard(eid)  # its last record: the ids are only needed this far
-                return
-            ev = self._open.get(eid)
-            if ev is None:
-                if eid in self._recent:  # a record after its event was emitted (a late EOE): nothing to add
-                    if rtype != "EOE":
-                        log.debug("input %s: record %s of event %s arrived after the event was emitted", self.name,
-                                  rtype, eid)
-                        await self._emit_lines([line], rec, "late")
+            if self._skip:
+                head = rec.data[:200].decode("utf-8", "replace")
+                eid = event_id(head)
+                if eid is not None and eid in self._skip:  # emitted before the restart
+                    rtype = record_type(head)
+                    if rtype in ("PROCTITLE", "EOE") or is_standalone(rtype):
+                        self._skip.discard(eid)  # its last record: the id is not needed any more
                     return
-                await self._newer_serial(eid)
-                if rtype == "EOE":
-                    return
-                self._seq += 1
-                ev = _Open(eid, self._seq, self.tailer.positions(), self._mono(), rec.origin, rec.received_ms)
-                if is_standalone(rtype):
-                    ev.lines.append(line)
-                    self._open[eid] = ev
-                    await self._emit(ev, "standalone")
-                    return
-                self._open[eid] = ev
-            if rtype == "EOE":
-                await self._emit(ev, "eoe")
-                return
-            ev.lines.append(line)
-            ev.size += len(line) + 1
-            if rtype == "SYSCALL":
-                ev.syscall = True
-            if rtype == "PROCTITLE":
-                await self._emit(ev, "proctitle")
-            elif ev.size > self.config.max_event_bytes:
-                await self._emit(ev, "oversized")
-            elif len(self._open) > self.config.max_pending:
-                await self._emit(next(iter(self._open.values())), "overflow")
+            self._seq += 1
+            seq = self._seq
+            done = self._asm.add(rec.data, self._mono())
+            for eid in self._asm.open_ids()[-1:]:
+                if eid not in self._open:  # this line opened an event: remember where it starts
+                    self._open[eid] = _Open(eid, seq, self.tailer.positions(), rec.origin, rec.received_ms)
+            for eid, lines, end in done:
+                meta = self._open.get(eid) or _Open(eid, seq, {}, rec.origin, rec.received_ms)
+                await self._emit(meta, lines, end)
 
-    async def _newer_serial(self, eid: str) -> None:
-        """A record of a new event arrived: open events without a SYSCALL record with an older serial are
-        complete (kernel records that stand alone)."""
-        serial = _serial(eid)
-        done = [ev for ev in self._open.values() if not ev.syscall and _serial(ev.eid) < serial]
-        for ev in done:
-            await self._emit(ev, "newer_serial")
-
-    async def _emit(self, ev: _Open, end: str) -> None:
+    async def _emit(self, ev: _Open, lines: list[bytes], end: str) -> None:
         """Hand one event to the sink; it leaves the open set only once the sink took it."""
         assert self._sink is not None
-        if ev.lines:
-            await self._sink(RawRecord(self.name, "auditd", b"\n".join(ev.lines), ev.received_ms, ev.origin))
-            self._count(end)
+        if lines:
+            await self._sink(RawRecord(self.name, "auditd", b"\n".join(lines), ev.received_ms, ev.origin))
+        self._count(end)
         self._open.pop(ev.eid, None)
-        self._recent[ev.eid] = None
-        if len(self._recent) > 4096:
-            for k in list(self._recent)[:2048]:
-                del self._recent[k]
-        if self._open:
+        if self._open:  # a restart reads again from the oldest open event's first line: skip this one then
             oldest = next(iter(self._open.values())).seq
             self._emitted = [(s, e) for s, e in self._emitted if s > oldest]
-            if ev.seq > oldest:
-                self._emitted.append((ev.seq, ev.eid))
+            if ev.eid and self._seq > oldest:  # (conservative: its last line may be later than that point)
+                self._emitted.append((self._seq, ev.eid))
         else:
             self._emitted.clear()
-
-    async def _emit_lines(self, lines: list[bytes], rec: RawRecord, end: str) -> None:
-        assert self._sink is not None
-        await self._sink(RawRecord(self.name, "auditd", b"\n".join(lines), rec.received_ms, rec.origin))
-        self._count(end)
 
     async def _tick(self) -> None:
         """Emit events that timed out; autocommit once a second."""
@@ -280,23 +233,15 @@ class AuditdTailer:
         last_commit = time.monotonic()
         while True:
             await asyncio.sleep(every)
-            now = self._mono()
             if self._open:
                 async with self._lock:
-                    for ev in [e for e in self._open.values() if now - e.started_ms >= self.config.event_timeout_ms]:
-                        await self._emit(ev, "timeout")
+                    for eid, lines, end in self._asm.expire(self._mono() - self.config.event_timeout_ms):
+                        meta = self._open.get(eid)
+                        if meta is not None:
+                            await self._emit(meta, lines, end)
             if self.autocommit and time.monotonic() - last_commit >= 1.0:
                 last_commit = time.monotonic()
                 self._commit()
-
-
-def _serial(eid: str) -> int:
-    _, _, s = eid.rpartition(":")
-    return int(s) if s.isdigit() else 0
-
-
-def with_paths(config: AuditdInputConfig, paths: tuple[str, ...]) -> AuditdInputConfig:
-    return replace(config, paths=paths)
 
 
 __all__ = ["AuditdInputConfig", "AuditdTailer", "config_from_toml"]

@@ -290,7 +290,7 @@ def _map(ev: Event, records: list[tuple[str, dict[str, str], dict[str, str]]]) -
         ev["event.outcome"] = outcome
     _process(ev, mf, me, by_type)
     _users(ev, mf, me, is_standalone(mtype))
-    _paths(ev, by_type, syscall)
+    _paths(ev, by_type, syscall, sc[0] if sc is not None else None)
     _sockaddr(ev, by_type, syscall)
     for k in ("ses", "key", "tty", "terminal", "op", "res", "auid", "uid", "success"):
         v = mf.get(k)
@@ -445,7 +445,18 @@ def _sockaddr(ev: Event, by_type: dict[str, list[tuple[dict[str, str], dict[str,
         ev["auditd.socket.path"] = path.decode("utf-8", "replace")
 
 
-def _paths(ev: Event, by_type: dict[str, list[tuple[dict[str, str], dict[str, str]]]], syscall: str | None) -> None:
+_O_WRITE: Final = 0o1 | 0o2 | 0o1000 | 0o2000  # O_WRONLY, O_RDWR, O_TRUNC, O_APPEND
+
+
+def _paths(ev: Event, by_type: dict[str, list[tuple[dict[str, str], dict[str, str]]]], syscall: str | None,
+           sc: dict[str, str] | None = None) -> None:
+    open_flags = None
+    arg = {"open": "a1", "openat": "a2", "creat": None}.get(syscall or "", "")
+    if sc is not None and arg:
+        try:
+            open_flags = int(sc.get(arg, ""), 16)
+        except ValueError:
+            open_flags = None
     paths = by_type.get("PATH")
     if not paths:
         return
@@ -474,6 +485,8 @@ def _paths(ev: Event, by_type: dict[str, list[tuple[dict[str, str], dict[str, st
             ev["event.type"] = "creation"
         elif nametype == "DELETE":
             ev["event.type"] = "deletion"
+        elif open_flags is not None and open_flags & _O_WRITE:
+            ev["event.type"] = "change"  # opened for writing, appending or truncation
     ev["file.path"] = name
     ev["file.name"] = os.path.basename(name)
     if chosen.get("inode", "").isdigit():
@@ -482,3 +495,98 @@ def _paths(ev: Event, by_type: dict[str, list[tuple[dict[str, str], dict[str, st
         ev["file.mode"] = chosen["mode"]
     if chosen.get("nametype"):
         ev["auditd.nametype"] = chosen["nametype"]
+
+
+# --- joining lines into events ---------------------------------------------------------------------
+
+
+class EventAssembler:
+    """Joins audit.log lines into events by their id; the one place that decides when an event is complete.
+
+    ``add(line)`` returns the events the line completes, oldest first, as ``(eid, lines, end)``; ``end`` says
+    why: ``standalone`` (a user-space or daemon record), ``proctitle`` / ``eoe`` (the kernel's last records
+    of a syscall event; auditd does not write EOE to its log), ``newer_serial`` (a record of a newer event
+    arrived and this one has no SYSCALL record, so nothing more belongs to it), ``oversized`` (over
+    ``max_event_bytes``), ``overflow`` (more than ``max_pending`` open events: the oldest goes),
+    ``not_audit`` (a line that is no audit record, alone), ``late`` (a record of an event already
+    completed; a late EOE is dropped). ``expire(older_than)`` completes events that began before a time
+    (``timeout``); ``flush()`` completes all (the end of a file in replay). Events are kept in the order
+    of their first line; ``open_ids()`` lists them so. Pure: no clock, no I/O.
+    """
+
+    def __init__(self, max_pending: int = 1000, max_event_bytes: int = 1024 * 1024) -> None:
+        self.max_pending = max_pending
+        self.max_event_bytes = max_event_bytes
+        self._open: dict[str, tuple[list[bytes], list[int]]] = {}  # eid -> (lines, [size, has_syscall, t0])
+        self._recent: dict[str, None] = {}
+
+    def open_ids(self) -> list[str]:
+        return list(self._open)
+
+    def add(self, line: bytes, now: int = 0) -> list[tuple[str, list[bytes], str]]:
+        head = line[:200].decode("utf-8", "replace")
+        eid = event_id(head)
+        if eid is None:
+            return [("", [line], "not_audit")]
+        rtype = record_type(head)
+        out: list[tuple[str, list[bytes], str]] = []
+        entry = self._open.get(eid)
+        if entry is None:
+            if eid in self._recent:
+                return [] if rtype == "EOE" else [(eid, [line], "late")]
+            serial = _serial_of(eid)
+            for other in [o for o, (_, m) in self._open.items() if not m[1] and _serial_of(o) < serial]:
+                out.append(self._done(other, "newer_serial"))
+            if rtype == "EOE":
+                return out
+            if is_standalone(rtype):
+                self._remember(eid)
+                out.append((eid, [line], "standalone"))
+                return out
+            entry = self._open[eid] = ([], [0, 0, now])
+        if rtype == "EOE":
+            out.append(self._done(eid, "eoe"))
+            return out
+        entry[0].append(line)
+        entry[1][0] += len(line) + 1
+        if rtype == "SYSCALL":
+            entry[1][1] = 1
+        if rtype == "PROCTITLE":
+            out.append(self._done(eid, "proctitle"))
+        elif entry[1][0] > self.max_event_bytes:
+            out.append(self._done(eid, "oversized"))
+        elif len(self._open) > self.max_pending:
+            out.append(self._done(next(iter(self._open)), "overflow"))
+        return out
+
+    def expire(self, older_than: int) -> list[tuple[str, list[bytes], str]]:
+        return [self._done(e, "timeout") for e, (_, m) in list(self._open.items()) if m[2] < older_than]
+
+    def flush(self) -> list[tuple[str, list[bytes], str]]:
+        return [self._done(e, "end") for e in list(self._open)]
+
+    def _done(self, eid: str, end: str) -> tuple[str, list[bytes], str]:
+        lines, _ = self._open.pop(eid)
+        self._remember(eid)
+        return eid, lines, end
+
+    def _remember(self, eid: str) -> None:
+        self._recent[eid] = None
+        if len(self._recent) > 4096:
+            for k in list(self._recent)[:2048]:
+                del self._recent[k]
+
+
+def _serial_of(eid: str) -> int:
+    _, _, s = eid.rpartition(":")
+    return int(s) if s.isdigit() else 0
+
+
+def join_lines(lines: list[bytes] | object, assembler: EventAssembler | None = None) -> list[bytes]:
+    """Whole events (lines joined by LF) from audit.log lines, in completion order; open events at the end
+    are completed too (for replay of a finished file)."""
+    asm = assembler or EventAssembler()
+    out = [b"\n".join(ls) for _, ls, _ in (ev for ln in lines for ev in asm.add(ln)) if ls]  # type: ignore[attr-defined]
+    if assembler is None:
+        out += [b"\n".join(ls) for _, ls, _ in asm.flush() if ls]
+    return out
