@@ -55,6 +55,7 @@ class Audit:
     directory: Path
     proc: subprocess.Popen
     log_path: Path
+    enabled_before: str = "0"  # the kernel's audit flag before the test (restored at the end)
 
     def rule(self, *args: str) -> None:
         auditctl(*args)
@@ -119,7 +120,7 @@ def running_auditd(tmp: Path) -> Iterator[Audit]:
                 err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
                 raise RuntimeError(f"auditd did not register with the kernel: {err.strip()}")
             time.sleep(0.05)
-        yield Audit(directory, proc, log_path)
+        yield Audit(directory, proc, log_path, before.get("enabled", "0"))
     finally:
         with contextlib.suppress(Exception):
             auditctl("-D", check=False)
