@@ -81,10 +81,23 @@ def _cloudtrail_file(path: Path, ctx: ParseContext) -> Iterator[Event] | None:
             return None
         f.seek(0)
         data = f.read(CLOUDTRAIL_FILE_MAX + 1)
+    text = data.decode("utf-8", "replace")
     try:
-        doc = loads_exact(data.decode("utf-8", "replace"))  # integers beyond 64 bits keep their digits
-    except ValueError:
-        return None
+        doc = loads_exact(text)  # integers beyond 64 bits keep their digits
+    except ValueError:  # records concatenated without commas and the like: what the collector can read
+        from siem.collect.cloudtrail import Malformed, iter_records  # noqa: PLC0415
+
+        problems: list[str] = []
+        found: list[object] = []
+        try:
+            found.extend(iter_records(text, problems))
+        except Malformed:
+            pass
+        if not found:
+            return None
+        print(f"replay: {path}: {len(found)} records read despite {', '.join(sorted(set(problems))) or 'invalid JSON'}",
+              file=sys.stderr)
+        doc = {"Records": found}
     records = doc.get("Records") if isinstance(doc, dict) else None
     if not isinstance(records, list):
         return None
