@@ -129,6 +129,7 @@ EXPECTED_SAMPLE_ALERTS = {
     "local_user_added_to_admin_group": 1,
     # web
     "web_scanning": 1,
+    "web_scanner_user_agent": 2,  # Nikto and sqlmap announce themselves
     "web_admin_path_from_outside": 1,
     "web_path_traversal": 1,
     "web_sql_injection": 1,
