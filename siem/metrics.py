@@ -109,6 +109,13 @@ ALERTS_SUPPRESSED = Counter(
 EVENTS_LATE = Counter(
     "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
 )
+EVENTS_REPEATED = Counter(
+    "siem_events_repeated_total",
+    "Copies the engine made of events that stand for several (rsyslog's 'message repeated N times'), by "
+    "outcome: expanded (a copy evaluated), capped (a repetition beyond MAX_REPEAT, not evaluated).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 EVENTS_FUTURE = Counter(
     "siem_events_future_total", "Events dated further ahead of the wall clock than allowed (clamped).",
     registry=REGISTRY,

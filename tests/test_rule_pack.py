@@ -115,6 +115,8 @@ EXPECTED_SAMPLE_ALERTS = {
     # hosts
     "ssh_bruteforce": 1,
     "ssh_password_spraying": 1,
+    "ssh_preauth_scan": 1,  # the sprayer's connections end before any login
+    "ssh_failure_burst": 1,  # the 12:31 brute force starts with a burst
     "ssh_distributed_bruteforce": 1,
     "ssh_login_after_bruteforce": 1,
     "ssh_root_login": 1,
