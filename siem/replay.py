@@ -199,26 +199,19 @@ def run(args: argparse.Namespace) -> int:
     if missing or not files:
         print(f"siem replay: no such file: {', '.join(map(str, missing)) or ' '.join(args.files)}", file=sys.stderr)
         return 2
-    ctx = ParseContext(tz=ZoneInfo(args.timezone), now_ms=None)
-    engine = Engine(ruleset, lateness_ms=parse_duration_ms(args.lateness), future_skew_ms=None)
     counters = {"events": 0, "failed": 0, "bytes": 0, "alerts": 0}
     total_bytes = sum(f.stat().st_size for f in files)
     show_progress = sys.stderr.isatty() and total_bytes >= PROGRESS_MIN_BYTES and not args.quiet
-    streams = [events_of(f, args.format, ctx, counters) for f in files]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts_key)
     out = sys.stdout.buffer
     started = time.perf_counter()
     last_progress = started
-    batch: list[Event] = []
-    for ev in merged:
-        batch.append(ev)
-        if len(batch) >= args.batch_size:
-            _emit(engine.process(batch), out, counters)
-            batch = []
-            if show_progress and time.perf_counter() - last_progress > 0.5:
-                last_progress = time.perf_counter()
-                _progress(counters, total_bytes, last_progress - started)
-    _emit(engine.process(batch) + engine.flush(), out, counters)
+    for alerts in replay_alerts(files, ruleset, fmt=args.format, tz=ZoneInfo(args.timezone),
+                                lateness_ms=parse_duration_ms(args.lateness), batch_size=args.batch_size,
+                                counters=counters):
+        _emit(alerts, out, counters)
+        if show_progress and time.perf_counter() - last_progress > 0.5:
+            last_progress = time.perf_counter()
+            _progress(counters, total_bytes, last_progress - started)
     out.flush()
     elapsed = time.perf_counter() - started
     if show_progress:
@@ -231,6 +224,35 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def replay_alerts(files: list[Path], ruleset: object, *, fmt: str | None = None, tz: object = None,
+                  lateness_ms: int = 10_000, batch_size: int = BATCH_SIZE,
+                  counters: dict[str, int] | None = None) -> Iterator[list]:
+    """The alerts of the rules over the files (merged by event time), a list per micro-batch. `counters`
+    gets events, failed, bytes and the event-time span first_ms / last_ms."""
+    from datetime import UTC  # noqa: PLC0415
+
+    counters = counters if counters is not None else {}
+    for k in ("events", "failed", "bytes"):
+        counters.setdefault(k, 0)
+    ctx = ParseContext(tz=tz or UTC, now_ms=None)  # type: ignore[arg-type]
+    engine = Engine(ruleset, lateness_ms=lateness_ms, future_skew_ms=None)  # type: ignore[arg-type]
+    streams = [events_of(f, fmt, ctx, counters) for f in files]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts_key)
+    span: list[int] = []  # the times of each batch's first and last event (the stream is in time order)
+    batch: list[Event] = []
+    for ev in merged:
+        batch.append(ev)
+        if len(batch) >= batch_size:
+            span += (_ts_key(batch[0]), _ts_key(batch[-1]))
+            yield engine.process(batch)
+            batch = []
+    if batch:
+        span += (_ts_key(batch[0]), _ts_key(batch[-1]))
+    yield engine.process(batch) + engine.flush()
+    if span:
+        counters["first_ms"], counters["last_ms"] = min(span), max(span)
 
 
 def _ts_key(ev: Event) -> int:
