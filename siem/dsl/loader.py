@@ -22,7 +22,7 @@ import pyparsing as pp
 import re2
 
 from siem import schema
-from siem.dsl import ast
+from siem.dsl import ast, intel
 from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
 
@@ -193,13 +193,16 @@ class _Resolver:
             self.error("duplicate-name", f"'{decl.name}' is already defined", decl.loc)
             return
         if decl.file is not None:
-            file = Path(path).parent / decl.file
-            try:
-                lines = file.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                self.error("list-file", f"cannot read list file {file}: {exc}", decl.loc)
-                lines = []
-            values = tuple(v.strip() for v in lines if v.strip() and not v.lstrip().startswith("#"))
+            name, _, kind = decl.file.partition("#")  # "feed.json#ip": threat-intel indicators (siem.dsl.intel)
+            file = Path(path).parent / name
+            values: tuple[str, ...] = ()
+            if kind and kind not in intel.KINDS:
+                self.error("list-file", f"unknown indicator kind {kind!r} (known: {', '.join(intel.KINDS)})", decl.loc)
+            else:
+                try:
+                    values = intel.read_indicators(file, kind or None)
+                except (OSError, intel.IntelError) as exc:
+                    self.error("list-file", f"cannot read list file {file}: {exc}", decl.loc)
             if len(values) > MAX_LIST_ITEMS:
                 self.error("list-too-long", f"list has {len(values)} items (max {MAX_LIST_ITEMS})", decl.loc)
             decl = replace(decl, values=values)
