@@ -32,6 +32,7 @@ from typing import Callable
 
 from siem.alert.config import AlertingConfig, resolve_route_urls
 from siem.alert.config import config_from_toml as alerting_from_toml
+from siem.enrich import GeoSpec
 from siem.errors import ConfigError, Issue, Location
 from siem.log._toml import TableReader
 from siem.log.local import LocalLogConfig
@@ -54,7 +55,7 @@ _TOP_KEYS = ("daemon", "inputs", "log", "alerting", "kafka")
 _DAEMON_KEYS = (
     "state_dir", "rules", "lateness", "future_skew", "timezone", "batch_max_events", "batch_max_wait",
     "intake_queue_size", "checkpoint_interval", "checkpoint_records", "idle_advance", "live_horizon",
-    "metrics_address", "role", "log_level", "log_format", "status_interval", "parse_workers",
+    "metrics_address", "role", "log_level", "log_format", "status_interval", "parse_workers", "geoip", "geoip_asn",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -81,6 +82,13 @@ class DaemonConfig:
     log_format: str = "auto"
     status_interval_ms: int = 10_000  # STATUS= line for systemd
     parse_workers: int = -1  # processes parsing intake batches: -1 one per CPU when there are 2 or more, 0 none
+    geoip: str = "off"  # "off", "builtin" (geoip2fast data) or a MaxMind mmdb path (siem.enrich)
+    geoip_asn: str = ""  # a MaxMind ASN mmdb path (with an mmdb geoip)
+
+    @property
+    def geo_spec(self) -> GeoSpec | None:
+        """The GeoIP enrichment the parse step applies, or None when it is off."""
+        return None if self.geoip == "off" else GeoSpec(self.geoip, self.geoip_asn)
 
     @property
     def metrics_host_port(self) -> tuple[str, int] | None:
@@ -253,6 +261,17 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
     fmt = r.choice("log_format", d.log_format, ("auto", "json", "text"))
     status = r.duration_ms("status_interval", d.status_interval_ms, lo_ms=1000)
     parse_workers = r.int_range("parse_workers", d.parse_workers, -1, 64)
+    geoip = r.str_("geoip", d.geoip) or d.geoip
+    geoip_asn = r.str_("geoip_asn", d.geoip_asn) or ""
+    if geoip not in ("off", "builtin"):
+        geoip = _abs(geoip, base_dir)
+    if geoip_asn:
+        geoip_asn = _abs(geoip_asn, base_dir)
+    for key, path in (("geoip", geoip), ("geoip_asn", geoip_asn)):
+        if path and path not in ("off", "builtin") and not Path(path).is_file():
+            r.bad(key, "bad-value", f"{path!r}: no such file (\"off\", \"builtin\" or a MaxMind .mmdb file)")
+    if geoip_asn and geoip in ("off", "builtin"):
+        r.bad("geoip_asn", "bad-value", "needs geoip set to a MaxMind .mmdb file (the builtin data has AS names)")
     if r.issues:
         return None, r.issues
     return DaemonConfig(
@@ -261,6 +280,7 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
         intake_queue_size=queue, checkpoint_interval_ms=ck_interval, checkpoint_records=ck_records,
         idle_advance_ms=idle, live_horizon_ms=horizon, metrics_address=metrics_address or "", role=role,
         log_level=level, log_format=fmt, status_interval_ms=status, parse_workers=parse_workers,
+        geoip=geoip, geoip_asn=geoip_asn,
     ), []
 
 

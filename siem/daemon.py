@@ -324,7 +324,7 @@ class Daemon:
 
         from siem.parse import ParseContext  # noqa: PLC0415
 
-        self._ctx = ParseContext(tz=ZoneInfo(d.timezone), now_ms=None)
+        self._ctx = ParseContext(tz=ZoneInfo(d.timezone), now_ms=None, geo=d.geo_spec)
         if self._parse_pool is None:
             self._parse_pool, self._parse_workers = _start_parse_pool(d.parse_workers)
 

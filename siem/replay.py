@@ -19,6 +19,8 @@ from typing import IO, Iterator
 
 
 from siem.dsl.loader import load_rules
+from siem.enrich import GeoSpec, enrich
+from siem.enrich import check as check_geo
 from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
@@ -42,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timezone", default="UTC", help="zone of timestamps that carry none (default UTC)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    parser.add_argument("--geoip", default="off", help='GeoIP enrichment: "off" (default), "builtin" or a MaxMind .mmdb')
+    parser.add_argument("--geoip-asn", default="", help="a MaxMind ASN .mmdb (with --geoip PATH)")
 
 
 def detect_format(path: Path, head: list[bytes]) -> str:
@@ -111,6 +115,8 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
         records = _cloudtrail_file(path, ctx)
         if records is not None:
             for ev in records:
+                if ctx.geo is not None:
+                    enrich(ev, ctx.geo)
                 counters["events"] += 1
                 counters["failed"] += "error.message" in ev
                 yield ev
@@ -199,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
     if missing or not files:
         print(f"siem replay: no such file: {', '.join(map(str, missing)) or ' '.join(args.files)}", file=sys.stderr)
         return 2
+    geo = None if args.geoip == "off" else GeoSpec(args.geoip, args.geoip_asn)
+    problem = check_geo(geo) if geo is not None else None
+    if problem is not None:
+        print(f"siem replay: --geoip {args.geoip}: {problem}", file=sys.stderr)
+        return 2
     counters = {"events": 0, "failed": 0, "bytes": 0, "alerts": 0}
     total_bytes = sum(f.stat().st_size for f in files)
     show_progress = sys.stderr.isatty() and total_bytes >= PROGRESS_MIN_BYTES and not args.quiet
@@ -207,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     last_progress = started
     for alerts in replay_alerts(files, ruleset, fmt=args.format, tz=ZoneInfo(args.timezone),
                                 lateness_ms=parse_duration_ms(args.lateness), batch_size=args.batch_size,
-                                counters=counters):
+                                counters=counters, geo=geo):
         _emit(alerts, out, counters)
         if show_progress and time.perf_counter() - last_progress > 0.5:
             last_progress = time.perf_counter()
@@ -228,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
 def replay_alerts(files: list[Path], ruleset: object, *, fmt: str | None = None, tz: object = None,
                   lateness_ms: int = 10_000, batch_size: int = BATCH_SIZE,
-                  counters: dict[str, int] | None = None) -> Iterator[list]:
+                  counters: dict[str, int] | None = None, geo: GeoSpec | None = None) -> Iterator[list]:
     """The alerts of the rules over the files (merged by event time), a list per micro-batch. `counters`
     gets events, failed, bytes and the event-time span first_ms / last_ms."""
     from datetime import UTC  # noqa: PLC0415
@@ -236,7 +247,7 @@ def replay_alerts(files: list[Path], ruleset: object, *, fmt: str | None = None,
     counters = counters if counters is not None else {}
     for k in ("events", "failed", "bytes"):
         counters.setdefault(k, 0)
-    ctx = ParseContext(tz=tz or UTC, now_ms=None)  # type: ignore[arg-type]
+    ctx = ParseContext(tz=tz or UTC, now_ms=None, geo=geo)  # type: ignore[arg-type]
     engine = Engine(ruleset, lateness_ms=lateness_ms, future_skew_ms=None)  # type: ignore[arg-type]
     streams = [events_of(f, fmt, ctx, counters) for f in files]
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts_key)

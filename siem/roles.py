@@ -437,7 +437,7 @@ class Collector:
         self.producer = KafkaProducerLog(self.kafka)
         self.queue: asyncio.Queue[RawRecord] = asyncio.Queue(config.daemon.intake_queue_size)
         self.inputs: dict[str, Any] = {}
-        self.ctx = ParseContext(tz=ZoneInfo(config.daemon.timezone))
+        self.ctx = ParseContext(tz=ZoneInfo(config.daemon.timezone), geo=config.daemon.geo_spec)
 
     def set_rules(self, ruleset: RuleSet) -> None:
         pass
