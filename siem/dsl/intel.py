@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Iterator
@@ -55,6 +56,12 @@ class IntelError(ValueError):
 def kind_of(value: str) -> str | None:
     """The indicator kind of a plain value, or None."""
     v = value.strip()
+    if "/" not in v and ":" not in v:
+        try:
+            socket.inet_pton(socket.AF_INET, v)
+            return "ip"
+        except OSError:
+            pass
     try:
         ipaddress.ip_network(v, strict=False)
         return "ip"
@@ -74,6 +81,12 @@ def _norm(kind: str, value: str) -> str | None:
     if not v:
         return None
     if kind == "ip":
+        if "/" not in v and ":" not in v:
+            try:
+                socket.inet_pton(socket.AF_INET, v)  # a plain IPv4 address, already canonical
+                return v
+            except OSError:
+                return None
         try:
             return str(ipaddress.ip_network(v, strict=False)) if "/" in v else str(ipaddress.ip_address(v))
         except ValueError:

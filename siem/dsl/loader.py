@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import socket
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -402,8 +403,15 @@ class _Resolver:
                 if ftype not in (schema.IP, None):
                     self.error("type", f"cidr() needs an IP field; '{field}' is {ftype}", loc)
                 for net in networks:
+                    text = str(net)
+                    if "/" not in text and ":" not in text:  # plain IPv4 (threat feeds): the C parser
+                        try:
+                            socket.inet_pton(socket.AF_INET, text)
+                            continue
+                        except OSError:
+                            pass
                     try:
-                        ipaddress.ip_network(str(net), strict=False)
+                        ipaddress.ip_network(text, strict=False)
                     except ValueError:
                         self.error("bad-cidr", f"{net!r} is not an IPv4 or IPv6 network", loc)
             case ast.StrMatch(field, kind, values, ci, loc):
