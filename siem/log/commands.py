@@ -2,6 +2,8 @@
 
     siem log verify STATE_DIR          every segment scanned; exit 1 when anything is corrupt or missing
     siem log dump STATE_DIR [--from N] [--limit M]   records as JSON lines {"offset": N, "event": {...}}
+                                       (positions and watermark records as {"offset", "input", "positions"}
+                                       and {"offset", "origin", "watermark"})
     siem log checkpoint STATE_DIR      the checkpoint's offset and state size, or what is wrong with it
 
 Read-only and lock-free, so it is safe while the daemon runs (a record being appended may show up as a
@@ -71,13 +73,26 @@ def _dump(directory: Path, from_offset: int, limit: int | None) -> int:
     for n, (offset, payload) in enumerate(read_log_readonly(directory, from_offset)):
         if limit is not None and n >= limit:
             break
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            event = {"undecodable_bytes": len(payload)}
-        out.write(orjson.dumps({"offset": offset, "event": event}) + b"\n")
+        out.write(orjson.dumps({"offset": offset, **_shown(payload)}, default=str) + b"\n")
     out.flush()
     return 0
+
+
+def _shown(payload: bytes) -> dict:
+    """A log record as dump prints it: {"event": ...}, {"positions": ..., "input": ...},
+    {"watermark": ms, "origin": ...}, {"match": family, "event": ...} or {"undecodable_bytes": n}."""
+    from siem.pipeline.records import Match, Positions, Watermark, decode_record  # noqa: PLC0415
+
+    rec = decode_record(payload)
+    if isinstance(rec, dict):
+        return {"event": rec}
+    if isinstance(rec, Positions):
+        return {"input": rec.input, "positions": rec.positions}
+    if isinstance(rec, Watermark):
+        return {"origin": rec.origin, "watermark": rec.ts_ms}
+    if isinstance(rec, Match):
+        return {"match": rec.family, "event": rec.event}
+    return {"undecodable_bytes": len(payload)}
 
 
 def _checkpoint(state_dir: Path) -> int:
