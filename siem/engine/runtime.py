@@ -195,7 +195,7 @@ class Engine:
         n = len(events)
         if n == 0:
             return []
-        if any(map(_repeated, events)):
+        if any(map(dict.get, events, repeat("event.repeat_count", n))) and any(map(_repeated, events)):  # one C loop
             events = expand_repeats(events)
             n = len(events)
         try:  # the usual case, every @timestamp an int: one C loop
