@@ -125,6 +125,7 @@ class AuditdTailer:
         self._open: dict[str, _Open] = {}
         self._emitted: list[tuple[int, str]] = []  # (seq, eid) of events emitted while an older one is open
         self._skip: set[str] = set()  # ids emitted before a restart whose lines we read again
+        self._skip_loaded = False
         self._seq = 0
         self._lock = asyncio.Lock()
         self._sink: Sink | None = None
@@ -151,7 +152,9 @@ class AuditdTailer:
         await self.tailer.stop()
 
     def positions(self) -> dict:
-        """Offsets covering exactly the lines of the events already handed to the sink (see the docstring)."""
+        """Offsets covering exactly the lines of the events already handed to the sink (see the docstring);
+        before :meth:`run`, the committed ones."""
+        self._load_skip()
         if not self._open:
             pos = self.tailer.positions()
             if self._skip:
@@ -171,6 +174,9 @@ class AuditdTailer:
     # -- state ------------------------------------------------------------------------------------
 
     def _load_skip(self) -> None:
+        if self._skip_loaded:
+            return
+        self._skip_loaded = True
         try:
             data = read_json(self.tailer.state_path)
         except StateError:
