@@ -47,6 +47,15 @@ FIELDS: Final[dict[str, str]] = {
     "source.domain": KEYWORD,
     "destination.ip": IP,
     "destination.port": LONG,
+    "source.geo.country_iso_code": KEYWORD,
+    "source.geo.country_name": KEYWORD,
+    "source.as.number": LONG,
+    "source.as.organization.name": KEYWORD,
+    "destination.geo.country_iso_code": KEYWORD,
+    "destination.geo.country_name": KEYWORD,
+    "destination.as.number": LONG,
+    "destination.as.organization.name": KEYWORD,
+    "network.type": KEYWORD,
     "user.name": KEYWORD,
     "user.id": KEYWORD,
     "user.target.name": KEYWORD,
@@ -58,6 +67,25 @@ FIELDS: Final[dict[str, str]] = {
     "process.pid": LONG,
     "process.command_line": KEYWORD,
     "process.working_directory": KEYWORD,
+    "process.executable": KEYWORD,
+    "process.parent.pid": LONG,
+    "process.args": KEYWORD,
+    "process.args_count": LONG,
+    "process.title": KEYWORD,
+    "process.user.id": KEYWORD,
+    "process.user.name": KEYWORD,
+    "user.effective.id": KEYWORD,
+    "user.audit.id": KEYWORD,
+    "user.audit.name": KEYWORD,
+    "user.target.id": KEYWORD,
+    "group.id": KEYWORD,
+    "file.path": KEYWORD,
+    "file.name": KEYWORD,
+    "file.inode": KEYWORD,
+    "file.mode": KEYWORD,
+    "file.hash.md5": KEYWORD,
+    "file.hash.sha1": KEYWORD,
+    "file.hash.sha256": KEYWORD,
     "url.path": KEYWORD,
     "url.original": KEYWORD,
     "url.query": KEYWORD,
@@ -109,7 +137,7 @@ FIELDS: Final[dict[str, str]] = {
 }
 
 # Prefixes whose fields are free-form (flattened JSON) and typed as keywords.
-OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "labels.", "journald.", "sd.")
+OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "labels.", "journald.", "sd.", "auditd.")
 
 
 def field_type(name: str) -> str | None:
