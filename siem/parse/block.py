@@ -1,0 +1,316 @@
+"""Columnar parsing: a block of raw records of one format to an EventBlock (one array per field).
+
+    parse_block(fmt, records, ctx, projection, input_name, constants) -> EventBlock    never raises
+    EventBlock.from_events(events, fields) -> EventBlock       the same shape from event dicts
+    Projection(fields, wanted)                                 what the loaded rules read (built by
+                                                               siem.engine.runtime.Engine.projection)
+
+Parse only what is read. ``projection.fields`` names the fields the rules, their message templates,
+suppression keys and alert samples read; the block has exactly those columns (``event.original``, the
+raw line, is always one: samples and re-parsing need it). A column is an object array with ``None``
+where the event has no such field (the per-event form has no key there).
+
+Prefilter. ``projection.wanted`` lists the (event.dataset, event.action) pairs some rule can match
+(action ``None``: any action of that dataset), or is ``None`` when a rule can match any event. For
+syslog blocks, a record that contains none of the literal needles of the wanted pairs
+(``siem.parse.auth.DATASET_NEEDLES`` / ``ACTION_NEEDLES``; one regex over the whole block finds them)
+cannot become an event any rule matches: it is kept (``event.original``, and its ``@timestamp``, read
+for the whole block at once with numpy from the fixed-width RFC 3164 header, since the watermark needs
+every record's time) but not parsed further, and counted in ``siem_block_records_prefiltered_total``.
+Records of any other shape (a PRI, an ISO time, a cut line...) go through the per-line parser.
+
+Everything else is parsed by the per-line reference parsers (``siem.parse.parse_batch`` semantics: same
+limits, same counters, same events), projected to the block's columns. tests/test_block.py shows, on
+the shared datasets and on generated lines, that every projected field of every row equals the
+reference's, and that a prefiltered row is never one a rule could match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Final, Iterable, Mapping
+
+import numpy as np
+
+from siem import metrics
+from siem.parse import MAX_LINE_BYTES, PARSERS, ParseContext, parse_batch
+from siem.parse import timestamps as tsmod
+from siem.parse.auth import ACTION_NEEDLES, DATASET_NEEDLES
+from siem.parse.base import now_ms
+from siem.schema import Event
+
+_MIN_TS: Final = -(2**62)  # the engine's "no usable time" (siem.engine.runtime)
+_SYSLOG_FORMATS: Final = frozenset({"syslog", "rfc3164"})
+_SEP: Final = b"\n"  # joins the records of a block for the needle regex; no needle contains it
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """What the rules read: the fields to extract and the (dataset, action) pairs that can match.
+
+    fields: every field a block must carry (always ``event.original``, ``error.message``).
+    wanted: None (any event can match some rule: no prefilter) or (dataset, action-or-None) pairs.
+    """
+
+    fields: frozenset[str]
+    wanted: frozenset[tuple[str, str | None]] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", frozenset(self.fields) | {"event.original", "error.message"})
+
+    def covers(self, other: Projection) -> bool:
+        """Whether a block parsed for `self` holds everything `other` needs (a reload may need more)."""
+        if not other.fields <= self.fields:
+            return False
+        if self.wanted is None:
+            return True
+        if other.wanted is None:
+            return False
+        return all(p in self.wanted or (p[0], None) in self.wanted for p in other.wanted)
+
+    def needles(self) -> tuple[bytes, ...] | None:
+        """Literal byte strings one of which a syslog record must contain to be parsed; None: parse all."""
+        if self.wanted is None:
+            return None
+        out: list[bytes] = []
+        for dataset, action in sorted(self.wanted, key=repr):
+            got = ACTION_NEEDLES.get((dataset, action)) if action is not None else None
+            if got is None:
+                got = DATASET_NEEDLES.get(dataset)
+            if got is None:
+                return None  # a dataset whose records we cannot recognise from their text: parse all
+            out.extend(n.encode() for n in got)
+        return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EventBlock:
+    """Events of one block as columns, in arrival order.
+
+    ts:         int64 @timestamp per row (the engine's time; rows without a usable time hold -2**62)
+    columns:    field -> object array of n values, None where the event has no such field; a field
+                of the projection that no row has may have no column (read it as all None)
+    projection: what the block was parsed for (a reader with a wider projection re-parses)
+    """
+
+    ts: np.ndarray
+    columns: Mapping[str, np.ndarray]
+    projection: Projection = field(default=Projection(frozenset()))
+
+    @property
+    def n(self) -> int:
+        return len(self.ts)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def column(self, field: str) -> np.ndarray:
+        """The field's values (all None when no row has it)."""
+        got = self.columns.get(field)
+        return _nones(self.n) if got is None else got
+
+    def failed(self) -> int:
+        """Rows with an error.message (records that could not be parsed)."""
+        got = self.columns.get("error.message")
+        return 0 if got is None else int(np.not_equal(got, None).sum())
+
+    def row(self, i: int) -> Event:
+        """Row `i` as an event dict (only for rows that fire or are sampled: not on the hot path)."""
+        ev: Event = {k: v for k, col in self.columns.items() if (v := col[i]) is not None}
+        if "@timestamp" not in ev:
+            ev["@timestamp"] = int(self.ts[i])
+        return ev
+
+    def events(self) -> list[Event]:
+        return [self.row(i) for i in range(self.n)]
+
+    def take(self, rows: np.ndarray) -> EventBlock:
+        """The rows `rows` (indices), in that order."""
+        return EventBlock(self.ts[rows], {k: c[rows] for k, c in self.columns.items()}, self.projection)
+
+    def concat(self, other: EventBlock) -> EventBlock:
+        """self's rows then other's (columns missing on one side are None there)."""
+        if not self.n:
+            return other
+        if not other.n:
+            return self
+        cols = {}
+        for k in dict.fromkeys([*self.columns, *other.columns]):
+            a, b = self.columns.get(k), other.columns.get(k)
+            cols[k] = np.concatenate([_nones(self.n) if a is None else a, _nones(other.n) if b is None else b])
+        proj = self.projection if self.projection == other.projection else Projection(
+            self.projection.fields & other.projection.fields, None)
+        return EventBlock(np.concatenate([self.ts, other.ts]), cols, proj)
+
+    @classmethod
+    def from_events(cls, events: list[Event], fields: Iterable[str] | None = None) -> EventBlock:
+        """A block of event dicts: the columns `fields` (default: every key of any event)."""
+        n = len(events)
+        present = set().union(*events)
+        fields = tuple(present if fields is None else fields)
+        cols = {f: _objects(list(map(dict.get, events, repeat(f, n)))) for f in fields if f in present}
+        cols.setdefault("@timestamp", _objects([ev.get("@timestamp") for ev in events]))
+        return cls(_times(cols["@timestamp"]), cols, Projection(frozenset(fields)))
+
+    @classmethod
+    def empty(cls, fields: Iterable[str] = ()) -> EventBlock:
+        return cls(np.empty(0, np.int64), {f: _nones(0) for f in fields}, Projection(frozenset(fields)))
+
+
+def _nones(n: int) -> np.ndarray:
+    return np.full(n, None, dtype=object)
+
+
+def _objects(values: list[object]) -> np.ndarray:
+    """An object array of exactly these values (lists stay elements, never a second dimension)."""
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _times(col: np.ndarray) -> np.ndarray:
+    try:
+        return col.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.fromiter(map(_one_time, col.tolist()), dtype=np.int64, count=len(col))
+
+
+def _one_time(t: object) -> int:
+    if type(t) is int:
+        return t
+    try:
+        return int(t)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return _MIN_TS
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+_needle_res: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
+
+
+def parse_block(
+    fmt: str,
+    records: list[bytes],
+    ctx: ParseContext,
+    projection: Projection,
+    input_name: str = "",
+    constants: Mapping[str, object] | None = None,
+) -> EventBlock:
+    """The events of `records` (raw records of format `fmt`, in arrival order) as an EventBlock.
+
+    Row i is the event ``siem.parse.parse(fmt, records[i], ctx, input_name)`` restricted to
+    ``projection.fields``, except for prefiltered syslog rows (module docstring), which hold only
+    ``event.original`` and ``@timestamp``. `constants` fills fields the parser left unset (e.g.
+    ``log.file.path`` of a file input). Counts parsed/failed records as parse_batch does."""
+    n = len(records)
+    fields = tuple(projection.fields)
+    ts = np.empty(n, np.int64)
+    full = np.ones(n, dtype=bool)  # rows the reference parser must take
+    if n and fmt in _SYSLOG_FORMATS and (needles := projection.needles()) is not None:
+        lens = np.fromiter(map(len, records), dtype=np.int64, count=n)
+        starts = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
+        buf = _SEP.join(records)
+        full[:] = False
+        pat = _needle_res.get(needles)
+        if pat is None:
+            pat = _needle_res[needles] = re.compile(b"|".join(map(re.escape, needles)))
+        hits = np.fromiter((m.start() for m in pat.finditer(buf)), dtype=np.int64)
+        full[np.searchsorted(starts, hits, "right") - 1] = True
+        full |= lens > MAX_LINE_BYTES  # cut lines: parse notes the cut
+        cheap = ~full
+        if cheap.any():
+            got = _rfc3164_times(buf, starts, lens, cheap, ctx)
+            full |= got < 0  # a header of another shape: the reference parser decides
+            cheap = ~full
+            ts[cheap] = got[cheap]
+    cheap_rows = np.flatnonzero(~full).tolist() if not full.all() else []
+    cols: dict[str, list[object]] = {"event.original": [None] * n}
+    if cheap_rows:
+        original = cols["event.original"]
+        for i in cheap_rows:
+            text = records[i].decode("utf-8", "replace")
+            if text[-1:] == "\n":
+                text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
+            original[i] = text
+        metrics.BLOCK_PREFILTERED.labels(format=fmt).inc(len(cheap_rows))
+        parsed = metrics.EVENTS_PARSED.labels(input=input_name, format=fmt if fmt in PARSERS else "unknown")
+        parsed.inc(len(cheap_rows))
+        if constants:
+            for k, v in constants.items():
+                if k in projection.fields:
+                    cols[k] = [v] * n
+    if len(cheap_rows) < n:
+        rows = np.flatnonzero(full).tolist() if cheap_rows else None
+        events = parse_batch(fmt, [records[i] for i in rows] if rows is not None else records, ctx, input_name)
+        if constants:
+            for ev in events:
+                for k, v in constants.items():
+                    if k not in ev:
+                        ev[k] = v
+        present = set().union(*events)  # columns of fields no event has are left out (all None)
+        for f in fields:
+            if f not in present:
+                continue
+            vals = list(map(dict.get, events, repeat(f, len(events))))
+            if rows is None:
+                cols[f] = vals
+                continue
+            col = cols.get(f)
+            if col is None:
+                col = cols[f] = [None] * n
+            for i, v in zip(rows, vals):
+                col[i] = v
+        stamps = [ev.get("@timestamp") for ev in events]
+        where = rows if rows is not None else slice(None)
+        try:
+            ts[where] = np.fromiter(stamps, dtype=np.int64, count=len(stamps))
+        except (TypeError, ValueError, OverflowError):
+            ts[where] = np.fromiter(map(_one_time, stamps), dtype=np.int64, count=len(stamps))
+    return EventBlock(ts, {f: _objects(c) for f, c in cols.items()}, projection)
+
+
+_LETTERS: Final = np.zeros(256, dtype=bool)
+_LETTERS[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", np.uint8)] = True
+_DIGITS: Final = np.zeros(256, dtype=bool)
+_DIGITS[np.frombuffer(b"0123456789", np.uint8)] = True
+_SHAPE_DIGITS: Final = (5, 7, 8, 10, 11, 13, 14)
+
+
+def _rfc3164_times(buf: bytes, starts: np.ndarray, lens: np.ndarray, rows: np.ndarray, ctx: ParseContext) -> np.ndarray:
+    """@timestamp of each row in `rows` (a mask) whose record starts with ``Mmm dd hh:mm:ss `` (the
+    RFC 3164 header without PRI, year or fraction), from the 16 header bytes of all records at once;
+    -1 for the other rows (and for rows not in `rows`). Minutes are resolved as the per-line parser
+    resolves them (same cache, same year inference), once per distinct minute."""
+    n = len(starts)
+    out = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(rows & (lens >= 16))
+    if not len(idx):
+        return out
+    data = np.frombuffer(buf, dtype=np.uint8)
+    head = data[starts[idx][:, None] + np.arange(16)]
+    ok = (_LETTERS[head[:, 0]] & _LETTERS[head[:, 1]] & _LETTERS[head[:, 2]]
+          & (head[:, 3] == 32) & (_DIGITS[head[:, 4]] | (head[:, 4] == 32)) & (head[:, 6] == 32)
+          & (head[:, 9] == 58) & (head[:, 12] == 58) & (head[:, 15] == 32))
+    for c in _SHAPE_DIGITS:
+        ok &= _DIGITS[head[:, c]]
+    idx, head = idx[ok], head[ok]
+    if not len(idx):
+        return out
+    secs = (head[:, 13].astype(np.int64) - 48) * 10 + (head[:, 14].astype(np.int64) - 48)
+    keys, inverse = np.unique(np.ascontiguousarray(head[:, :12]).view("S12").ravel(), return_inverse=True)
+    ref = now_ms(ctx)
+    cache = tsmod.rfc3164_cache(ctx.tz, ref)
+    bases = np.empty(len(keys), dtype=np.int64)
+    for j, kb in enumerate(keys.tolist()):
+        key = kb.decode("ascii")
+        base = cache.get(key)
+        if base is None:
+            if len(cache) >= tsmod.CACHE_MAX:
+                cache.clear()
+            base = cache[key] = tsmod.rfc3164_minute_ms(key[:3], key[4:6], None, key[7:9], key[10:12], ctx.tz, ref)
+        bases[j] = base if type(base) is int else -(2**62)
+    got = bases[inverse.ravel()]
+    good = (got != -(2**62)) & (secs <= 60)
+    out[idx[good]] = got[good] + secs[good] * 1000
+    return out
