@@ -180,7 +180,7 @@ class Engine:
         if not block.projection.covers(self.projection):
             missing = self.projection.fields - block.projection.fields
             raise ValueError(f"event block lacks what the rules read: {', '.join(sorted(missing)) or 'prefiltered rows'}")
-        return self._accept(block, block.ts.copy())
+        return self._accept(block, block.ts.copy(), block.inert)
 
     @property
     def projection(self) -> Projection:
@@ -189,7 +189,10 @@ class Engine:
             self._projection = projection_of([r.spec for r in self.rules])
         return self._projection
 
-    def _accept(self, events: list[Event] | EventBlock, ts: np.ndarray) -> list[Alert]:
+    def _accept(self, events: list[Event] | EventBlock, ts: np.ndarray, inert: np.ndarray | None = None) -> list[Alert]:
+        """Order and evaluate events. `inert` marks rows no rule can match (prefiltered by the block
+        parser): their times move the watermark like any other's, then they are dropped (evaluating
+        them would change nothing)."""
         n = len(ts)
         if self.future_skew_ms is not None:
             limit = self.clock() + self.future_skew_ms
@@ -208,6 +211,9 @@ class Engine:
         n_late = int(late.sum())
         if n_late:
             metrics.EVENTS_LATE.inc(n_late)
+        if inert is not None and isinstance(events, EventBlock):
+            live = np.flatnonzero(~inert)
+            events, ts, seq, step, phase = events.take(live), ts[live], seq[live], step[live], phase[live]
         # events carried from earlier batches, released at the first step whose watermark covers them
         p_step = np.searchsorted(wm_after, self.pending_ts, "left")
         all_events = _concat(self.pending_events, events)

@@ -93,11 +93,14 @@ class EventBlock:
     columns:    field -> object array of n values, None where the event has no such field; a field
                 of the projection that no row has may have no column (read it as all None)
     projection: what the block was parsed for (a reader with a wider projection re-parses)
+    inert:      None, or a bool per row: True where the row was prefiltered (no rule of the
+                projection can match it; it holds only event.original and its time)
     """
 
     ts: np.ndarray
     columns: Mapping[str, np.ndarray]
     projection: Projection = field(default=Projection(frozenset()))
+    inert: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -128,7 +131,8 @@ class EventBlock:
 
     def take(self, rows: np.ndarray) -> EventBlock:
         """The rows `rows` (indices), in that order."""
-        return EventBlock(self.ts[rows], {k: c[rows] for k, c in self.columns.items()}, self.projection)
+        return EventBlock(self.ts[rows], {k: c[rows] for k, c in self.columns.items()}, self.projection,
+                          None if self.inert is None else self.inert[rows])
 
     def concat(self, other: EventBlock) -> EventBlock:
         """self's rows then other's (columns missing on one side are None there)."""
@@ -142,7 +146,11 @@ class EventBlock:
             cols[k] = np.concatenate([_nones(self.n) if a is None else a, _nones(other.n) if b is None else b])
         proj = self.projection if self.projection == other.projection else Projection(
             self.projection.fields & other.projection.fields, None)
-        return EventBlock(np.concatenate([self.ts, other.ts]), cols, proj)
+        inert = None
+        if self.inert is not None or other.inert is not None:
+            inert = np.concatenate([np.zeros(self.n, bool) if self.inert is None else self.inert,
+                                    np.zeros(other.n, bool) if other.inert is None else other.inert])
+        return EventBlock(np.concatenate([self.ts, other.ts]), cols, proj, inert)
 
     @classmethod
     def from_events(cls, events: list[Event], fields: Iterable[str] | None = None) -> EventBlock:
@@ -150,8 +158,8 @@ class EventBlock:
         n = len(events)
         present = set().union(*events)
         fields = tuple(present if fields is None else fields)
-        cols = {f: _objects(list(map(dict.get, events, repeat(f, n)))) for f in fields if f in present}
-        cols.setdefault("@timestamp", _objects([ev.get("@timestamp") for ev in events]))
+        cols = {f: object_array(list(map(dict.get, events, repeat(f, n)))) for f in fields if f in present}
+        cols.setdefault("@timestamp", object_array([ev.get("@timestamp") for ev in events]))
         return cls(_times(cols["@timestamp"]), cols, Projection(frozenset(fields)))
 
     @classmethod
@@ -163,7 +171,7 @@ def _nones(n: int) -> np.ndarray:
     return np.full(n, None, dtype=object)
 
 
-def _objects(values: list[object]) -> np.ndarray:
+def object_array(values: list[object]) -> np.ndarray:
     """An object array of exactly these values (lists stay elements, never a second dimension)."""
     return np.fromiter(values, dtype=object, count=len(values))
 
@@ -227,12 +235,15 @@ def parse_block(
     cheap_rows = np.flatnonzero(~full).tolist() if not full.all() else []
     cols: dict[str, list[object]] = {"event.original": [None] * n}
     if cheap_rows:
-        original = cols["event.original"]
-        for i in cheap_rows:
-            text = records[i].decode("utf-8", "replace")
-            if text[-1:] == "\n":
-                text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
-            original[i] = text
+        if buf.count(_SEP) == n - 1:  # no record holds a line end: decode the block in one call
+            cols["event.original"] = buf.decode("utf-8", "replace").split("\n")  # full rows: replaced below
+        else:
+            original = cols["event.original"]
+            for i in cheap_rows:
+                text = records[i].decode("utf-8", "replace")
+                if text[-1:] == "\n":
+                    text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
+                original[i] = text
         metrics.BLOCK_PREFILTERED.labels(format=fmt).inc(len(cheap_rows))
         parsed = metrics.EVENTS_PARSED.labels(input=input_name, format=fmt if fmt in PARSERS else "unknown")
         parsed.inc(len(cheap_rows))
@@ -267,7 +278,7 @@ def parse_block(
             ts[where] = np.fromiter(stamps, dtype=np.int64, count=len(stamps))
         except (TypeError, ValueError, OverflowError):
             ts[where] = np.fromiter(map(_one_time, stamps), dtype=np.int64, count=len(stamps))
-    return EventBlock(ts, {f: _objects(c) for f, c in cols.items()}, projection)
+    return EventBlock(ts, {f: object_array(c) for f, c in cols.items()}, projection, ~full if cheap_rows else None)
 
 
 _LETTERS: Final = np.zeros(256, dtype=bool)
