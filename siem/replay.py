@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-import numpy as np
 
 from siem.dsl.loader import load_rules
 from siem.engine.runtime import Engine
@@ -116,15 +115,16 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
 
 
 def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str, int],
-              projection: Projection) -> Iterator[EventBlock]:
-    """The file's events as columnar blocks (siem.parse.block) holding what `projection` reads; the
-    same events as events_of, restricted to those fields (and prefiltered rows kept raw)."""
+              projection: Projection, batch_size: int = BATCH_SIZE) -> Iterator[EventBlock]:
+    """The file's events as columnar blocks (siem.parse.block) of `batch_size` rows (the last one
+    shorter) holding what `projection` reads: the events of events_of, in the same micro-batches,
+    restricted to those fields (and prefiltered rows kept raw)."""
     if ctx.now_ms is None:
         ctx = dataclasses.replace(ctx, now_ms=path.stat().st_mtime_ns // 1_000_000)
     if fmt in (None, "cloudtrail"):
         records = _cloudtrail_file(path, ctx)
         if records is not None:
-            while chunk := list(itertools.islice(records, BATCH_SIZE)):
+            while chunk := list(itertools.islice(records, batch_size)):
                 counters["events"] += len(chunk)
                 counters["failed"] += sum("error.message" in ev for ev in chunk)
                 yield EventBlock.from_events(chunk, projection.fields)
@@ -132,29 +132,25 @@ def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
     constants = {"log.file.path": str(path)}
     with _open(path) as f:
         chosen = fmt
+        carry: list[bytes] = []
         for lines in line_blocks(f):
             counters["bytes"] += sum(map(len, lines)) + len(lines)
             chosen = chosen or detect_format(path, lines[:64])
-            block = parse_columns(chosen, [raw for raw in lines if raw and not raw.isspace()], ctx, projection,
-                                  "replay", constants)
-            counters["events"] += block.n
-            counters["failed"] += block.failed()
-            yield block
+            carry += [raw for raw in lines if raw and not raw.isspace()]
+            start = 0
+            while len(carry) - start >= batch_size:  # parsed in blocks of the engine's micro-batch size
+                yield _counted(parse_columns(chosen, carry[start: start + batch_size], ctx, projection, "replay",
+                                             constants), counters)
+                start += batch_size
+            del carry[:start]
+        if carry and chosen:
+            yield _counted(parse_columns(chosen, carry, ctx, projection, "replay", constants), counters)
 
 
-def rebatched(blocks: Iterator[EventBlock], size: int) -> Iterator[EventBlock]:
-    """The rows of `blocks` in blocks of exactly `size` rows (the last one shorter), so the engine sees
-    the micro-batches of the per-event path whatever the read blocks held."""
-    carry: EventBlock | None = None
-    for block in blocks:
-        carry = block if carry is None else carry.concat(block)
-        start = 0
-        while carry.n - start >= size:
-            yield carry.take(np.arange(start, start + size))
-            start += size
-        carry = carry.take(np.arange(start, carry.n)) if start else carry
-    if carry is not None and carry.n:
-        yield carry
+def _counted(block: EventBlock, counters: dict[str, int]) -> EventBlock:
+    counters["events"] += block.n
+    counters["failed"] += block.failed()
+    return block
 
 
 def parse_block(fmt: str, block: list[bytes], ctx: ParseContext, file_path: str) -> list[Event]:
@@ -229,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     last_progress = started
     if len(files) == 1:  # columnar from the parser on (siem.parse.block)
-        for block in rebatched(blocks_of(files[0], args.format, ctx, counters, engine.projection), args.batch_size):
+        for block in blocks_of(files[0], args.format, ctx, counters, engine.projection, args.batch_size):
             _emit(engine.process_block(block), out, counters)
             if show_progress and time.perf_counter() - last_progress > 0.5:
                 last_progress = time.perf_counter()

@@ -25,7 +25,7 @@ from siem.log.codec import BlockSource, decode_block, encode_block, encode_event
 from siem.parse import ParseContext, parse, parse_batch
 from siem.parse.auth import ACTION_NEEDLES, DATASET_NEEDLES
 from siem.parse.block import EventBlock, Projection, parse_block
-from siem.replay import blocks_of, events_of, input_files, rebatched
+from siem.replay import blocks_of, events_of, input_files
 from siem.schema import FIELDS
 from tests.engine_support import T0, ev, run
 from tests.test_engine_properties import PACK, arrival_order, event_st, signature
@@ -221,7 +221,7 @@ def test_replay_of_the_sample_logs_gives_the_same_alerts_through_blocks() -> Non
         counters = {"events": 0, "failed": 0, "bytes": 0}
         events = list(events_of(path, None, CTX, counters))
         want = [x for i in range(0, len(events), 4096) for x in a.process(events[i: i + 4096])] + a.flush()
-        blocks = rebatched(blocks_of(path, None, CTX, dict(counters), b.projection), 4096)
+        blocks = blocks_of(path, None, CTX, dict(counters), b.projection, 4096)
         got = [x for blk in blocks for x in b.process_block(blk)] + b.flush()
         assert [_visible(x) for x in got] == [_visible(x) for x in want], path
         total += len(want)

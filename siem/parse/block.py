@@ -28,9 +28,10 @@ reference's, and that a prefiltered row is never one a rule could match.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Final, Iterable, Mapping
+from typing import Callable, Final, Iterable, Mapping
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from siem import metrics
 from siem.parse import MAX_LINE_BYTES, PARSERS, ParseContext, parse_batch
 from siem.parse import timestamps as tsmod
 from siem.parse.auth import ACTION_NEEDLES, DATASET_NEEDLES
-from siem.parse.base import now_ms
+from siem.parse.base import IP_CACHE, ip_or_none, now_ms
 from siem.schema import Event
 
 _MIN_TS: Final = -(2**62)  # the engine's "no usable time" (siem.engine.runtime)
@@ -112,7 +113,9 @@ class EventBlock:
     def column(self, field: str) -> np.ndarray:
         """The field's values (all None when no row has it)."""
         got = self.columns.get(field)
-        return _nones(self.n) if got is None else got
+        if got is None:
+            return object_array(self.ts.tolist()) if field == "@timestamp" else _nones(self.n)
+        return got
 
     def failed(self) -> int:
         """Rows with an error.message (records that could not be parsed)."""
@@ -219,12 +222,10 @@ def parse_block(
         lens = np.fromiter(map(len, records), dtype=np.int64, count=n)
         starts = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
         buf = _SEP.join(records)
-        full[:] = False
         pat = _needle_res.get(needles)
         if pat is None:
             pat = _needle_res[needles] = re.compile(b"|".join(map(re.escape, needles)))
-        hits = np.fromiter((m.start() for m in pat.finditer(buf)), dtype=np.int64)
-        full[np.searchsorted(starts, hits, "right") - 1] = True
+        full = np.fromiter(map(bool, map(pat.search, records)), dtype=bool, count=n)
         full |= lens > MAX_LINE_BYTES  # cut lines: parse notes the cut
         cheap = ~full
         if cheap.any():
@@ -232,27 +233,50 @@ def parse_block(
             full |= got < 0  # a header of another shape: the reference parser decides
             cheap = ~full
             ts[cheap] = got[cheap]
-    cheap_rows = np.flatnonzero(~full).tolist() if not full.all() else []
-    cols: dict[str, list[object]] = {"event.original": [None] * n}
-    if cheap_rows:
+    inert = ~full
+    cheap_rows = np.flatnonzero(inert).tolist() if not full.all() else []
+    cols: dict[str, np.ndarray] = {}
+
+    def column(f: str) -> np.ndarray:
+        got = cols.get(f)
+        if got is None:
+            got = cols[f] = _nones(n)
+        return got
+
+    lines: list[str] | None = None
+    if fmt in _SYSLOG_FORMATS and n:
+        buf = buf if cheap_rows else _SEP.join(records)
         if buf.count(_SEP) == n - 1:  # no record holds a line end: decode the block in one call
-            cols["event.original"] = buf.decode("utf-8", "replace").split("\n")  # full rows: replaced below
+            lines = buf.decode("utf-8", "replace").split("\n")  # == each record decoded (LF is never in a
+            # sequence the decoder replaces)
+    if cheap_rows:
+        if lines is not None:
+            cols["event.original"] = object_array(lines)  # full rows: replaced below
         else:
-            original = cols["event.original"]
+            original = column("event.original")
             for i in cheap_rows:
                 text = records[i].decode("utf-8", "replace")
                 if text[-1:] == "\n":
                     text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
                 original[i] = text
         metrics.BLOCK_PREFILTERED.labels(format=fmt).inc(len(cheap_rows))
-        parsed = metrics.EVENTS_PARSED.labels(input=input_name, format=fmt if fmt in PARSERS else "unknown")
-        parsed.inc(len(cheap_rows))
         if constants:
             for k, v in constants.items():
                 if k in projection.fields:
-                    cols[k] = [v] * n
-    if len(cheap_rows) < n:
-        rows = np.flatnonzero(full).tolist() if cheap_rows else None
+                    column(k)[:] = [v] * n
+    fast = 0
+    if lines is not None:
+        todo = np.flatnonzero(full & (np.fromiter(map(len, records), dtype=np.int64, count=n) <= MAX_LINE_BYTES))
+        if len(todo):
+            done = _sshd_logins(lines, todo.tolist(), ctx, projection.fields, column, ts, constants)
+            if done:
+                full[done] = False
+                fast = len(done)
+    n_cheap = len(cheap_rows) + fast
+    if n_cheap:
+        metrics.EVENTS_PARSED.labels(input=input_name, format=fmt if fmt in PARSERS else "unknown").inc(n_cheap)
+    if n_cheap < n:
+        rows = np.flatnonzero(full).tolist() if n_cheap else None
         events = parse_batch(fmt, [records[i] for i in rows] if rows is not None else records, ctx, input_name)
         if constants:
             for ev in events:
@@ -261,24 +285,22 @@ def parse_block(
                         ev[k] = v
         present = set().union(*events)  # columns of fields no event has are left out (all None)
         for f in fields:
-            if f not in present:
+            if f not in present or f == "@timestamp":  # the times are block.ts
                 continue
-            vals = list(map(dict.get, events, repeat(f, len(events))))
+            vals = object_array(list(map(dict.get, events, repeat(f, len(events)))))
             if rows is None:
                 cols[f] = vals
-                continue
-            col = cols.get(f)
-            if col is None:
-                col = cols[f] = [None] * n
-            for i, v in zip(rows, vals):
-                col[i] = v
+            else:
+                column(f)[rows] = vals
         stamps = [ev.get("@timestamp") for ev in events]
         where = rows if rows is not None else slice(None)
         try:
             ts[where] = np.fromiter(stamps, dtype=np.int64, count=len(stamps))
         except (TypeError, ValueError, OverflowError):
             ts[where] = np.fromiter(map(_one_time, stamps), dtype=np.int64, count=len(stamps))
-    return EventBlock(ts, {f: object_array(c) for f, c in cols.items()}, projection, ~full if cheap_rows else None)
+    if "event.original" not in cols:
+        cols["event.original"] = _nones(n)
+    return EventBlock(ts, cols, projection, inert if cheap_rows else None)
 
 
 _LETTERS: Final = np.zeros(256, dtype=bool)
@@ -325,3 +347,88 @@ def _rfc3164_times(buf: bytes, starts: np.ndarray, lens: np.ndarray, rows: np.nd
     good = (got != -(2**62)) & (secs <= 60)
     out[idx[good]] = got[good] + secs[good] * 1000
     return out
+
+
+# --- sshd logins, the bulk of brute-force traffic, straight into columns -------------------------------
+# The shape syslog._fast takes for them (RFC 3164 without PRI, a HOSTNAME, tag sshd/sshd-session with a
+# PID, LOGIN with a protocol, a valid IP): each group is delimited by a space, so the split of a line is
+# the one _fast's separate matches make. Any other line matches the empty alternative and goes to the
+# per-line parser; findall over the block gives one tuple per line, in order.
+_SSHD_LOGIN: Final = re.compile(
+    r"^(?:(\w{3} [ \d]\d \d\d:\d\d):(\d\d) (\S*[^\s:\]]) (sshd|sshd-session)\[(\d{1,10})\]: "
+    r"(Accepted|Failed) (\S+) for (?:(?:invalid|illegal) user )?(.*?) from (\S+) port (\d+)(?: (ssh\d))?(?:: .*)?"
+    r"|.*)$", re.M)
+
+
+def _sshd_logins(lines: list[str], rows: list[int], ctx: ParseContext, fields: frozenset[str],
+                 column: Callable[[str], np.ndarray], ts: np.ndarray,
+                 constants: Mapping[str, object] | None) -> list[int]:
+    """Write the events of the sshd login lines among `rows` into the columns (and `ts`); their rows."""
+    text = "\n".join([lines[i] for i in rows]) if len(rows) < len(lines) else "\n".join(lines)
+    if "sshd" not in text or ("Failed " not in text and "Accepted " not in text):
+        return []
+    got = _SSHD_LOGIN.findall(text)
+    if len(got) != len(rows):
+        return []  # a line the pattern splits differently: leave the whole block to the per-line parser
+    keys, secs, hosts, tags, pids, verbs, methods, users, addrs, ports, protos = zip(*got)
+    cand = [j for j, v, p in zip(range(len(rows)), verbs, protos) if v and p]
+    if not cand:
+        return []
+    ref = now_ms(ctx)
+    cache = tsmod.rfc3164_cache(ctx.tz, ref)
+    for key in {keys[j] for j in cand}:  # minutes resolved once, as the per-line parser resolves them
+        if cache.get(key) is None:
+            if len(cache) >= tsmod.CACHE_MAX:
+                cache.clear()
+            cache[key] = tsmod.rfc3164_minute_ms(key[:3], key[4:6], None, key[7:9], key[10:12], ctx.tz, ref)
+    ips = {a: ip_or_none(a) for a in {addrs[j] for j in cand}}  # cached by ip_or_none
+    keep = [j for j in cand if type(cache[keys[j]]) is int and secs[j] <= "60" and ips[addrs[j]] is not None]
+    if not keep:
+        return []
+    done = [rows[j] for j in keep]
+    pick = itemgetter(*keep) if len(keep) > 1 else lambda seq: (seq[keep[0]],)
+    base = np.fromiter(map(cache.__getitem__, pick(keys)), dtype=np.int64, count=len(keep))
+    ts[done] = base + np.fromiter(map(int, pick(secs)), dtype=np.int64, count=len(keep)) * 1000
+    where = np.array(done, dtype=np.int64)
+    want = fields.__contains__
+
+    def put(f: str, values: Iterable[object]) -> None:
+        column(f)[where] = object_array(list(values))
+
+    if want("event.original"):
+        put("event.original", [lines[r] for r in done])
+    if want("host.name"):
+        put("host.name", pick(hosts))
+    if want("process.name"):
+        put("process.name", pick(tags))
+    if want("process.pid"):
+        put("process.pid", map(int, pick(pids)))
+    if want("message"):  # the text after "sshd[pid]: "
+        put("message", [lines[r][len(k) + len(h) + len(t) + len(p) + 9:]
+                        for r, k, h, t, p in zip(done, pick(keys), pick(hosts), pick(tags), pick(pids))])
+    for f, v in (("event.dataset", "sshd"), ("event.action", "ssh_login"), ("event.category", "authentication")):
+        if want(f):
+            column(f)[where] = v
+    if want("event.outcome"):
+        put("event.outcome", ["success" if v == "Accepted" else "failure" for v in pick(verbs)])
+    if want("user.name"):
+        put("user.name", pick(users))
+    if want("source.ip"):
+        put("source.ip", map(ips.__getitem__, pick(addrs)))
+    if want("source.port"):
+        put("source.port", map(int, pick(ports)))
+    if want("ssh.method"):
+        put("ssh.method", [x.partition("/")[0] for x in pick(methods)])
+    if want("ssh.protocol_version"):
+        put("ssh.protocol_version", [x[3:] for x in pick(protos)])
+    if constants:
+        for k, v in constants.items():
+            if want(k) and k not in _LOGIN_NAMES:
+                column(k)[where] = v
+    return done
+
+
+_LOGIN_NAMES: Final = frozenset({
+    "@timestamp", "event.original", "host.name", "process.name", "process.pid", "message", "event.dataset",
+    "event.action", "event.category", "event.outcome", "user.name", "source.ip", "source.port", "ssh.method",
+    "ssh.protocol_version"})
