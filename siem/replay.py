@@ -136,7 +136,8 @@ def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
         for lines in line_blocks(f):
             counters["bytes"] += sum(map(len, lines)) + len(lines)
             chosen = chosen or detect_format(path, lines[:64])
-            carry += [raw for raw in lines if raw and not raw.isspace()]
+            carry += lines if all(lines) and not any(map(bytes.isspace, lines)) else [
+                raw for raw in lines if raw and not raw.isspace()]
             start = 0
             while len(carry) - start >= batch_size:  # parsed in blocks of the engine's micro-batch size
                 yield _counted(parse_columns(chosen, carry[start: start + batch_size], ctx, projection, "replay",

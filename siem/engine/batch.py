@@ -102,7 +102,8 @@ class _Rows:
 class Batch:
     """Events in processing order plus their effective event times (int64 ms)."""
 
-    __slots__ = ("events", "block", "ts", "n", "_kw", "_num", "_samples", "memo", "none", "every", "_rows")
+    __slots__ = ("events", "block", "ts", "n", "_kw", "_num", "_samples", "memo", "none", "every", "_rows",
+                 "_sample_cols")
 
     def __init__(self, events: list[Event] | EventBlock, ts: np.ndarray) -> None:
         if isinstance(events, EventBlock):
@@ -113,6 +114,7 @@ class Batch:
             self.events = events
         self.ts = ts
         self.n = len(events)
+        self._sample_cols: list[tuple[str, list[object]]] | None = None
         self._kw: dict[str, KeywordColumn] = {}
         self._num: dict[str, np.ndarray] = {}
         self._samples: list[Event | None] = [None] * self.n
@@ -160,15 +162,13 @@ class Batch:
         return got
 
     def _block_sample(self, row: int) -> Event:
-        cols = self.block.columns  # type: ignore[union-attr]
-        out: Event = {}
-        for k in SAMPLE_FIELDS:
-            col = cols.get(k)
-            if col is not None and (v := col[row]) is not None:
-                out[k] = v
-            elif k == "@timestamp" and col is None:
-                out[k] = int(self.block.ts[row])  # type: ignore[union-attr]
-        return out
+        cols = self._sample_cols
+        if cols is None:  # the block's sample columns as lists, once per batch (list indexing is the cheapest)
+            block = self.block
+            assert block is not None
+            cols = self._sample_cols = [(k, block.column(k).tolist()) for k in SAMPLE_FIELDS
+                                        if k in block.columns or k == "@timestamp"]
+        return {k: v for k, col in cols if (v := col[row]) is not None}
 
     def number(self, field: str) -> np.ndarray:
         col = self._num.get(field)

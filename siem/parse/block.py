@@ -13,7 +13,7 @@ where the event has no such field (the per-event form has no key there).
 Prefilter. ``projection.wanted`` lists the (event.dataset, event.action) pairs some rule can match
 (action ``None``: any action of that dataset), or is ``None`` when a rule can match any event. For
 syslog blocks, a record that contains none of the literal needles of the wanted pairs
-(``siem.parse.auth.DATASET_NEEDLES`` / ``ACTION_NEEDLES``; one regex over the whole block finds them)
+(``siem.parse.auth.DATASET_NEEDLES`` / ``ACTION_NEEDLES``, found with bytes.find over the whole block)
 cannot become an event any rule matches: it is kept (``event.original``, and its ``@timestamp``, read
 for the whole block at once with numpy from the fixed-width RFC 3164 header, since the watermark needs
 every record's time) but not parsed further, and counted in ``siem_block_records_prefiltered_total``.
@@ -197,9 +197,6 @@ def _one_time(t: object) -> int:
 
 # --- parsing ---------------------------------------------------------------------------------------
 
-_needle_res: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
-
-
 def parse_block(
     fmt: str,
     records: list[bytes],
@@ -222,10 +219,9 @@ def parse_block(
         lens = np.fromiter(map(len, records), dtype=np.int64, count=n)
         starts = np.concatenate([[0], np.cumsum(lens[:-1] + 1)])
         buf = _SEP.join(records)
-        pat = _needle_res.get(needles)
-        if pat is None:
-            pat = _needle_res[needles] = re.compile(b"|".join(map(re.escape, needles)))
-        full = np.fromiter(map(bool, map(pat.search, records)), dtype=bool, count=n)
+        full = np.zeros(n, dtype=bool)
+        for needle in needles:
+            full[np.searchsorted(starts, _find_all(buf, needle), "right") - 1] = True
         full |= lens > MAX_LINE_BYTES  # cut lines: parse notes the cut
         cheap = ~full
         if cheap.any():
@@ -301,6 +297,19 @@ def parse_block(
     if "event.original" not in cols:
         cols["event.original"] = _nones(n)
     return EventBlock(ts, cols, projection, inert if cheap_rows else None)
+
+
+def _find_all(buf: bytes, needle: bytes) -> list[int]:
+    """Offsets of `needle` in `buf`: bytes.find jumps between hits (a fast search in C), ~10x cheaper than
+    testing each record with `in` or a regex when hits are a fraction of the records."""
+    find = buf.find
+    out: list[int] = []
+    pos = find(needle)
+    step = len(needle)
+    while pos >= 0:
+        out.append(pos)
+        pos = find(needle, pos + step)
+    return out
 
 
 _LETTERS: Final = np.zeros(256, dtype=bool)
