@@ -24,7 +24,7 @@ from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
 from siem.parse.base import MAX_JSON_BYTES
-from siem.parse.block import EventBlock, Projection
+from siem.parse.block import BlockParsers, EventBlock, Projection
 from siem.parse.block import parse_block as parse_columns
 from siem.parse.jsonfmt import loads_exact
 from siem.schema import Event
@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lateness", default="10s", help="allowed event-time lateness (default 10s)")
     parser.add_argument("--timezone", default="UTC", help="zone of timestamps that carry none (default UTC)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="parse in this many worker processes (default 0: in this process)")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
 
 
@@ -115,10 +117,11 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
 
 
 def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str, int],
-              projection: Projection, batch_size: int = BATCH_SIZE) -> Iterator[EventBlock]:
+              projection: Projection, batch_size: int = BATCH_SIZE, workers: int = 0) -> Iterator[EventBlock]:
     """The file's events as columnar blocks (siem.parse.block) of `batch_size` rows (the last one
     shorter) holding what `projection` reads: the events of events_of, in the same micro-batches,
-    restricted to those fields (and prefiltered rows kept raw)."""
+    restricted to those fields (and prefiltered rows kept raw). With `workers`, blocks are parsed in
+    that many worker processes (siem.parse.block.BlockParsers)."""
     if ctx.now_ms is None:
         ctx = dataclasses.replace(ctx, now_ms=path.stat().st_mtime_ns // 1_000_000)
     if fmt in (None, "cloudtrail"):
@@ -130,6 +133,18 @@ def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
                 yield EventBlock.from_events(chunk, projection.fields)
             return
     constants = {"log.file.path": str(path)}
+    if workers:
+        with BlockParsers(workers, ctx, projection, "replay") as parsers:
+            for block in parsers.map((fmt, lines, constants) for fmt, lines in _line_batches(path, fmt, counters,
+                                                                                               batch_size)):
+                yield _counted(block, counters)
+        return
+    for chosen, lines in _line_batches(path, fmt, counters, batch_size):
+        yield _counted(parse_columns(chosen, lines, ctx, projection, "replay", constants), counters)
+
+
+def _line_batches(path: Path, fmt: str | None, counters: dict[str, int], batch_size: int) -> Iterator[tuple[str, list[bytes]]]:
+    """(format, non-blank lines) of the file in lists of `batch_size` (the last one shorter)."""
     with _open(path) as f:
         chosen = fmt
         carry: list[bytes] = []
@@ -139,13 +154,12 @@ def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
             carry += lines if all(lines) and not any(map(bytes.isspace, lines)) else [
                 raw for raw in lines if raw and not raw.isspace()]
             start = 0
-            while len(carry) - start >= batch_size:  # parsed in blocks of the engine's micro-batch size
-                yield _counted(parse_columns(chosen, carry[start: start + batch_size], ctx, projection, "replay",
-                                             constants), counters)
+            while len(carry) - start >= batch_size:
+                yield chosen, carry[start: start + batch_size]
                 start += batch_size
             del carry[:start]
         if carry and chosen:
-            yield _counted(parse_columns(chosen, carry, ctx, projection, "replay", constants), counters)
+            yield chosen, carry
 
 
 def _counted(block: EventBlock, counters: dict[str, int]) -> EventBlock:
@@ -226,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     last_progress = started
     if len(files) == 1:  # columnar from the parser on (siem.parse.block)
-        for block in blocks_of(files[0], args.format, ctx, counters, engine.projection, args.batch_size):
+        for block in blocks_of(files[0], args.format, ctx, counters, engine.projection, args.batch_size,
+                               args.workers):
             _emit(engine.process_block(block), out, counters)
             if show_progress and time.perf_counter() - last_progress > 0.5:
                 last_progress = time.perf_counter()
