@@ -24,7 +24,7 @@ from siem.engine.runtime import Engine
 from siem.log.codec import BlockSource, decode_block, encode_block, encode_event, is_block
 from siem.parse import ParseContext, parse, parse_batch
 from siem.parse.auth import ACTION_NEEDLES, DATASET_NEEDLES
-from siem.parse.block import EventBlock, Projection, parse_block
+from siem.parse.block import BlockParsers, EventBlock, Projection, parse_block
 from siem.replay import blocks_of, events_of, input_files
 from siem.schema import FIELDS
 from tests.engine_support import T0, ev, run
@@ -293,3 +293,28 @@ def test_a_corrupt_block_record_is_counted_and_skipped(payload: bytes) -> None:
     before = metrics.LOG_UNDECODABLE._value.get()
     assert decode_block(payload, where="offset 7") is None
     assert metrics.LOG_UNDECODABLE._value.get() == before + 1
+
+
+def test_worker_processes_give_the_blocks_of_this_process() -> None:
+    p = pack_projection()
+    chunks = [("syslog", _lines(DATA / "secrepo_auth.log")[i: i + 300], {"log.file.path": "x"}) for i in range(0, 1200, 300)]
+    with BlockParsers(2, CTX, p, "test") as parsers:
+        got = list(parsers.map(chunks))
+    want = [parse_block(fmt, recs, CTX, p, "test", c) for fmt, recs, c in chunks]
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        _same(a, b, p.fields)
+
+
+def test_replay_with_workers_prints_the_alerts_of_replay_without(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "auth.log"
+    log.write_bytes((ROOT / "sample_logs" / "syslog" / "web01-auth.log").read_bytes())
+    outs = []
+    for w in ("0", "2"):
+        proc = subprocess.run([sys.executable, "-m", "siem", "replay", "--quiet", "--workers", w, "--batch-size", "256",
+                               "--rules", str(ROOT / "rules"), str(log)], capture_output=True, check=True, timeout=300)
+        outs.append([{k: v for k, v in orjson.loads(x).items() if k != "emitted_ms"} for x in proc.stdout.splitlines()])
+    assert outs[0] and outs[0] == outs[1]
