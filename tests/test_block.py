@@ -318,3 +318,12 @@ def test_replay_with_workers_prints_the_alerts_of_replay_without(tmp_path: Path)
                                "--rules", str(ROOT / "rules"), str(log)], capture_output=True, check=True, timeout=300)
         outs.append([{k: v for k, v in orjson.loads(x).items() if k != "emitted_ms"} for x in proc.stdout.splitlines()])
     assert outs[0] and outs[0] == outs[1]
+
+
+def test_a_column_set_per_row_after_parsing() -> None:
+    block = parse_block("syslog", SSH, CTX, Projection(frozenset({"source.ip"})))
+    got = block.with_column("event.ingested", [1, 2, 3])
+    assert got.column("event.ingested").tolist() == [1, 2, 3] and "event.ingested" in got.projection.fields
+    assert got.row(0)["event.ingested"] == 1 and "event.ingested" not in block.columns
+    with pytest.raises(ValueError):
+        block.with_column("x", [1])

@@ -129,6 +129,13 @@ class EventBlock:
             ev["@timestamp"] = int(self.ts[i])
         return ev
 
+    def with_column(self, field: str, values: list[object]) -> EventBlock:
+        """The block with `field` set to `values` (one per row, None for none), e.g. event.ingested."""
+        if len(values) != self.n:
+            raise ValueError(f"{len(values)} values for a block of {self.n} rows")
+        proj = Projection(self.projection.fields | {field}, self.projection.wanted)
+        return EventBlock(self.ts, {**self.columns, field: object_array(values)}, proj, self.inert)
+
     def events(self) -> list[Event]:
         return [self.row(i) for i in range(self.n)]
 
