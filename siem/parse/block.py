@@ -4,11 +4,12 @@
     EventBlock.from_events(events, fields) -> EventBlock       the same shape from event dicts
     Projection(fields, wanted)                                 what the loaded rules read (built by
                                                                siem.engine.runtime.Engine.projection)
+    BlockParsers(workers, ctx, projection).map(chunks)         parse_block in worker processes
 
 Parse only what is read. ``projection.fields`` names the fields the rules, their message templates,
-suppression keys and alert samples read; the block has exactly those columns (``event.original``, the
-raw line, is always one: samples and re-parsing need it). A column is an object array with ``None``
-where the event has no such field (the per-event form has no key there).
+suppression keys and alert samples read; the block has those columns only (``event.original``, the
+raw line, always: samples and re-parsing need it; a field no row has may have no column). A column is
+an object array with ``None`` where the event has no such field (the per-event form has no key there).
 
 Prefilter. ``projection.wanted`` lists the (event.dataset, event.action) pairs some rule can match
 (action ``None``: any action of that dataset), or is ``None`` when a rule can match any event. For
@@ -19,8 +20,10 @@ for the whole block at once with numpy from the fixed-width RFC 3164 header, sin
 every record's time) but not parsed further, and counted in ``siem_block_records_prefiltered_total``.
 Records of any other shape (a PRI, an ISO time, a cut line...) go through the per-line parser.
 
-Everything else is parsed by the per-line reference parsers (``siem.parse.parse_batch`` semantics: same
-limits, same counters, same events), projected to the block's columns. tests/test_block.py shows, on
+sshd login lines (the bulk of brute-force traffic) of the common shape go from one ``findall`` over
+the block straight into columns (``_sshd_logins``). Everything else is parsed by the per-line reference
+parsers (``siem.parse.parse_batch`` semantics: same limits, same counters, same events), projected to
+the block's columns. tests/test_block.py shows, on
 the shared datasets and on generated lines, that every projected field of every row equals the
 reference's, and that a prefiltered row is never one a rule could match.
 """
@@ -28,9 +31,9 @@ reference's, and that a prefiltered row is never one a rule could match.
 from __future__ import annotations
 
 import re
-from operator import itemgetter
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Callable, Final, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -44,7 +47,7 @@ from siem.schema import Event
 
 _MIN_TS: Final = -(2**62)  # the engine's "no usable time" (siem.engine.runtime)
 _SYSLOG_FORMATS: Final = frozenset({"syslog", "rfc3164"})
-_SEP: Final = b"\n"  # joins the records of a block for the needle regex; no needle contains it
+_SEP: Final = b"\n"  # joins the records of a block for the needle search; no needle contains it
 
 
 @dataclass(frozen=True, slots=True)
