@@ -32,9 +32,9 @@ from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.dsl.loader import RuleSet, render_template, template_fields
 from siem.engine.batch import SAMPLE_FIELDS, Batch
-from siem.parse.block import EventBlock, Projection
 from siem.engine.windows import Correlator, Fire, Member, make_correlator, member, share_key
 from siem.errors import StateError
+from siem.parse.block import EventBlock, Projection
 from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
