@@ -4,13 +4,14 @@
 
 Run as its own process by the runner so that peak RSS (getrusage ru_maxrss) is this measurement's.
 End to end is the loop of siem/replay.py (`siem replay`) for one file: read blocks of lines
-(siem.replay.line_blocks), parse them in blocks of 4096 into columns as replay does
-(siem.parse.block.parse_block with the rules' projection), Engine.process_block, alerts serialised as
+(siem.replay.line_blocks), parse them in blocks of 4096 as replay does (into columns with
+siem.parse.block.parse_block and Engine.process_block when the rules allow a prefilter, see
+siem.replay.use_blocks; else parse_batch and Engine.process), alerts serialised as
 JSON lines to an output file; each stage is timed separately (CPU time of this process, which is less
 disturbed by other processes on a shared machine than wall time; wall time is recorded too).
 
-The daemon path is the same with the durable log in between, as the daemon's intake and evaluator
-use it: each parsed block is encoded (siem.log.codec.encode_block), appended to a LocalLog, read back
+The daemon path is the columnar path with the durable log in between, as the daemon's intake and
+evaluator would use it: each parsed block is encoded (siem.log.codec.encode_block), appended to a LocalLog, read back
 and decoded (decode_block) before Engine.process_block; its CPU time over end to end's is the log's cost.
 """
 
@@ -34,9 +35,9 @@ from siem.dsl.loader import RuleSet, load_rules
 from siem.engine.runtime import Engine
 from siem.log.codec import BlockSource, decode_block, encode_block
 from siem.log.local import LocalLog
-from siem.parse import ParseContext
+from siem.parse import ParseContext, parse_batch
 from siem.parse.block import EventBlock, Projection, parse_block
-from siem.replay import line_blocks
+from siem.replay import line_blocks, use_blocks
 
 from bench.workload import NOW_MS
 
@@ -74,19 +75,23 @@ def batches_of_lines(path: Path, batch: int = BATCH):
 
 
 def parse_only(fmt: str, path: Path, projection: Projection) -> dict:
-    """Parse the file's lines as replay parses them (siem.parse.block.parse_block with the rules'
-    projection over blocks of 4096 lines), and nothing else: the floor of this implementation for the
+    """Parse the file's lines as replay parses them (blocks of 4096 lines; parse_block with the rules'
+    projection when use_blocks says so, else parse_batch), and nothing else: the floor of this implementation for the
     format and rules. Only the parse calls are timed (reading is the read-only floor)."""
     ctx = ParseContext(now_ms=NOW_MS)
     cpu = wall = 0.0
     failed = n = 0
+    blocks = use_blocks(projection)
     for lines in batches_of_lines(path):
         c0, w0 = clock(), time.perf_counter()
-        block = parse_block(fmt, lines, ctx, projection, "bench")
+        if blocks:
+            block = parse_block(fmt, lines, ctx, projection, "bench")
+        else:
+            evs = parse_batch(fmt, lines, ctx, "bench")
         cpu += clock() - c0
         wall += time.perf_counter() - w0
-        n += block.n
-        failed += block.failed()
+        n += block.n if blocks else len(evs)
+        failed += block.failed() if blocks else sum("error.message" in ev for ev in evs)
     return {"events": n, "failed": failed, "cpu_s": cpu, "wall_s": wall}
 
 
@@ -115,6 +120,7 @@ def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: in
     blocks = batches_of_lines(path, batch)
     constants = {"log.file.path": origin}
     projection = engine.projection
+    columnar = log_dir is not None or use_blocks(projection)  # as siem replay chooses (use_blocks)
     while True:
         t0 = clock()
         lines = next(blocks, None)
@@ -122,15 +128,20 @@ def end_to_end(fmt: str, path: Path, ruleset: RuleSet, out: IO[bytes], batch: in
         stages["read"] += t1 - t0
         if lines is None:
             break
-        block = parse_block(fmt, lines, ctx, projection, "bench", constants)
+        if columnar:
+            block = parse_block(fmt, lines, ctx, projection, "bench", constants)
+        else:
+            evs = parse_batch(fmt, lines, ctx, "bench")
+            for ev in evs:
+                ev.setdefault("log.file.path", origin)
         t2 = clock()
         stages["parse"] += t2 - t1
         if log_dir is not None:
             block = through_log(block, BlockSource.of(fmt, ctx, "bench", constants), log_dir, projection, stages)
         t3 = clock()
-        got = engine.process_block(block)
+        got = engine.process_block(block) if columnar else engine.process(evs)
         stages["evaluate"] += clock() - t3
-        events += block.n
+        events += block.n if columnar else len(evs)
         alerts += len(got)
         emit(got)
     t3 = clock()

@@ -20,8 +20,9 @@ for the whole block at once with numpy from the fixed-width RFC 3164 header, sin
 every record's time) but not parsed further, and counted in ``siem_block_records_prefiltered_total``.
 Records of any other shape (a PRI, an ISO time, a cut line...) go through the per-line parser.
 
-sshd login lines (the bulk of brute-force traffic) of the common shape go from one ``findall`` over
-the block straight into columns (``_sshd_logins``). Everything else is parsed by the per-line reference
+In a prefiltered block, the sshd login lines (the bulk of brute-force traffic) of the common shape go
+from one ``findall`` over the block straight into columns (``_sshd_logins``); without a prefilter that
+costs as much as it saves. Everything else is parsed by the per-line reference
 parsers (``siem.parse.parse_batch`` semantics: same limits, same counters, same events), projected to
 the block's columns. tests/test_block.py shows, on
 the shared datasets and on generated lines, that every projected field of every row equals the
@@ -271,7 +272,7 @@ def parse_block(
                 if k in projection.fields:
                     column(k)[:] = [v] * n
     fast = 0
-    if lines is not None:
+    if lines is not None and cheap_rows:  # without a prefilter the per-line path is as fast (measured)
         todo = np.flatnonzero(full & (np.fromiter(map(len, records), dtype=np.int64, count=n) <= MAX_LINE_BYTES))
         if len(todo):
             done = _sshd_logins(lines, todo.tolist(), ctx, projection.fields, column, ts, constants)
