@@ -48,7 +48,7 @@ from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.service import Notifier, watchdog_loop
-from siem.statefile import write_json_atomic
+from siem.statefile import make_private_dirs, write_atomic, write_json_atomic
 from siem.timeutil import monotonic_ms
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,9 @@ PID_FILE = "siem.pid"
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: bool = False) -> None:
+                 print_alerts: bool = False, start_fresh: bool = False) -> None:
         self.config = config
+        self.start_fresh = start_fresh  # a refused checkpoint is set aside instead of stopping the start
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
         self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
@@ -81,7 +82,7 @@ class Daemon:
         """Lock the state directory, open the log, restore the checkpoint, build the stages."""
         d = self.config.daemon
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.state_dir)
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.state_dir)
@@ -93,7 +94,7 @@ class Daemon:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
                                         d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
-                                        max_pending=d.max_pending_events)
+                                        max_pending=d.max_pending_events, start_fresh=self.start_fresh)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest
@@ -117,7 +118,8 @@ class Daemon:
     async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
         intake = self._intake()
         for spec in specs:
-            inp = await start_input(spec, self.state_dir, intake.sink, intake.last_positions.get(spec.name))
+            inp = await start_input(spec, self.state_dir, intake.sink, intake.last_positions.get(spec.name),
+                                    durable=intake.durable)
             intake.inputs[spec.name] = inp
             log.info("input started", extra={"input": spec.name, "type": spec.type,
                                              **({"port": inp.port} if inp.port is not None else {})})
@@ -132,7 +134,7 @@ class Daemon:
             "inputs": {n: {"type": i.spec.type, "port": i.port} for n, i in inputs.items()},
             "config": self.config_path,
         })
-        (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        write_atomic(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
     # --- reload -----------------------------------------------------------------------------------
 
@@ -284,9 +286,10 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None, print_alerts: bool = False) -> int:
+def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None, print_alerts: bool = False,
+               start_fresh: bool = False) -> int:
     """`siem run` in embedded mode: serve until SIGTERM. Exit codes: 0 clean, 1 state or runtime failure."""
-    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts)
+    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, start_fresh=start_fresh)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except (StateError, OSError) as exc:

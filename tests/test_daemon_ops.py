@@ -292,3 +292,42 @@ def test_a_hung_checkpoint_writer_stops_the_watchdog_and_ages_the_checkpoint(tmp
                 except ProcessLookupError:
                     pass
             d.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_with_the_state_disk_full_exits_within_the_drain_bound(tmp_path: Path) -> None:
+    """The state directory on a 4 MiB tmpfs, filled up while the daemon runs: appends are refused and
+    retried (intake waits, nothing is dropped), and SIGTERM still ends the daemon within drain_timeout,
+    saying how many accepted records did not reach the log."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    state = tmp_path / "state"  # DaemonProc's state directory
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], check=True)
+    try:
+        d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "drain_timeout": "3s"})
+        try:
+            d.start()
+            with open(state / "filler", "wb") as f:  # what is left of the disk
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            d.send_tcp("syslog_tcp", _failures("203.0.113.8", 2000))
+            wait_for(lambda: "cannot append to the log" in d.stderr(), 30, "the full disk to be noticed")
+            started = time.monotonic()
+            d.signal(signal.SIGTERM)
+            code = d.proc.wait(30)  # type: ignore[union-attr]
+            took = time.monotonic() - started
+        finally:
+            d.close()
+        assert took < 3 + 10, f"SIGTERM took {took:.1f}s"
+        assert code in (0, 1), d.stderr()[-2000:]
+        assert "could not be logged within the drain bound" in d.stderr()
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
