@@ -156,6 +156,17 @@ STAGE_STALLED = Gauge(
 CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
 LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
                       registry=REGISTRY)
+BLOCK_PREFILTERED = Counter(
+    "siem_block_records_prefiltered_total",
+    "Records kept with their raw text and time only, because no loaded rule can match them (siem.parse.block).",
+    ["format"],
+    registry=REGISTRY,
+)
+LOG_BLOCKS_REPARSED = Counter(
+    "siem_log_blocks_reparsed_total",
+    "Columnar log records parsed again from their raw lines, because the rules now read fields they lack.",
+    registry=REGISTRY,
+)
 LOG_UNDECODABLE = Counter(
     "siem_log_undecodable_records_total", "Log records with a valid checksum that are not a JSON event.",
     registry=REGISTRY,

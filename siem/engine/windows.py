@@ -395,8 +395,8 @@ class ThresholdCorrelator(Correlator):
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once,
                 row = rows_l[pos[0]]  # kept as one tuple (most keys are never seen again)
-                ev = events[row]
-                state[key] = (ts_all[pos[0]], tuple([ev.get(f) for f in agg_fields]), sample_of(row))
+                agg = tuple([events[row].get(f) for f in agg_fields]) if agg_fields else ()
+                state[key] = (ts_all[pos[0]], agg, sample_of(row))
                 continue
             new_ts = [ts_all[p] for p in pos]
             new_rows = [rows_l[p] for p in pos]
