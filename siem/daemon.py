@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -57,6 +57,7 @@ from siem.log.checkpoint import ForkedCheckpoint, load_checkpoint, remove_stale_
 from siem.log.codec import decode_event, encode_events
 from siem.log.local import DirLock, LocalLog
 from siem.logsetup import register_secret
+from siem.progress import ProgressCounts, ProgressReporter, daemon_intro
 from siem.schema import Event
 from siem.service import Notifier, watchdog_loop
 from siem.statefile import write_json_atomic
@@ -232,17 +233,25 @@ def _start_parse_pool(workers: int) -> tuple[ProcessPoolExecutor | None, int]:
         n = 0
     if n <= 0:
         return None, 0
-    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")), n
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_sigint), n
+
+
+def _ignore_sigint() -> None:
+    """Parse workers leave Ctrl-C to the daemon, which drains and then shuts the pool down (a terminal's
+    SIGINT reaches the whole process group: without this each worker printed a KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: bool = False) -> None:
+                 print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False) -> None:
         self.config = config
         self._parse_pool: ProcessPoolExecutor | None = None  # parse worker processes (daemon.parse_workers)
         self._ckpt_task: asyncio.Task[None] | None = None  # the checkpoint being written
         self._parse_workers = 0
-        self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
+        self.print_alerts = print_alerts  # new alerts also to stdout (`siem run --print-alerts`, siem.alert.console)
+        self.progress = progress  # siem.progress lines on stderr (`siem run --progress`)
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
         d = config.daemon
@@ -606,8 +615,7 @@ class Daemon:
                 metrics.EVENT_TO_ALERT_SECONDS.observe(max(now - latest, 0) / 1000)
         new = self._pipeline().submit_many(alerts)  # alert log (fsync'ed) before the checkpoint moves past them
         if self.print_alerts and new:
-            sys.stdout.buffer.write(b"".join(a.dumps() + b"\n" for a in new))
-            sys.stdout.flush()
+            self.print_alerts(new)
 
     def checkpoint(self) -> None:
         """Window state + the offset it covers, atomically; then the log may drop what is below."""
@@ -740,6 +748,17 @@ class Daemon:
         return (f"{rate:.0f} events/s, {s.events_in} events, {s.alerts} alerts, "
                 f"lag {lag} records, queue {self.intake.qsize()}")
 
+    def progress_counts(self) -> ProgressCounts:
+        return ProgressCounts(self.stats.events_in, self.next_offset, self._log().end_offset,
+                              self.intake.empty() and self.written == self.enqueued)
+
+    async def _progress(self, ruleset: RuleSet) -> None:
+        d = self.config.daemon  # settled: idle long enough for the watermark to move on the wall clock
+        reporter = ProgressReporter(self, settle_ms=d.idle_advance_ms + d.batch_max_wait_ms + 1000)
+        daemon_intro(reporter, self.config, {n: i.port for n, i in self.inputs.items()}, self.metrics_port,
+                     len(ruleset.rules))
+        await reporter.run()
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _log(self) -> LocalLog:
@@ -781,6 +800,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self._stopping.set)
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
             self.write_run_file()
+            if self.progress:
+                tasks.append(asyncio.create_task(self._progress(ruleset), name="progress"))
             self.notifier.ready(f"running: {len(self.inputs)} inputs, {len(ruleset.rules)} rules")
             log.info("siem running", extra={"inputs": len(self.inputs), "rules": len(ruleset.rules),
                                             "offset": self.next_offset})
@@ -830,7 +851,8 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config_path: str | None, print_alerts: bool = False) -> int:
+def run_daemon(config_path: str | None, print_alerts: Callable[[list[Alert]], None] | None = None,
+               progress: bool = False) -> int:
     """`siem run`: load everything, serve until SIGTERM. Exit codes: 0 clean, 2 bad config/rules,
     1 state or runtime failure."""
     try:
@@ -855,7 +877,7 @@ def run_daemon(config_path: str | None, print_alerts: bool = False) -> int:
     for w in config.warnings:
         log.warning("config: %s", w.message)
     notifier = Notifier.from_env()
-    daemon = Daemon(config, config_path, notifier, print_alerts=print_alerts)
+    daemon = Daemon(config, config_path, notifier, print_alerts=print_alerts, progress=progress)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except StateError as exc:

@@ -188,6 +188,16 @@ def value(name: str, **labels: str) -> float:
     return 0.0 if got is None else got
 
 
+def sum_by(name: str, label: str) -> dict[str, float]:
+    """The samples of ``name`` summed per value of ``label`` (e.g. alerts fired per severity)."""
+    out: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        for s in family.samples:
+            if s.name == name and label in s.labels:
+                out[s.labels[label]] = out.get(s.labels[label], 0.0) + float(s.value)
+    return out
+
+
 def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     """(sample name, labels, value) for every sample of a text exposition, e.g. a daemon's /metrics
     (for `siem status`). Raises ValueError on text that is not an exposition."""

@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=None,
                    help=f"state directory (default: [daemon] state_dir of --config, else $SIEM_STATE_DIR, else "
                         f"{DEFAULT_STATE_DIR} or ./state, whichever exists)")
-    p.add_argument("--config", help="siem.toml: its state_dir and the alert log and outbox paths of [alerting]")
+    p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                   help="siem.toml: its state_dir and the alert log and outbox paths of [alerting]")
 
 
 def _resolve(args: argparse.Namespace) -> tuple[AlertingConfig | None, Path]:

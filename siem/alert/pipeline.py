@@ -290,7 +290,12 @@ class AlertPipeline:
     def _route_notification(self, n: Notification, now: int) -> None:
         routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
         if not routes:
-            if n.rule not in self._unrouted:  # once per rule: without routes every alert would repeat it
+            if not self.config.routes:  # nothing configured: one warning for all rules, not one per rule
+                if not self._unrouted:
+                    self._unrouted.add("")
+                    log.warning("no alerting routes are configured ([[alerting.routes]]): alerts are only written "
+                                "to the alert log (%s)", self.log.path)
+            elif n.rule not in self._unrouted:  # once per rule: without routes every alert would repeat it
                 self._unrouted.add(n.rule)
                 log.warning("no alerting route matches rule %r (severity %s) and there is no default route; "
                             "its alerts are only in the alert log", n.rule, n.severity)
