@@ -47,11 +47,12 @@ def parse_size_bytes(value: int | str) -> int:
 
 
 def duration_value_ms(value: object) -> int:
-    """A config duration in ms: a string with a unit. ValueError saying how to write it otherwise."""
+    """A config duration in ms: a string with a unit. TypeError for a bare number or another type (saying
+    how to write it), ValueError for a string that is not a duration."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise TypeError(f"expected a duration such as \"30s\" or \"5m\", got {type(value).__name__} {value!r}")
     if not isinstance(value, str):
-        raise ValueError(f"a duration needs a unit: write \"{value}s\" or \"{value}ms\" (units ms, s, m, h, d, "
+        raise TypeError(f"a duration needs a unit: write \"{value}s\" or \"{value}ms\" (units ms, s, m, h, d, "
                          f"w), not {value!r}")
     text = value.strip()
     if text.isdigit():
@@ -72,9 +73,7 @@ def unknown_key(where: str, key: str, known: Iterable[str]) -> Issue:
 
 
 def type_name(kinds: tuple[type, ...]) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return " or ".join(k.__name__ for k in kinds)
 
 
 # --- one table ------------------------------------------------------------------------------------
@@ -187,9 +186,11 @@ class TableReader:
             if required:
                 self.bad(key, "missing-key", "required")
             return default
-        value = self.table[key]
-        items: list[object] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else []
-        if not isinstance(value, (str, list)) or not all(isinstance(v, str) and v for v in items):
+        value = self.get(key, (list, str), None)
+        if value is None:
+            return default
+        items: list[object] = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        if not all(isinstance(v, str) and v for v in items):
             self.bad(key, "wrong-type", "expected a list of non-empty strings")
             return default
         if required and not items:
