@@ -23,6 +23,7 @@ import re2
 
 from siem import schema
 from siem.dsl import ast
+from siem.dsl.attack import check_tag
 from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
 
@@ -241,7 +242,22 @@ class _Resolver:
             clause_locs=tuple(clause_locs),
         )
         self.check_rule(rule, dict(clause_locs))
+        self.check_tags(rule.tags, dict(clause_locs).get("tags"))
         return rule
+
+    def check_tags(self, tags: tuple[str, ...], loc: Location | None) -> None:
+        """ATT&CK tags (siem.dsl.attack): tactics by name, techniques by id format."""
+        for tag in tags:
+            problem = check_tag(tag)
+            if problem is None:
+                continue
+            where = loc
+            if loc is not None:  # point at the tag itself on the clause's line
+                lines = self.lines_of.get(loc.path, [])
+                text = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
+                col = text.find(tag, max(loc.column - 1, 0))
+                where = replace(loc, column=col + 1) if col >= 0 else loc
+            self.error("attack-tag", problem, where)
 
     def resolve_correlation(self, corr: ast.Correlation) -> ast.Correlation:
         if isinstance(corr, ast.Sequence):
