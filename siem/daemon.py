@@ -325,6 +325,7 @@ class Daemon:
             for url in resolve_route_urls(route)[0]:
                 register_secret(url)
         metrics.RULES_LOADED.set(len(ruleset.rules))
+        metrics.init_series_for(self.config, ruleset)  # every known series at 0 (dashboards show data)
         from zoneinfo import ZoneInfo  # noqa: PLC0415
 
         from siem.parse import ParseContext  # noqa: PLC0415
@@ -709,6 +710,7 @@ class Daemon:
             self.config = _with_inputs(self.config, config.inputs)
             metrics.RELOADS.labels(result="success").inc()
             metrics.RULES_LOADED.set(len(ruleset.rules))
+            metrics.init_series_for(config, ruleset)
             self.write_run_file()
             log.info("reloaded", extra={"rules": len(ruleset.rules), "inputs": len(config.inputs)})
             return True
