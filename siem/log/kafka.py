@@ -47,7 +47,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -353,6 +353,13 @@ class KafkaProducerLog:
                 out.append((md.partition, md.offset))
         return out
 
+    async def broadcast(self, topic: str, value: bytes) -> None:
+        """One copy of `value` on every partition of `topic` (watermark records); returns once acknowledged."""
+        parts = await self._producer.partitions_for(topic)
+        futures = [await self._producer.send(topic, value=value, partition=p) for p in sorted(parts)]
+        for f in futures:
+            await f
+
 
 # --- consuming -----------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -361,7 +368,7 @@ class KafkaRecord:
     partition: int
     offset: int
     key: bytes | None
-    value: Event
+    value: Any  # an event dict, or what the consumer's decode made of the bytes
     timestamp_ms: int
     headers: dict[str, str]
 
@@ -398,8 +405,10 @@ class KafkaConsumerLog:
     def __init__(
         self, config: KafkaConfig, role: str, topics: Sequence[str], listener: PartitionListener | None = None,
         dead_letter: KafkaProducerLog | None = None, group_id: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.config = config
+        self.decode = decode  # bytes -> value, None for a poison message; default: a JSON object
         self.group = group_id or config.group_id(role)
         self.topics = list(topics)
         self.listener = listener
@@ -509,12 +518,17 @@ class KafkaConsumerLog:
                 headers[hk] = hv.decode("utf-8") if hv is not None else ""
             except UnicodeDecodeError:
                 return None, "bad_header"
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None, "not_json"
-        if not isinstance(event, dict):
-            return None, "not_json"
+        if self.decode is not None:
+            event = self.decode(value)
+            if event is None:
+                return None, "undecodable"
+        else:
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return None, "not_json"
+            if not isinstance(event, dict):
+                return None, "not_json"
         return KafkaRecord(getattr(m, "topic"), getattr(m, "partition"), getattr(m, "offset"), getattr(m, "key"),
                            event, getattr(m, "timestamp"), headers), ""
 
