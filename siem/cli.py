@@ -61,6 +61,7 @@ def build_parser(chosen: str | None = None, *, everything: bool = False) -> argp
             module.add_arguments(cmd)
             cmd.set_defaults(_run=module.run)
     add_config_everywhere(parser)
+    parser.set_defaults(config=None)  # the one default: sub-parsers' SUPPRESS never overwrites a given -c
     return parser
 
 
@@ -91,7 +92,6 @@ def _chosen(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_chosen(argv)).parse_args(argv)
-    args.config = getattr(args, "config", None)
     tune_gc()
     try:
         return int(args._run(args) or 0)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from siem.timeutil import wall_ms  # noqa: PLC0415
 
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
         fmt = args.log_format or (_input_format(config, args.input) if args.input else None)
         rule_paths = list(args.rules) if args.rules else list(config.daemon.rules)
         ruleset = load_rules(rule_paths)

@@ -49,6 +49,7 @@ def _resolve(args: argparse.Namespace) -> tuple[AlertingConfig | None, Path]:
     """The alerting config and state directory the command reads."""
     state_dir: str | None = args.state_dir
     cfg: AlertingConfig | None = None
+    args.config = getattr(args, "config", None)  # -c is SUPPRESSed when not given (siem.cli)
     if args.config:
         from siem.config import load_config  # the whole daemon config, for [daemon] state_dir
         from siem.errors import ConfigError

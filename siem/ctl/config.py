@@ -23,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from siem.config import EMBEDDED, check_file
 
-    config, issues = check_file(args.config, rules=not args.no_rules)
+    path = getattr(args, "config", None)  # -c is SUPPRESSed when not given (siem.cli)
+    config, issues = check_file(path, rules=not args.no_rules)
     errors = sum(1 for i in issues if i.severity == "error")
-    source = args.config or EMBEDDED
+    source = path or EMBEDDED
     if args.format == "json":
         ok = config is not None and not errors
         print(json.dumps({

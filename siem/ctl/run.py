@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from siem.logsetup import setup_logging  # noqa: PLC0415
 
     log = logging.getLogger("siem.run")
+    path = getattr(args, "config", None)  # -c is SUPPRESSed when not given (siem.cli)
     try:
-        config = load_config(args.config)
+        config = load_config(path)
         ruleset = load_rules(config.daemon.rules)
     except (ConfigError, RuleError) as exc:
         setup_logging()
@@ -48,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if config.daemon.role != "all":
         from siem.roles import run_role  # noqa: PLC0415
 
-        return run_role(config, ruleset, args.config)
+        return run_role(config, ruleset, path)
     from siem.daemon import run_daemon  # noqa: PLC0415
 
     printer = AlertPrinter(args.format) if args.print_alerts else None
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    return run_daemon(config, ruleset, args.config, print_alerts=printer, progress=progress)
+    return run_daemon(config, ruleset, path, print_alerts=printer, progress=progress)

@@ -25,7 +25,7 @@ def metrics_url(args: argparse.Namespace) -> str:
     from siem.config import load_config
     from siem.statefile import read_json
 
-    config = load_config(args.config)
+    config = load_config(getattr(args, "config", None))
     hp = config.daemon.metrics_host_port
     if hp is None:
         raise ValueError("metrics are turned off in the config (daemon.metrics_address = \"\")")

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     as_json = getattr(args, "format", "text") == "json"
     try:
-        paths = args.paths or _configured_rules(args.config)
+        paths = args.paths or _configured_rules(getattr(args, "config", None))
         ruleset = load_rules(paths)
     except (RuleError, ConfigError) as exc:
         errors = sum(1 for i in exc.issues if i.severity == "error")
