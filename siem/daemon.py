@@ -235,7 +235,7 @@ class Daemon:
             if hp is not None:
                 self.metrics_port = metrics.serve(hp[0], hp[1])
                 log.info("metrics listening", extra={"address": f"{hp[0]}:{self.metrics_port}"})
-            intake.watermark.start()
+            intake.start_watermark(self.config.inputs)
             await self.start_inputs(self.config.inputs)
             writer = asyncio.create_task(intake.run(), name="intake")
             engine = asyncio.create_task(

@@ -5,15 +5,16 @@
     collector ---siem.events---> matcher ---siem.matches---> correlator ---siem.alerts---> notifier
     Intake                       rule filters (one pass,     one Engine per partition     AlertPipeline
     (siem.pipeline.intake)       shared masks); re-key by     and group-by family,        (alert log first,
-    key = source.ip / host       group-by family + values     state in siem.state         dedup, delivery)
+    key = collector name         group-by family + values     state in siem.state         dedup, delivery)
 
-* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: events keyed by source,
-  Watermark records from the same SourceWatermark on every events partition; input positions written to
-  the inputs' state files once the broker acknowledged the records they cover.
+* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events, the Positions
+  that cover them and the Watermark records of the same SourceWatermark, in log order on one events
+  partition (keyed by the collector's name); a restarted collector resumes its inputs from the last
+  Positions there.
 * **matcher** (stateless, scales freely): evaluates every rule's filter over a batch at once (masks and
   the dataset pre-filter shared, as in the engine) and sends each event once per *family* (the group-by
   fields of the rules it matched) keyed by those fields' values, so every event of a window lands on one
-  partition. It forwards event time: its own Watermark is the minimum over the collectors (origins) and
+  partition. It forwards event time: its own Watermark is the minimum over the collectors (origins) on
   the events partitions it holds of their latest Watermark (siem.pipeline.watermark.MergedWatermark), sent
   to every matches partition after the matches before it are acknowledged.
 * **correlator** (stateful per partition): one Engine per partition and family, holding every rule of the
@@ -38,22 +39,16 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
-import orjson
 from aiokafka import TopicPartition
 
 from siem import metrics
 from siem.alert.pipeline import AlertPipeline
 from siem.alert.record import Alert
 from siem.config import Config
-from siem.dsl import ast
 from siem.dsl.loader import RuleSet, load_rules
-from siem.engine.batch import Batch
-from siem.engine.runtime import Engine, compile_rule, matching_rows
 from siem.errors import ConfigError, RuleError, StateError
 from siem.log.kafka import (
     KafkaConfig,
@@ -64,9 +59,9 @@ from siem.log.kafka import (
 )
 from siem.log.local import DirLock
 from siem.pipeline.collectors import start_input, stop_input
-from siem.pipeline.evaluator import UNBOUNDED_LATENESS_MS
 from siem.pipeline.intake import Intake, ParsePool, parse_context
-from siem.pipeline.records import Match, Watermark, decode_record, encode_record
+from siem.pipeline.records import Watermark, decode_record, encode_record
+from siem.pipeline.routing import ORIGIN_TIMEOUT_MS, Correlation, Routing
 from siem.pipeline.stores import KafkaEventLog
 from siem.pipeline.watermark import (
     MIN_TS,
@@ -81,30 +76,6 @@ from siem.timeutil import monotonic_ms
 
 log = logging.getLogger(__name__)
 
-ORIGIN_TIMEOUT_MS = 300_000  # an origin silent this long (record time) no longer holds the watermark back
-_STATE_MAGIC = b"SIEMPART1\n"
-
-
-def family_of(spec: ast.RuleSpec) -> str:
-    """The group-by fields that decide where a rule's events must meet: its correlation's `by`, or for a
-    single-event rule its suppression's `by` (comma-joined; "" for none: one partition)."""
-    corr = spec.correlation
-    by: tuple[str, ...] = tuple(getattr(corr, "by", ()) or ()) if corr is not None else ()
-    if corr is None and spec.suppress is not None and spec.suppress.by:
-        by = tuple(spec.suppress.by)
-    return ",".join(by)
-
-
-def families(ruleset: RuleSet) -> dict[str, RuleSet]:
-    out: dict[str, list[ast.RuleSpec]] = {}
-    for spec in ruleset.rules:
-        out.setdefault(family_of(spec), []).append(spec)
-    return {f: RuleSet(tuple(specs)) for f, specs in out.items()}
-
-
-def family_key(family: str, event: Event) -> bytes:
-    fields = family.split(",") if family else []
-    return "\x1f".join([family, *(str(event.get(f, "")) for f in fields)]).encode()
 
 
 def instance_id(config: Config) -> str:
@@ -137,8 +108,10 @@ class CollectorRole:
         self.producer = KafkaProducerLog(self.kafka)
         self.pool = ParsePool(d.parse_workers)
         watermark = SourceWatermark(WatermarkPolicy.of(d))
-        self.intake = Intake(KafkaEventLog(self.producer, self.kafka.topic_events), watermark, self.pool,
-                             parse_context(d), d.intake_queue_size, d.future_skew_ms, origin=instance_id(config))
+        origin = instance_id(config)
+        self.event_log = KafkaEventLog(self.producer, self.kafka.topic_events, origin)
+        self.intake = Intake(self.event_log, watermark, self.pool, parse_context(d), d.intake_queue_size,
+                             d.future_skew_ms, origin=origin)
         self._task: asyncio.Task[None] | None = None
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -146,9 +119,12 @@ class CollectorRole:
 
     async def start(self) -> None:
         await self.producer.start()
-        self.intake.watermark.start()
+        self.intake.start_watermark(self.config.inputs)
+        positions = await self.event_log.last_positions()  # where each input resumes: the log says
+        self.intake.last_positions.update(positions)
         for spec in self.config.inputs:
-            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink)
+            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink,
+                                                              positions.get(spec.name))
         self._task = asyncio.create_task(self.intake.run(), name="intake")
 
     async def step(self) -> None:
@@ -172,7 +148,7 @@ class CollectorRole:
 
 
 class MatcherRole:
-    """siem.events -> rule filters -> siem.matches keyed by family, plus the merged watermark."""
+    """siem.events -> Routing -> siem.matches keyed by family, plus the merged watermark."""
 
     def __init__(self, config: Config, ruleset: RuleSet) -> None:
         self.kafka: KafkaConfig = config.kafka  # type: ignore[assignment]
@@ -181,11 +157,10 @@ class MatcherRole:
         self.consumer = KafkaConsumerLog(self.kafka, "matcher", [self.kafka.topic_events], decode=decode_record)
         self.merged = MergedWatermark(ORIGIN_TIMEOUT_MS)
         self.sent_wm = MIN_TS
-        self.set_rules(ruleset)
+        self.routing = Routing(ruleset)
 
     def set_rules(self, ruleset: RuleSet) -> None:
-        self.rules = [compile_rule(spec) for spec in ruleset.rules]
-        self.family = [family_of(r.spec) for r in self.rules]
+        self.routing = Routing(ruleset)
 
     async def start(self) -> None:
         await self.producer.start()
@@ -197,91 +172,40 @@ class MatcherRole:
         finally:
             await self.producer.stop()
 
-    def match(self, events: list[Event]) -> list[tuple[bytes, bytes]]:
-        """(key, Match record) per event and family of the rules whose filter it passes, in event order."""
-        if not events:
-            return []
-        ts = np.fromiter((e["@timestamp"] if type(e.get("@timestamp")) is int else MIN_TS for e in events),
-                         dtype=np.int64, count=len(events))
-        batch = Batch(events, ts)
-        routed: dict[int, set[str]] = {}
-        for k, rows in enumerate(matching_rows(self.rules, batch)):
-            for r in rows.tolist():
-                routed.setdefault(r, set()).add(self.family[k])
-        out = []
-        for r in sorted(routed):
-            for fam in sorted(routed[r]):
-                out.append((family_key(fam, events[r]), encode_record(Match(fam, events[r]))))
-        return out
-
     async def step(self) -> None:
+        """Forward a polled batch in segments that end at a watermark record: the matches of a segment,
+        then the merged watermark, so event time moves at the same places in the stream as in the log
+        (which events count as late, and so the alerts, depend on it)."""
         batch = await self.consumer.poll(timeout_ms=200)
         events: list[Event] = []
         for r in batch.records:
             rec = r.value
             if isinstance(rec, Watermark):
+                await self._forward(events)
+                events = []
                 self.merged.observe(rec.origin, TopicPartition(r.topic, r.partition), rec.ts_ms, r.timestamp_ms)
+                wm = self.merged.value(self.consumer.assignment)
+                if wm is not None and wm > self.sent_wm:  # after the matches before it are acknowledged
+                    await self.producer.broadcast(self.kafka.topic_matches, encode_record(Watermark(self.origin, wm)))
+                    self.sent_wm = wm
             elif isinstance(rec, dict):
                 events.append(rec)
-        if events:
-            matches = await asyncio.to_thread(self.match, events)
-            if matches:
-                await self.producer.send_many(self.kafka.topic_matches, matches)  # type: ignore[arg-type]
-        held = self.consumer.assignment
-        if held:
-            wm = self.merged.value(set(held))
-            if wm is not None and wm > self.sent_wm:  # after the matches before it are acknowledged
-                await self.producer.broadcast(self.kafka.topic_matches, encode_record(Watermark(self.origin, wm)))
-                self.sent_wm = wm
+        await self._forward(events)
         if batch.positions:
             await self.consumer.commit(batch.positions)
+
+    async def _forward(self, events: list[Event]) -> None:
+        if events:
+            matches = await asyncio.to_thread(self.routing.match, events)
+            if matches:
+                await self.producer.send_many(self.kafka.topic_matches, matches)  # type: ignore[arg-type]
 
 
 # --- correlator ------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Partition:
-    engines: dict[str, Engine]  # family -> engine of its rules
-    merged: MergedWatermark  # over the matchers
-    wm: int = MIN_TS
-
-
-def encode_partition_state(part: _Partition) -> bytes:
-    """A partition's state as data: a JSON header (watermark merge, family sizes) + engine snapshots."""
-    blobs = {f: e.snapshot() for f, e in sorted(part.engines.items())}
-    head = orjson.dumps({"wm": part.wm, "latest": [[o, w] for (o, _), w in part.merged._latest.items()],
-                         "seen": part.merged._seen_ts, "newest": part.merged._newest_ts,
-                         "families": [[f, len(b)] for f, b in blobs.items()]})
-    return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + b"".join(blobs.values())
-
-
-def decode_partition_state(raw: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(header, family -> engine snapshot); StateError for anything that is not such a state."""
-    if not raw.startswith(_STATE_MAGIC) or len(raw) < len(_STATE_MAGIC) + 4:
-        raise StateError("not a partition state (bad magic)")
-    n = int.from_bytes(raw[len(_STATE_MAGIC): len(_STATE_MAGIC) + 4], "big")
-    start = len(_STATE_MAGIC) + 4
-    try:
-        head = orjson.loads(raw[start: start + n])
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"partition state header is corrupt: {exc}") from exc
-    if not isinstance(head, dict) or type(head.get("wm")) is not int or not isinstance(head.get("families"), list):
-        raise StateError("partition state header has the wrong shape")
-    pos, blobs = start + n, {}
-    for item in head["families"]:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int
-                and 0 <= item[1] <= len(raw) - pos):
-            raise StateError("partition state lists a family it does not hold")
-        blobs[item[0]] = raw[pos: pos + item[1]]
-        pos += item[1]
-    if pos != len(raw):
-        raise StateError("partition state has trailing bytes")
-    return head, blobs
-
-
 class CorrelatorRole:
-    """siem.matches -> one Engine per (partition, family) -> siem.alerts; snapshots in siem.state."""
+    """siem.matches -> Correlation -> siem.alerts; snapshots in siem.state."""
 
     def __init__(self, config: Config, ruleset: RuleSet) -> None:
         self.kafka: KafkaConfig = config.kafka  # type: ignore[assignment]
@@ -290,34 +214,14 @@ class CorrelatorRole:
         self.store = KafkaStateStore(self.kafka, self.kafka.group_id("correlator"))
         self.consumer = KafkaConsumerLog(self.kafka, "correlator", [self.kafka.topic_matches], listener=self,
                                          decode=decode_record)
-        self.families = families(ruleset)
-        self.parts: dict[TopicPartition, _Partition] = {}
+        self.core = Correlation(ruleset, config.daemon.future_skew_ms)
         self.next: dict[TopicPartition, int] = {}
         self.saved: dict[TopicPartition, int] = {}
         self.last_save_ms = monotonic_ms()
         self._lock = asyncio.Lock()  # a rebalance hook runs between two steps, never inside one
 
-    def _engine(self, part: _Partition, family: str) -> Engine | None:
-        eng = part.engines.get(family)
-        if eng is None:
-            rules = self.families.get(family)
-            if rules is None:
-                return None
-            eng = part.engines[family] = Engine(rules, lateness_ms=UNBOUNDED_LATENESS_MS,
-                                                future_skew_ms=self.config.daemon.future_skew_ms)
-            if part.wm > MIN_TS:
-                eng.advance(part.wm)
-        return eng
-
     def set_rules(self, ruleset: RuleSet) -> None:
-        """New rules: each family's engine keeps the state of its unchanged rules (Engine.replace_rules)."""
-        self.families = families(ruleset)
-        for part in self.parts.values():
-            for fam, eng in list(part.engines.items()):
-                if fam in self.families:
-                    eng.replace_rules(self.families[fam])
-                else:
-                    del part.engines[fam]
+        self.core.set_rules(ruleset)
 
     async def start(self) -> None:
         await self.producer.start()
@@ -331,52 +235,16 @@ class CorrelatorRole:
             await self.store.stop()
             await self.producer.stop()
 
-    def process(self, records: list[Any]) -> list[Alert]:
-        """Evaluate records in partition order: matches batch up per family; a watermark evaluates what
-        came before it, then advances every engine of the partition."""
-        alerts: list[Alert] = []
-        pending: dict[TopicPartition, dict[str, list[Event]]] = {}
-
-        def flush(tp: TopicPartition) -> None:
-            part = self.parts[tp]
-            for fam, events in pending.pop(tp, {}).items():
-                eng = self._engine(part, fam)
-                if eng is not None:
-                    alerts.extend(eng.process(events))
-
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            part = self.parts.get(tp)
-            if part is None:  # revoked after the poll: its new owner reads it from the snapshot
-                continue
-            rec = r.value
-            if isinstance(rec, Watermark):
-                part.merged.observe(rec.origin, None, rec.ts_ms, r.timestamp_ms)
-                to = part.merged.value()
-                if to is not None and to > part.wm:
-                    flush(tp)
-                    part.wm = to
-                    for eng in part.engines.values():
-                        alerts.extend(eng.advance(to))
-            elif isinstance(rec, Match):
-                if rec.family not in self.families:
-                    log.warning("match for unknown group-by family %r skipped (matcher and correlator rules "
-                                "differ?)", rec.family)
-                    continue
-                pending.setdefault(tp, {}).setdefault(rec.family, []).append(rec.event)
-        for tp in list(pending):
-            flush(tp)
-        return alerts
-
     async def step(self) -> None:
         batch = await self.consumer.poll(timeout_ms=200)
         async with self._lock:
             if batch.records:
-                alerts = await asyncio.to_thread(self.process, batch.records)
+                records = [(TopicPartition(r.topic, r.partition), r.timestamp_ms, r.value) for r in batch.records]
+                alerts = await asyncio.to_thread(self.core.process, records)
                 if alerts:  # acknowledged before the snapshot that includes them is saved
                     await self.producer.send_many(self.kafka.topic_alerts,
                                                   [(a.rule_id.encode(), a.to_json()) for a in alerts])
-            self.next.update({tp: off for tp, off in batch.positions.items() if tp in self.parts})
+            self.next.update({tp: off for tp, off in batch.positions.items() if tp in self.core.parts})
             if monotonic_ms() - self.last_save_ms >= self.config.daemon.checkpoint_interval_ms:
                 await self.save(set(self.next))
                 self.last_save_ms = monotonic_ms()
@@ -385,7 +253,7 @@ class CorrelatorRole:
         """Snapshot (state + offset) then commit, for partitions that moved since their last save."""
         done = {tp: self.next[tp] for tp in partitions if tp in self.next and self.saved.get(tp) != self.next[tp]}
         for tp, offset in done.items():
-            await self.store.save(tp, offset, encode_partition_state(self.parts[tp]))
+            await self.store.save(tp, offset, self.core.state(tp))
             self.saved[tp] = offset
         if done:
             await self.consumer.commit(done)
@@ -394,7 +262,7 @@ class CorrelatorRole:
         async with self._lock:
             await self.save(partitions)
             for tp in partitions:
-                self.parts.pop(tp, None)
+                self.core.close(tp)
                 self.next.pop(tp, None)
                 self.saved.pop(tp, None)
 
@@ -402,36 +270,18 @@ class CorrelatorRole:
         async with self._lock:
             snaps = await self.store.load(partitions)
             for tp in partitions:
-                part = self.parts[tp] = _Partition({}, MergedWatermark(ORIGIN_TIMEOUT_MS))
                 snap = snaps.get(tp)
-                if snap is None:
-                    continue
                 try:
-                    self._restore(part, snap.state)
+                    self.core.open(tp, snap.state if snap is not None else None)
                 except StateError as exc:
                     metrics.CHECKPOINT_CORRUPT.inc()
                     log.error("window state of %s[%d] refused (%s); starting it empty from the committed offset",
                               tp.topic, tp.partition, exc)
-                    self.parts[tp] = _Partition({}, MergedWatermark(ORIGIN_TIMEOUT_MS))
                     continue
-                self.next[tp] = self.saved[tp] = snap.offset
-                self.consumer.seek(tp, snap.offset)
-                log.info("restored window state of %s[%d] at offset %d", tp.topic, tp.partition, snap.offset)
-
-    def _restore(self, part: _Partition, raw: bytes) -> None:
-        head, blobs = decode_partition_state(raw)
-        part.wm = head["wm"]
-        m = part.merged
-        for item in head.get("latest", []):
-            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int:
-                m._latest[(item[0], None)] = item[1]
-        seen = head.get("seen", {})
-        m._seen_ts = {o: t for o, t in seen.items() if type(t) is int} if isinstance(seen, dict) else {}
-        m._newest_ts = head["newest"] if type(head.get("newest")) is int else MIN_TS
-        for fam, blob in blobs.items():
-            eng = self._engine(part, fam)
-            if eng is not None:
-                eng.restore(blob)
+                if snap is not None:
+                    self.next[tp] = self.saved[tp] = snap.offset
+                    self.consumer.seek(tp, snap.offset)
+                    log.info("restored window state of %s[%d] at offset %d", tp.topic, tp.partition, snap.offset)
 
 
 # --- notifier --------------------------------------------------------------------------------------

@@ -53,6 +53,11 @@ class InputType:
     module: str
     cls: str
     keeps_positions: bool  # built with (config, name, state_dir, autocommit=False); else (config, name)
+    settle_polls: int = 0  # poll intervals before what is already there is delivered (a file must settle)
+
+    def backlog_ms(self, config: object) -> int:
+        """How long after its start this input may take to deliver what was there when it started."""
+        return self.settle_polls * int(getattr(config, "poll_interval_ms", 0))
 
     def build(self, config: object, name: str, state_dir: Path) -> Any:
         factory: Callable[..., Any] = getattr(importlib.import_module(self.module), self.cls)
@@ -64,7 +69,7 @@ class InputType:
 INPUT_TYPES: dict[str, InputType] = {
     "syslog": InputType("siem.collect.syslog", "SyslogServer", keeps_positions=False),
     "files": InputType("siem.collect.files", "FileTailer", keeps_positions=True),
-    "cloudtrail": InputType("siem.collect.cloudtrail", "CloudTrailCollector", keeps_positions=True),
+    "cloudtrail": InputType("siem.collect.cloudtrail", "CloudTrailCollector", keeps_positions=True, settle_polls=1),
     "journald": InputType("siem.collect.journald", "JournaldFollower", keeps_positions=True),
 }
 

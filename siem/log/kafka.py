@@ -44,6 +44,7 @@ import asyncio
 import logging
 import os
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ from aiokafka.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from siem import metrics
 from siem.errors import ConfigError, Issue, StateError
@@ -70,6 +72,7 @@ from siem.log.codec import encode_event
 from siem.schema import Event
 
 log = logging.getLogger(__name__)
+_CHUNKED = b"SIEMCHNK"  # a window-state manifest whose snapshot is in chunks
 
 ROLES = ("matcher", "correlator", "notifier")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -353,6 +356,12 @@ class KafkaProducerLog:
                 out.append((md.partition, md.offset))
         return out
 
+    async def send_tombstones(self, topic: str, keys: Sequence[bytes]) -> None:
+        """Null values for `keys` (compaction then drops them); returns once acknowledged."""
+        futures = [await self._producer.send(topic, value=None, key=k) for k in keys]
+        for f in futures:
+            await f
+
     async def broadcast(self, topic: str, value: bytes) -> None:
         """One copy of `value` on every partition of `topic` (watermark records); returns once acknowledged."""
         parts = await self._producer.partitions_for(topic)
@@ -575,6 +584,42 @@ class KafkaConsumerLog:
         self._consumer.seek(tp, offset)
 
 
+async def read_partition_tail(config: KafkaConfig, topic: str, key: bytes, records: int) -> list[bytes]:
+    """The values of the last `records` messages (at most) of the partition `key` maps to, oldest first
+    (how a collector finds the positions it last logged). Empty when the topic does not exist yet."""
+    consumer = AIOKafkaConsumer(**config._common(), group_id=None, enable_auto_commit=False,
+                                isolation_level=config.isolation_level,
+                                max_partition_fetch_bytes=max(config.max_message_bytes + 64 * 1024, 1024 * 1024))
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return []
+        ordered = sorted(parts)
+        tp = TopicPartition(topic, DefaultPartitioner()(key, ordered, ordered))
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        start = max(begin, end - records)
+        if start >= end:
+            return []
+        consumer.seek(tp, start)
+        out: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.request_timeout_ms / 1000
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise StateError(f"timed out reading the tail of {topic}[{tp.partition}]")
+            data = await consumer.getmany(tp, timeout_ms=200)
+            out += [m.value for m in data.get(tp, []) if m.key == key and m.value is not None]
+        return out
+    finally:
+        await consumer.stop()
+
+
 # --- per-partition state snapshots ----------------------------------------------------------------------
 class KafkaStateStore:
     """Window-state snapshots per input partition, kept in a compacted topic (``topics.state``).
@@ -591,13 +636,14 @@ class KafkaStateStore:
       committed offset.
 
     A snapshot that fails its checksum is counted (siem_checkpoint_corrupt_total) and treated as missing.
-    Snapshots must fit in one message (``max_message_bytes``; raise the broker's max.message.bytes too).
+    A snapshot larger than one message (``max_message_bytes``) is stored in chunks (see ``save``).
     """
 
     def __init__(self, config: KafkaConfig, group: str) -> None:
         self.config = config
         self.group = group
         self.topic = config.topic_state
+        self._chunks: dict[TopicPartition, tuple[str, int]] = {}  # the chunked snapshot last saved or loaded
         self._producer = KafkaProducerLog(config)
         self._consumer = AIOKafkaConsumer(
             **config._common(),
@@ -626,12 +672,33 @@ class KafkaStateStore:
         return f"{self.group}|{tp.topic}|{tp.partition}".encode()
 
     async def save(self, tp: TopicPartition, offset: int, state: bytes) -> None:
-        """Store (offset, state) for tp; returns once every in-sync replica has it."""
+        """Store (offset, state) for tp; returns once every in-sync replica has it.
+
+        A snapshot larger than one message goes in chunks keyed ``<key>|<generation>|<i>``, then a manifest
+        under ``<key>`` naming the generation, chunk count and CRC; then the previous generation's chunks
+        are deleted (tombstones, so compaction drops them). A crash before the manifest leaves the previous
+        manifest and its chunks intact: the previous snapshot is restored."""
         raw = encode_checkpoint(offset, state)
-        [ack] = await self._producer.send_many(self.topic, [(self._key(tp), raw)])
-        if ack is None:
-            raise StateError(f"window state of {tp.topic}[{tp.partition}] is {len(raw)} bytes, above "
-                             f"max_message_bytes={self.config.max_message_bytes}")
+        base = self._key(tp)
+        limit = max(self.config.max_message_bytes - 1024, 1024)
+        previous = self._chunks.get(tp)
+        if len(raw) <= limit:
+            items: list[tuple[bytes | None, Event | bytes]] = [(base, raw)]
+            self._chunks.pop(tp, None)
+        else:
+            gen = os.urandom(6).hex()
+            parts = [raw[i: i + limit] for i in range(0, len(raw), limit)]
+            items = [(f"{base.decode()}|{gen}|{i}".encode(), part) for i, part in enumerate(parts)]
+            manifest = _CHUNKED + orjson.dumps({"gen": gen, "n": len(parts), "size": len(raw),
+                                                "crc": zlib.crc32(raw)})
+            items.append((base, manifest))
+            self._chunks[tp] = (gen, len(parts))
+        acks = await self._producer.send_many(self.topic, items)
+        if any(a is None for a in acks):
+            raise StateError(f"window state of {tp.topic}[{tp.partition}] could not be stored in {self.topic}")
+        if previous is not None and previous != self._chunks.get(tp):
+            gen, n = previous
+            await self._producer.send_tombstones(self.topic, [f"{base.decode()}|{gen}|{i}".encode() for i in range(n)])
 
     async def load(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Checkpoint]:
         """The latest snapshot of each partition that has one (reads the state topic to its end)."""
@@ -649,6 +716,7 @@ class KafkaStateStore:
         await self._consumer.seek_to_beginning(*tps)
         ends = await self._consumer.end_offsets(tps)
         latest: dict[TopicPartition, bytes] = {}
+        chunks: dict[bytes, bytes] = {}
         remaining = {tp for tp in tps if ends[tp] > 0}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout_ms / 1000
@@ -658,8 +726,16 @@ class KafkaStateStore:
             data = await self._consumer.getmany(*remaining, timeout_ms=200)
             for stp, messages in data.items():
                 for m in messages:
-                    if m.key in wanted and m.value is not None:
-                        latest[wanted[m.key]] = m.value
+                    if m.key in wanted:
+                        if m.value is None:
+                            latest.pop(wanted[m.key], None)
+                        else:
+                            latest[wanted[m.key]] = m.value
+                    elif m.key is not None and m.key.rsplit(b"|", 2)[0] in wanted:
+                        if m.value is None:
+                            chunks.pop(m.key, None)
+                        else:
+                            chunks[m.key] = m.value
                     if m.offset + 1 >= ends[stp]:
                         remaining.discard(stp)
             for stp in list(remaining):
@@ -667,12 +743,33 @@ class KafkaStateStore:
                     remaining.discard(stp)
         out = {}
         for tp, raw in latest.items():
+            where = f"window state of {tp.topic}[{tp.partition}] in {self.topic}"
             try:
-                out[tp] = decode_checkpoint(raw, f"window state of {tp.topic}[{tp.partition}] in {self.topic}")
+                if raw.startswith(_CHUNKED):
+                    raw = self._assemble(tp, raw, chunks, where)
+                out[tp] = decode_checkpoint(raw, where)
             except StateError as exc:
                 metrics.CHECKPOINT_CORRUPT.inc()
                 log.error("%s; starting that partition from its committed offset with empty state", exc)
         return out
+
+    def _assemble(self, tp: TopicPartition, manifest: bytes, chunks: dict[bytes, bytes], where: str) -> bytes:
+        try:
+            m = orjson.loads(manifest[len(_CHUNKED):])
+            gen, n, size, crc = m["gen"], m["n"], m["size"], m["crc"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise StateError(f"{where}: unreadable chunk manifest") from exc
+        if not (isinstance(gen, str) and type(n) is int and 0 < n <= 100_000 and type(size) is int):
+            raise StateError(f"{where}: chunk manifest has the wrong shape")
+        base = self._key(tp).decode()
+        parts = [chunks.get(f"{base}|{gen}|{i}".encode()) for i in range(n)]
+        if any(p is None for p in parts):
+            raise StateError(f"{where}: {sum(p is None for p in parts)} of {n} chunks are missing")
+        raw = b"".join(parts)  # type: ignore[arg-type]
+        if len(raw) != size or zlib.crc32(raw) != crc:
+            raise StateError(f"{where}: chunks do not add up to the snapshot the manifest describes")
+        self._chunks[tp] = (gen, n)
+        return raw
 
 
 async def _call_hook(fn: Callable[[set[TopicPartition]], Awaitable[None]], partitions: set[TopicPartition],

@@ -14,9 +14,8 @@ loop: a collector is then either between records (its positions cover exactly wh
 queue) or suspended inside a ``put`` (that record is neither queued nor covered). So each append ends
 with positions that cover exactly the records before them: a log that keeps them (LocalLog) lets the
 inputs resume from the last positions in the log after a crash, neither re-reading nor skipping a line.
-The positions are also written to the inputs' own state files once the append is durable (the only
-resume point when the log cannot keep them, as on Kafka: a crash between the broker's acknowledgement
-and that write sends those records again).
+The positions are also written to the inputs' own state files once the append is durable, so a lost log
+does not mean reading every file again; the log's positions win at a restart.
 
 Watermark. Every append that carries events, and every quiet interval, may end with a Watermark record
 from :class:`~siem.pipeline.watermark.SourceWatermark`: the engine moves only with those.
@@ -34,21 +33,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from siem import metrics
-from siem.collect import RawRecord
-from siem.config import DaemonConfig
+from siem.collect import INPUT_TYPES, RawRecord
+from siem.config import DaemonConfig, InputSpec
 from siem.errors import SiemError
 from siem.pipeline.collectors import RunningInput
 from siem.pipeline.records import Positions, Watermark, encode_record
 from siem.pipeline.watermark import SourceWatermark
-from siem.schema import Event
 from siem.timeutil import monotonic_ms, wall_ms
 
 log = logging.getLogger(__name__)
 
 QUIET_INTERVAL_MS = 500  # a quiet queue still logs moved positions and watermarks this often
 POOL_MIN_BATCH = 256  # smaller batches are parsed in a thread: a worker round trip is not worth it
-
-Keyed = tuple[bytes | None, bytes]  # (partition key, encoded event)
 
 
 class EventLog(Protocol):
@@ -60,7 +56,7 @@ class EventLog(Protocol):
 
     keeps_positions: bool  # Positions records are logged and read back at a restart
 
-    async def append(self, events: list[Keyed], control: list[Positions | Watermark]) -> None: ...
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None: ...
 
     async def sync(self) -> None: ...
 
@@ -69,7 +65,7 @@ class EventLog(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    events: list[Keyed]
+    events: list[bytes]  # encoded event records
     times: dict[tuple[str, str], int]  # newest event time per source (input, origin)
     counts: dict[tuple[str, str], tuple[int, int]]  # (input, format) -> (parsed, failed)
 
@@ -83,19 +79,10 @@ def parse_context(daemon: DaemonConfig) -> object:
     return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None)
 
 
-def event_key(event: Event) -> bytes | None:
-    """The partition key of an event: events of one source stay in order on one partition."""
-    for f in ("source.ip", "host.name"):
-        v = event.get(f)
-        if v:
-            return str(v).encode()
-    return None
-
-
 def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
     """Parse raw records into encoded events (runs in a thread or a parse worker process)."""
     from siem.parse import parse  # noqa: PLC0415
-    events: list[Keyed] = []
+    events: list[bytes] = []
     times: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], tuple[int, int]] = {}
     for rec in items:
@@ -103,7 +90,7 @@ def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_input
         ev["event.ingested"] = rec.received_ms
         if rec.origin and rec.input in file_inputs:
             ev.setdefault("log.file.path", rec.origin)
-        events.append((event_key(ev), encode_record(ev)))
+        events.append(encode_record(ev))
         ok, failed = counts.get((rec.input, rec.format), (0, 0))
         counts[(rec.input, rec.format)] = (ok, failed + 1) if "error.message" in ev else (ok + 1, failed)
         ts = ev.get("@timestamp")
@@ -190,6 +177,10 @@ class Intake:
         """What collectors await for each record: a bounded queue, so a slow pipeline slows intake."""
         await self.queue.put(record)
         self.enqueued += 1
+
+    def start_watermark(self, specs: tuple[InputSpec, ...]) -> None:
+        """Start event time: once every input had the time to deliver what it found at its start."""
+        self.watermark.start(max((INPUT_TYPES[s.type].backlog_ms(s.config) for s in specs), default=0))
 
     @property
     def idle(self) -> bool:

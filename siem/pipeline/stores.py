@@ -3,9 +3,8 @@
 ================  ==========================================  =============================================
 protocol          embedded (one process)                      scale-out (roles over Kafka)
 ================  ==========================================  =============================================
-EventLog          :class:`LocalEventLog`: siem.log.local       :class:`KafkaEventLog`:
-                  segments; Positions kept in-band             ``siem.events``; positions in the inputs'
-                                                               state files after the broker's ack
+EventLog          :class:`LocalEventLog`: siem.log.local       :class:`KafkaEventLog`: the collector's
+                  segments; Positions kept in-band             ``siem.events`` partition; Positions in-band
 StateStore        :class:`LocalStateStore`: the checkpoint     :class:`siem.log.kafka.KafkaStateStore`:
                   file (siem.log.checkpoint), one partition    compacted ``siem.state``, one per partition
 ================  ==========================================  =============================================
@@ -27,10 +26,9 @@ from aiokafka.errors import KafkaError
 from siem import metrics
 from siem.errors import InputError, StateError
 from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from siem.log.kafka import KafkaProducerLog
+from siem.log.kafka import KafkaProducerLog, read_partition_tail
 from siem.log.local import LocalLog
-from siem.pipeline.intake import Keyed
-from siem.pipeline.records import Positions, Watermark, encode_record
+from siem.pipeline.records import Positions, Watermark, decode_record, encode_record
 
 log = logging.getLogger(__name__)
 _RETRY_S = 1.0
@@ -50,10 +48,10 @@ class LocalEventLog:
     def __init__(self, local: LocalLog) -> None:
         self.local = local
 
-    async def append(self, events: list[Keyed], control: list[Positions | Watermark]) -> None:
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
         """Append events then control records in one write. A record above max_record_bytes is dropped
         and counted (the others go in); a refusing disk is retried every second, never dropped."""
-        payloads = [p for _, p in events] + [encode_record(c) for c in control]
+        payloads = events + [encode_record(c) for c in control]
         while True:
             try:
                 await asyncio.to_thread(self.local.append_many, payloads)
@@ -98,24 +96,37 @@ class LocalStateStore:
 
 
 class KafkaEventLog:
-    """The EventLog of the collector role: events keyed to ``siem.events`` partitions, then each Watermark
-    on every partition (after the events before it are acknowledged). Kafka keeps no positions: intake
-    writes them to the inputs' state files once the broker has acknowledged the records they cover."""
+    """The EventLog of the collector role: every record of one collector on one ``siem.events`` partition
+    (keyed by the collector's name): events, then the Positions that cover them and its Watermark, in one
+    send, so the matcher reads them in exactly the order embedded mode logs them (per key, late events
+    meet the engine in the same order in both modes), and a restarted collector resumes from the last
+    Positions on its partition (:meth:`last_positions`), as the embedded daemon resumes from its log.
 
-    keeps_positions = False
+    Without transactions a send is not atomic: a crash while the producer has written part of a send
+    sends that part again after the restart (at most one send: ``intake_queue_size`` records)."""
 
-    def __init__(self, producer: KafkaProducerLog, topic: str) -> None:
+    keeps_positions = True
+
+    def __init__(self, producer: KafkaProducerLog, topic: str, origin: str) -> None:
         self.producer = producer
         self.topic = topic
+        self.key = origin.encode()
 
-    async def append(self, events: list[Keyed], control: list[Positions | Watermark]) -> None:
+    async def last_positions(self, scan_records: int = 10_000) -> dict[str, dict]:
+        """The last Positions per input on this collector's partition (within its last `scan_records`)."""
+        out: dict[str, dict] = {}
+        for raw in await read_partition_tail(self.producer.config, self.topic, self.key, scan_records):
+            rec = decode_record(raw)
+            if isinstance(rec, Positions):
+                out[rec.input] = rec.positions
+        return out
+
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
+        items = [(self.key, p) for p in events] + [(self.key, encode_record(c)) for c in control]
         while True:
             try:
-                if events:
-                    await self.producer.send_many(self.topic, events)  # type: ignore[arg-type]
-                for c in control:
-                    if isinstance(c, Watermark):
-                        await self.producer.broadcast(self.topic, encode_record(c))
+                if items:
+                    await self.producer.send_many(self.topic, items)  # type: ignore[arg-type]
                 return
             except KafkaError as exc:  # broker away: the whole batch again (duplicates absorbed downstream)
                 log.error("cannot send to %s, retrying: %s", self.topic, exc)

@@ -6,11 +6,10 @@ allowed lateness):
 * :class:`SourceWatermark`, at intake, over sources (an input + a file or a peer). It is what the intake
   writes into the log as :class:`~siem.pipeline.records.Watermark` records; the engine moves only with
   those records, so replaying the log after a crash moves it identically.
-* :class:`MergedWatermark`, wherever several origins' watermark records meet (a matcher reading many
-  events partitions, a correlator partition fed by several matchers): the minimum over the origins, and
-  over the partitions each origin writes to. An origin none of whose records has been seen for
-  ``origin_timeout_ms`` of record time (Kafka's append timestamps, stored with the records, so a replay
-  decides alike) no longer holds the others back: a collector that died for good.
+* :class:`MergedWatermark`, wherever several origins' watermark records meet (a matcher reading several
+  collectors' partitions, a correlator partition fed by several matchers): the minimum over the origins.
+  An origin none of whose records has been seen for ``origin_timeout_ms`` of record time no longer holds
+  the others back: a collector or matcher that died for good.
 """
 
 from __future__ import annotations
@@ -42,7 +41,8 @@ class SourceWatermark:
     The oldest newest-event-time among the sources that delivered within idle_advance, minus lateness.
     Taking the minimum keeps a backfill of several sources (files of different hosts read side by side)
     from counting the slower ones' events as late. Until idle_advance has passed since the start (every
-    source gets to deliver first) there is none. When live and nothing arrives, event time follows the
+    source gets to deliver first; more where an input needs longer to deliver what was there when it
+    started, see ``start``) there is none. When live and nothing arrives, event time follows the
     wall clock, so `absent` rules and window ends fire without traffic; a finished backfill moves to the
     newest time seen."""
 
@@ -50,14 +50,19 @@ class SourceWatermark:
     mono: Callable[[], int] = monotonic_ms
     wall: Callable[[], int] = wall_ms
     started_ms: int = 0
+    grace_ms: int = 0  # no watermark this long after the start
     sent: int = MIN_TS  # the last watermark handed out
     newest: int = MIN_TS  # the newest event time any source delivered
     _src_max: dict[Hashable, int] = field(default_factory=dict)
     _src_seen: dict[Hashable, int] = field(default_factory=dict)
     _wall_adv_ms: int = 0
 
-    def start(self) -> None:
+    def start(self, backlog_ms: int = 0) -> None:
+        """From now on; the inputs need up to `backlog_ms` to deliver their backlog (a CloudTrail file is
+        read once it settled): until every input had that time, an input that has not delivered yet is
+        not known to hold the watermark back, and its backlog would count as late."""
         self.started_ms = self.mono()
+        self.grace_ms = self.policy.idle_advance_ms + backlog_ms
 
     def observe(self, times: dict[Hashable, int]) -> None:
         """Newest event time per source of a batch just logged."""
@@ -71,7 +76,7 @@ class SourceWatermark:
         """The watermark to log now, or None when it would not move."""
         p = self.policy
         now = self.mono()
-        if now - self.started_ms < p.idle_advance_ms:
+        if now - self.started_ms < self.grace_ms:
             return None
         for key in [k for k, seen in self._src_seen.items() if now - seen >= p.idle_advance_ms]:
             del self._src_seen[key], self._src_max[key]  # idle: no longer holds the others back
@@ -95,39 +100,28 @@ class SourceWatermark:
 
 @dataclass(slots=True)
 class MergedWatermark:
-    """min over origins (and, per origin, over the lanes it writes to) of their latest watermark.
+    """min over origins of their latest watermark.
 
-    ``lanes`` are what one origin's records are spread over (events partitions, for a matcher); an origin
-    counts once it has been seen on every lane in ``lanes`` — until then it holds the merge back — and it
-    stops counting when its last record is older than ``origin_timeout_ms`` of record time."""
+    An origin's records come on one lane (a partition: a collector writes to one events partition); only
+    origins on the lanes asked for count (the partitions a matcher holds). An origin stops counting when
+    its last record is older than ``origin_timeout_ms`` of record time (Kafka's append timestamps, stored
+    with the records, so a replay decides alike)."""
 
     origin_timeout_ms: int
-    _latest: dict[tuple[str, Hashable], int] = field(default_factory=dict)  # (origin, lane) -> watermark
-    _seen_ts: dict[str, int] = field(default_factory=dict)  # origin -> record time of its last record
-    _newest_ts: int = MIN_TS  # the newest record time seen
+    latest: dict[str, int] = field(default_factory=dict)  # origin -> its latest watermark
+    lane: dict[str, Hashable] = field(default_factory=dict)  # origin -> where its records come from
+    seen_ts: dict[str, int] = field(default_factory=dict)  # origin -> record time of its last record
+    newest_ts: int = MIN_TS  # the newest record time seen
 
     def observe(self, origin: str, lane: Hashable, wm: int, record_ts: int) -> None:
-        key = (origin, lane)
-        if wm > self._latest.get(key, MIN_TS):
-            self._latest[key] = wm
-        self._seen_ts[origin] = max(self._seen_ts.get(origin, record_ts), record_ts)
-        self._newest_ts = max(self._newest_ts, record_ts)
-
-    def drop_lane(self, lane: Hashable) -> None:
-        for key in [k for k in self._latest if k[1] == lane]:
-            del self._latest[key]
+        if wm > self.latest.get(origin, MIN_TS):
+            self.latest[origin] = wm
+        self.lane[origin] = lane
+        self.seen_ts[origin] = max(self.seen_ts.get(origin, record_ts), record_ts)
+        self.newest_ts = max(self.newest_ts, record_ts)
 
     def value(self, lanes: set[Hashable] | None = None) -> int | None:
-        """The merged watermark over the live origins, None while one of them has not reached every lane."""
-        live = {o for o, ts in self._seen_ts.items() if self._newest_ts - ts <= self.origin_timeout_ms}
-        if not live:
-            return None
-        out: int | None = None
-        for origin in live:
-            got = [wm for (o, lane), wm in self._latest.items() if o == origin and (lanes is None or lane in lanes)]
-            if lanes is not None and len(got) < len(lanes):
-                return None
-            if got:
-                low = min(got)
-                out = low if out is None else min(out, low)
-        return out
+        """The merged watermark over the live origins (on `lanes`), None when there is none."""
+        got = [wm for o, wm in self.latest.items()
+               if self.newest_ts - self.seen_ts[o] <= self.origin_timeout_ms and (lanes is None or self.lane[o] in lanes)]
+        return min(got) if got else None
