@@ -235,7 +235,8 @@ def summary_data(metrics_text: str, previous_text: str | None = None, interval_s
     start = s.total("process_start_time_seconds") if s.has("process_start_time_seconds") else None
     received, failed = s.by("siem_events_received_total", "input"), s.by("siem_events_failed_total", "input")
     dropped, conns = s.by("siem_input_dropped_total", "input"), s.by("siem_input_connections", "input")
-    last, rates = s.by("siem_input_last_event_timestamp_seconds", "input"), rate.by("siem_events_received_total", "input")
+    last = s.by("siem_input_last_event_timestamp_seconds", "input")
+    rates = rate.by("siem_events_received_total", "input")
     inputs = {name: {"received": received.get(name, 0), "failed": failed.get(name, 0),
                      "dropped": dropped.get(name, 0), "events_per_second": rates.get(name) if prev else None,
                      "connections": conns.get(name, 0), "last_event_timestamp_seconds": last.get(name) or None}
