@@ -201,7 +201,9 @@ class Daemon:
 
     def progress_counts(self) -> ProgressCounts:
         intake, ev = self._intake(), self._evaluator()
-        return ProgressCounts(intake.written, ev.next_offset, ev.log.end_offset, intake.idle)
+        wm = intake.watermark
+        return ProgressCounts(intake.written, ev.next_offset, ev.log.end_offset, intake.idle,
+                              starting=monotonic_ms() - wm.started_ms < wm.grace_ms)
 
     async def _progress(self, ruleset: RuleSet) -> None:
         d = self.config.daemon  # settled: idle long enough for the watermark to move on the wall clock

@@ -7,9 +7,10 @@ Three kinds of line, on stderr, each starting with ``siem:``::
     siem: caught up: 9,222 events, 43 alerts so far (1 critical, 13 high, 21 medium, 8 low)
     siem: 9,301 events (+79), 44 alerts so far (1 critical, 14 high, 21 medium, 8 low)
 
-"Caught up" means everything the inputs have delivered has been appended to the log and evaluated, and
-nothing new arrived for ``settle_ms``: the backlog (sample files, a CloudTrail directory) is done and the
-daemon now follows live input. It is said once per run; afterwards a line is printed every ``every_ms``
+"Caught up" means the inputs had the time they may take to deliver their start-up backlog (a CloudTrail
+file is read once it has settled), everything they delivered has been appended to the log and evaluated,
+and nothing new arrived for ``settle_ms``: the backlog (sample files, a CloudTrail directory) is done and
+the daemon now follows live input. It is said once per run; afterwards a line is printed every ``every_ms``
 while the counts change (never when nothing happens, so an idle demo stays quiet).
 
 The reporter only reads a :class:`ProgressSource` (the daemon) on a timer; it never touches the pipeline.
@@ -37,6 +38,7 @@ class ProgressCounts:
     evaluated_offset: int  # log offset the engine has evaluated up to
     log_end_offset: int  # log offset the next append gets
     intake_idle: bool  # nothing queued between the collectors and the log writer
+    starting: bool = False  # the inputs are still within the time they may take to deliver their backlog
 
 
 class ProgressSource(Protocol):
@@ -118,7 +120,8 @@ class ProgressReporter:
             now = monotonic_ms()
             c = self.source.progress_counts()
             if not self.caught_up:
-                idle = c.intake_idle and c.evaluated_offset >= c.log_end_offset and c.events == last.events
+                idle = (c.intake_idle and not c.starting and c.evaluated_offset >= c.log_end_offset
+                        and c.events == last.events)
                 quiet_since = (quiet_since or now) if idle else None
                 if quiet_since is not None and now - quiet_since >= self.settle_ms:
                     self.caught_up = True
