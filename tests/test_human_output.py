@@ -106,6 +106,7 @@ def test_shipped_messages_never_print_a_dash_for_a_missing_value() -> None:
     messages = _replay_messages(*paths)
     assert len(messages) >= 40
     assert [m for m in messages if _DASH.search(m[1])] == []
+    assert [m for m in messages if "  " in m[1] or "( " in m[1] or " ," in m[1]] == []  # optional parts join cleanly
 
 
 def test_absent_messages_show_the_group_values(tmp_path: Path) -> None:
