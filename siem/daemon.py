@@ -43,7 +43,7 @@ from siem.log.local import DirLock
 from siem.logsetup import register_secret
 from siem.pipeline.collectors import RunningInput, start_input, stop_input
 from siem.pipeline.evaluator import Cadence, LocalEvaluator
-from siem.pipeline.intake import Intake, ParsePool, parse_context
+from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.progress import ProgressCounts, ProgressReporter, daemon_intro
@@ -93,7 +93,8 @@ class Daemon:
             for url in resolve_route_urls(route)[0]:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
-                                        d.future_skew_ms, on_alerts=self.print_alerts)
+                                        d.future_skew_ms, on_alerts=self.print_alerts,
+                                        max_pending=d.max_pending_events)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest
@@ -212,6 +213,15 @@ class Daemon:
         daemon_intro(reporter, self.config, ports, self.metrics_port, len(ruleset.rules))
         await reporter.run()
 
+    def _stalled(self) -> str | None:
+        """The stage that has stopped moving, for the watchdog: the engine loop (a batch or a checkpoint
+        writer that hangs) not turning for stall_timeout."""
+        ev = self.evaluator
+        limit = self.config.daemon.stall_timeout_ms
+        if ev is not None and ev.stalled_ms() > limit:
+            return f"the engine has not moved for {ev.stalled_ms() / 1000:.0f}s (stall_timeout {limit / 1000:.0f}s)"
+        return None
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _intake(self) -> Intake:
@@ -244,7 +254,7 @@ class Daemon:
                 evaluator.run(intake.appended, lambda: intake.idle, intake.done), name="engine")
             alerts = asyncio.create_task(pipeline.run(), name="alerting")
             watchdog = asyncio.create_task(
-                watchdog_loop(self.notifier, self.status_line,
+                watchdog_loop(self.notifier, self.status_line, stalled=self._stalled,
                               status_every_s=self.config.daemon.status_interval_ms / 1000), name="watchdog")
             tasks = [writer, engine, alerts, watchdog]
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
@@ -264,10 +274,7 @@ class Daemon:
             stop.cancel()
             # drain: no new input, everything queued written, everything logged evaluated, checkpoint
             self.notifier.stopping("draining")
-            log.info("stopping: draining queues")
-            for inp in list(intake.inputs.values()):
-                await stop_input(inp)
-            await intake.finish()
+            await drain(intake, self.config.daemon.drain_timeout_ms)
             await engine
             await evaluator.finish()
             log.info("stopped cleanly", extra={"offset": evaluator.next_offset})

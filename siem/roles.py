@@ -59,6 +59,7 @@ from siem.log.kafka import (
 )
 from siem.log.local import DirLock
 from siem.pipeline.collectors import start_input, stop_input
+from siem.pipeline.intake import drain
 from siem.pipeline.intake import Intake, ParsePool, parse_context
 from siem.pipeline.records import Watermark, decode_record, encode_record
 from siem.pipeline.routing import ORIGIN_TIMEOUT_MS, Correlation, Routing
@@ -135,10 +136,11 @@ class CollectorRole:
 
     async def stop(self) -> None:
         try:
-            for inp in self.intake.inputs.values():
-                await stop_input(inp)
             if self._task is not None and not self._task.done():
-                await self.intake.finish()  # what is still queued, and the final positions
+                await drain(self.intake, self.config.daemon.drain_timeout_ms)  # queued records, final positions
+            else:
+                for inp in self.intake.inputs.values():
+                    await stop_input(inp)
         finally:
             self.pool.close()
             await self.producer.stop()
@@ -214,7 +216,7 @@ class CorrelatorRole:
         self.store = KafkaStateStore(self.kafka, self.kafka.group_id("correlator"))
         self.consumer = KafkaConsumerLog(self.kafka, "correlator", [self.kafka.topic_matches], listener=self,
                                          decode=decode_record)
-        self.core = Correlation(ruleset, config.daemon.future_skew_ms)
+        self.core = Correlation(ruleset, config.daemon.future_skew_ms, config.daemon.max_pending_events)
         self.next: dict[TopicPartition, int] = {}
         self.saved: dict[TopicPartition, int] = {}
         self.last_save_ms = monotonic_ms()
@@ -354,6 +356,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
         metrics_port = metrics.serve(hp[0], hp[1]) if hp is not None else None
         kafka: KafkaConfig = config.kafka  # type: ignore[assignment]
         await ensure_topics(kafka, [kafka.topic_events, kafka.topic_matches, kafka.topic_alerts, kafka.topic_state])
+        metrics.set_role(role)
         worker = build_role(config, ruleset, state_dir)
         await worker.start()
         stopping = asyncio.Event()

@@ -243,6 +243,8 @@ class RuleSpec:
     tests: tuple[TestCase, ...]
     loc: Location | None = _loc()
     clause_locs: tuple[tuple[str, Location], ...] = field(default=(), compare=False, hash=False, repr=False)
+    references: tuple[str, ...] = ()  # URLs or citations for the reader of an alert
+    runbook: str = ""  # URL of what on-call should do
 
 
 Decl = ListDecl | MacroDecl | RuleSpec

@@ -240,7 +240,11 @@ class _Resolver:
             tests=tuple(fields["tests"]),
             loc=loc,
             clause_locs=tuple(clause_locs),
+            references=tuple(fields.get("references", ())),
+            runbook=fields.get("runbook", ""),
         )
+        if rule.runbook and not rule.runbook.startswith(("https://", "http://")):
+            self.error("bad-runbook", "runbook must be an http:// or https:// URL", dict(clause_locs).get("runbook", loc))
         self.check_rule(rule, dict(clause_locs))
         self.check_tags(rule.tags, dict(clause_locs).get("tags"))
         return rule

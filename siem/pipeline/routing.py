@@ -129,9 +129,10 @@ class Correlation:
     """The correlator's pure core: per partition, one Engine per group-by family, moved by the merged
     watermark of the matchers. Records are (partition, record time, Match | Watermark) in partition order."""
 
-    def __init__(self, ruleset: RuleSet, future_skew_ms: int | None) -> None:
+    def __init__(self, ruleset: RuleSet, future_skew_ms: int | None, max_pending: int | None = None) -> None:
         self.families = families(ruleset)
         self.future_skew_ms = future_skew_ms
+        self.max_pending = max_pending  # per engine
         self.parts: dict[Hashable, _Partition] = {}
 
     def open(self, partition: Hashable, state: bytes | None = None) -> None:
@@ -157,7 +158,7 @@ class Correlation:
             if rules is None:
                 return None
             eng = part.engines[family] = Engine(rules, lateness_ms=UNBOUNDED_LATENESS_MS,
-                                                future_skew_ms=self.future_skew_ms)
+                                                future_skew_ms=self.future_skew_ms, max_pending=self.max_pending)
             if part.wm > MIN_TS:
                 eng.advance(part.wm)
         return eng

@@ -47,6 +47,10 @@ class LocalEventLog:
 
     def __init__(self, local: LocalLog) -> None:
         self.local = local
+        self._give_up = False
+
+    def give_up(self) -> None:
+        self._give_up = True
 
     async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
         """Append events then control records in one write. A record above max_record_bytes is dropped
@@ -63,6 +67,8 @@ class LocalEventLog:
                     sum(1 for p in payloads if len(p) > limit))
                 payloads = [p for p in payloads if len(p) <= limit]
             except StateError as exc:
+                if self._give_up:
+                    raise
                 log.error("cannot append to the log, retrying: %s", exc)
                 await asyncio.sleep(_RETRY_S)
 
@@ -111,6 +117,10 @@ class KafkaEventLog:
         self.producer = producer
         self.topic = topic
         self.key = origin.encode()
+        self._give_up = False
+
+    def give_up(self) -> None:
+        self._give_up = True
 
     async def last_positions(self, scan_records: int = 10_000) -> dict[str, dict]:
         """The last Positions per input on this collector's partition (within its last `scan_records`)."""
@@ -129,6 +139,8 @@ class KafkaEventLog:
                     await self.producer.send_many(self.topic, items)  # type: ignore[arg-type]
                 return
             except KafkaError as exc:  # broker away: the whole batch again (duplicates absorbed downstream)
+                if self._give_up:
+                    raise StateError(f"cannot send to {self.topic}: {exc}") from exc
                 log.error("cannot send to %s, retrying: %s", self.topic, exc)
                 await asyncio.sleep(_RETRY_S)
 
