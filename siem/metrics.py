@@ -247,10 +247,15 @@ def init_series(inputs: Iterable[tuple[str, str, str]], rules: Iterable[tuple[st
         ALERTS_FIRED.labels(rule=rule, severity=severity)
         if correlated:
             WINDOW_KEYS.labels(rule=rule)
+    severities = ("info", "low", "medium", "high", "critical")  # siem.alert.record.SEVERITIES
     for route in routes:
         for family in (NOTIFICATIONS_SENT, NOTIFICATIONS_FAILED, NOTIFICATIONS_RETRIED, NOTIFICATIONS_DEAD,
                        NOTIFICATIONS_THROTTLED):
             family.labels(route=route)
+        for severity in severities:
+            ALERTS_HELD.labels(route=route, severity=severity, reason="rate_limit")
+    for severity in severities:
+        ALERTS_HELD.labels(route="", severity=severity, reason="no_route")
     for result in ("success", "failure"):
         RELOADS.labels(result=result)
     QUEUE_DEPTH.labels(queue="intake")
