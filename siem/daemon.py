@@ -47,7 +47,7 @@ from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.progress import ProgressCounts, ProgressReporter, daemon_intro
-from siem.service import Notifier, watchdog_loop
+from siem.service import Notifier, has_terminal, watchdog_loop
 from siem.statefile import write_json_atomic
 from siem.timeutil import monotonic_ms
 
@@ -200,6 +200,17 @@ class Daemon:
         return (f"{rate:.0f} events/s, {intake.written} events, {ev.alerts} alerts, "
                 f"lag {lag} records, queue {intake.queue.qsize()}")
 
+    def _hangup_or_reload(self, had_terminal: bool) -> Callable[[], None]:
+        """SIGHUP: reload, unless it is the hangup of the terminal `siem run` was started from (then the
+        daemon drains and stops, as for Ctrl-C, instead of running on orphaned and holding its ports)."""
+        def on_sighup() -> None:
+            if had_terminal and not has_terminal():
+                log.info("the controlling terminal hung up: stopping")
+                self._stopping.set()
+            else:
+                asyncio.ensure_future(self.reload())
+        return on_sighup
+
     def progress_counts(self) -> ProgressCounts:
         intake, ev = self._intake(), self._evaluator()
         wm = intake.watermark
@@ -259,7 +270,7 @@ class Daemon:
             tasks = [writer, engine, alerts, watchdog]
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
             loop.add_signal_handler(signal.SIGINT, self._stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._hangup_or_reload(has_terminal()))
             self.write_run_file()
             if self.progress:
                 tasks.append(asyncio.create_task(self._progress(ruleset), name="progress"))

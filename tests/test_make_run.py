@@ -108,3 +108,55 @@ def test_foreground_daemon_talks_to_a_person_and_stops_on_ctrl_c(tmp_path: Path)
     assert [x for x in lines if not line_re.match(x)] == []
     assert max(map(len, lines)) < 600
     assert any(" aws_cloudtrail_logging_stopped  " in x and "CRITICAL" in x for x in lines)
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "siem.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\nrules = ["{ROOT}/rules"]\nmetrics_address = "127.0.0.1:0"\n'
+                   '[inputs.tcp]\ntype = "syslog"\nprotocol = "tcp"\naddress = "127.0.0.1"\nport = 0\n')
+    return cfg
+
+
+def _in_a_terminal(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """`siem run --print-alerts` in a session of its own whose controlling terminal is a fresh pty."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+    err = tmp_path / "stderr.log"
+    proc = subprocess.Popen([sys.executable, "-m", "siem", "run", "-c", str(_config(tmp_path)), "--print-alerts"],
+                            stdin=slave, stdout=slave, stderr=open(err, "wb"), cwd=tmp_path, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "state" / "run.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+        time.sleep(0.2)
+    return proc, master, err
+
+
+@pytest.mark.timeout(120)
+def test_closing_the_terminal_stops_the_daemon_but_sighup_from_an_operator_reloads(tmp_path: Path) -> None:
+    """A window running `make run` that is closed hangs up its terminal: the daemon drains and exits
+    instead of running on orphaned with its ports; a SIGHUP while the terminal is there still reloads."""
+    proc, master, err = _in_a_terminal(tmp_path)
+    try:
+        time.sleep(1)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while b'"reloaded"' not in err.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert b'"reloaded"' in err.read_bytes() and proc.poll() is None
+        os.close(master)  # the terminal window goes away: the kernel hangs up the pty, SIGHUP to the session
+        master = -1
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert "the controlling terminal hung up: stopping" in text and "stopped cleanly" in text
+    assert "Traceback" not in text

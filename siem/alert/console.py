@@ -84,12 +84,19 @@ class AlertPrinter:
         self.stream: IO[bytes] = stream if stream is not None else sys.stdout.buffer
         self.format = resolve_format(fmt, self.stream)
         self.colour = self.format == "text" and _is_tty(self.stream) and not os.environ.get("NO_COLOR")
+        self.closed = False  # set when the stream stopped taking output; printing is a convenience, never fatal
 
     def __call__(self, alerts: Iterable[Alert]) -> None:
+        if self.closed:
+            return
         data = render_alerts(alerts, self.format, colour=self.colour)
-        if data:
+        if not data:
+            return
+        try:
             self.stream.write(data)
             self.stream.flush()
+        except (OSError, ValueError):  # the terminal hung up or the pipe's reader left: the alert log has them
+            self.closed = True
 
 
 def _is_tty(stream: IO[bytes]) -> bool:
