@@ -398,7 +398,7 @@ def sample_inputs(directory: Path) -> dict[str, dict]:
         inputs[f"sample_{fmt}"] = {"type": "files", "format": fmt, "paths": paths}
     if cloudtrail_dirs and importlib.util.find_spec("siem.collect.cloudtrail") is not None:
         common = Path(os.path.commonpath([str(d) for d in cloudtrail_dirs]))
-        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(common)}
+        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(common), "poll_interval": "1s"}
     if not inputs:
         inputs["sample_syslog"] = {"type": "files", "format": "syslog", "paths": [str(directory / "*.log")]}
     return inputs

@@ -59,8 +59,10 @@ PID_FILE = "siem.pid"
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False) -> None:
+                 print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False,
+                 start_fresh: bool = False) -> None:
         self.config = config
+        self.start_fresh = start_fresh  # a refused checkpoint is set aside instead of stopping the start
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
         self.print_alerts = print_alerts  # new alerts also to stdout (`siem run --print-alerts`, siem.alert.console)
@@ -94,7 +96,7 @@ class Daemon:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
                                         d.future_skew_ms, on_alerts=self.print_alerts,
-                                        max_pending=d.max_pending_events)
+                                        max_pending=d.max_pending_events, start_fresh=self.start_fresh)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest
@@ -310,9 +312,11 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
 
 
 def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None,
-               print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False) -> int:
+               print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False,
+               start_fresh: bool = False) -> int:
     """`siem run` in embedded mode: serve until SIGTERM. Exit codes: 0 clean, 1 state or runtime failure."""
-    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, progress=progress)
+    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, progress=progress,
+                    start_fresh=start_fresh)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except (StateError, OSError) as exc:

@@ -20,7 +20,7 @@ class Cluster:
         self.base = base
         self.broker = broker
         self.inputs = inputs  # the collector's
-        tag = uuid.uuid4().hex[:8]
+        tag = self.tag = uuid.uuid4().hex[:8]  # topics ev.<tag>, m.<tag>, al.<tag>, st.<tag>; groups g?.<tag>
         base.mkdir(parents=True)
         if isinstance(rules, Path):
             self.rules = rules

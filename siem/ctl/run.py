@@ -1,4 +1,5 @@
-"""`siem run [--config FILE]`: the daemon in the foreground (systemd runs it like this)."""
+"""`siem run [--config FILE] [--print-alerts] [--start-fresh]`: the daemon in the foreground (systemd runs it
+like this)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="say on stderr what the daemon is doing: its inputs, when it has caught up, alerts "
                              "so far (default: on when stderr is a terminal)")
+    parser.add_argument("--start-fresh", action="store_true",
+                        help="if the engine checkpoint cannot be used (corrupt, another version, a pickle of an "
+                             "earlier release), keep it as checkpoint.bad-<ms> and start with empty windows, "
+                             "re-reading the log from its oldest record, instead of refusing to start")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,4 +59,4 @@ def run(args: argparse.Namespace) -> int:
 
     printer = AlertPrinter(args.format) if args.print_alerts else None
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    return run_daemon(config, ruleset, path, print_alerts=printer, progress=progress)
+    return run_daemon(config, ruleset, path, print_alerts=printer, progress=progress, start_fresh=args.start_fresh)
