@@ -378,7 +378,8 @@ class Engine:
             ev = fire.trigger
             ident = ev.get("event.id") or hashlib.sha1(str(ev.get("event.original", ev)).encode()).hexdigest()[:16]
             identity = group + (("_event", str(ident)),)
-        values: dict[str, object] = dict(fire.trigger)
+        values: dict[str, object] = dict(group)  # the key's values, also where no event carries them (absent)
+        values.update(fire.trigger)
         values.update(fire.aggregates)
         values.update(
             count=fire.count, rule=spec.id, title=spec.title, severity=spec.severity,
