@@ -163,8 +163,8 @@ def test_logtest_a_burst_on_stdin_grows_the_count_until_the_alert() -> None:
     assert [r["line"] for r in reports] == list(range(1, 11))
     counts = [next(m["state"]["value"] for m in r["rules"] if m["rule"] == "ssh_bruteforce") for r in reports]
     assert counts == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # the window fired with the 10th and starts empty
-    assert [a["rule"] for a in reports[-1]["alerts"]] == ["ssh_bruteforce"]
-    assert all(not r["alerts"] for r in reports[:-1])
+    fired = [r["line"] for r in reports if any(a["rule"] == "ssh_bruteforce" for a in r["alerts"])]
+    assert fired == [10]  # other rules of the pack (a short burst) may alert earlier
 
 
 def test_logtest_takes_the_format_of_a_configured_input(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_logtest_takes_the_format_of_a_configured_input(tmp_path: Path) -> None:
     report = json.loads(got.stdout)
     assert report["format"] == "nginx" and report["event"]["source.ip"] == "203.0.113.5"
     assert "web_sql_injection" in [m["rule"] for m in report["rules"]]
-    assert [a["rule"] for a in report["alerts"]] == ["web_sql_injection"]
+    assert {"web_sql_injection", "web_scanner_user_agent"} <= {a["rule"] for a in report["alerts"]}  # sqlmap
     missing = siem("logtest", "-c", str(cfg), "--input", "nope", line)
     assert missing.returncode == 2 and "no such input" in missing.stderr and "web" in missing.stderr
 
