@@ -12,6 +12,7 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("replay", "siem.replay", "run rules over log files and print alerts as JSON lines"),
     ("rules", "siem.dsl.commands", "check or test rule files"),
+    ("sigma", "siem.sigma.commands", "convert Sigma rules into rule files (siem sigma import), measure coverage"),
     ("alerts", "siem.alert.commands", "list logged alerts or show one with its notifications"),
     ("notify", "siem.alert.notify_command", "send a test notification through an alerting route"),
     ("run", "siem.ctl.run", "run the daemon in the foreground"),

@@ -58,6 +58,18 @@ FIELDS: Final[dict[str, str]] = {
     "process.pid": LONG,
     "process.command_line": KEYWORD,
     "process.working_directory": KEYWORD,
+    "process.executable": KEYWORD,
+    "process.args": KEYWORD,
+    "process.title": KEYWORD,
+    "process.parent.pid": LONG,
+    "process.parent.name": KEYWORD,
+    "process.parent.executable": KEYWORD,
+    "process.parent.command_line": KEYWORD,
+    "file.path": KEYWORD,
+    "file.name": KEYWORD,
+    "file.directory": KEYWORD,
+    "user.effective.id": KEYWORD,
+    "destination.domain": KEYWORD,
     "url.path": KEYWORD,
     "url.original": KEYWORD,
     "url.query": KEYWORD,
@@ -109,7 +121,7 @@ FIELDS: Final[dict[str, str]] = {
 }
 
 # Prefixes whose fields are free-form (flattened JSON) and typed as keywords.
-OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "labels.", "journald.", "sd.")
+OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "auditd.", "labels.", "journald.", "sd.")
 
 
 def field_type(name: str) -> str | None:

@@ -243,6 +243,12 @@ class RuleSpec:
     tests: tuple[TestCase, ...]
     loc: Location | None = _loc()
     clause_locs: tuple[tuple[str, Location], ...] = field(default=(), compare=False, hash=False, repr=False)
+    # attribution kept from where the rule came from (a converted Sigma rule, a vendor pack)
+    references: tuple[str, ...] = ()
+    author: str = ""
+    falsepositives: tuple[str, ...] = ()
+    license: str = ""
+    sigma_id: str = ""
 
 
 Decl = ListDecl | MacroDecl | RuleSpec

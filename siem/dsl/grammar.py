@@ -7,7 +7,10 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     macro      = "macro" IDENT "=" expr ;
     rule       = "rule" IDENT "{" { clause } "}" ;
     clause     = "title" STRING | "severity" SEVERITY | "tags" "[" TAG { "," TAG } "]"
-               | "when" expr | "message" STRING | correlation | suppress | test ;
+               | "when" expr | "message" STRING | correlation | suppress | test
+               | "references" strings | "author" STRING | "falsepositives" strings | "license" STRING
+               | "sigma_id" STRING ;
+    strings    = "[" [ STRING { "," STRING } [","] ] "]" ;
     correlation= threshold | sequence | absent | first_seen | spike ;
     threshold  = ( "count" | "distinct" "(" FIELD ")" | "sum" "(" FIELD ")" ) (">=" | ">") NUMBER
                  "within" DURATION [ by ] ;
@@ -92,6 +95,9 @@ REGEX = pp.Regex(r"/((?:[^/\\\n]|\\.)*)/([a-z]*)").set_name("regex /.../")
 LITERAL = (STRING | NUMBER | BOOL).set_name("literal")
 VALUES = (S("[") + pp.Group(pp.Opt(pp.DelimitedList(LITERAL, allow_trailing_delim=True))) + S("]")).set_name(
     "[values]"
+)
+STRINGS = (S("[") + pp.Group(pp.Opt(pp.DelimitedList(STRING, allow_trailing_delim=True))) + S("]")).set_name(
+    '["text", ...]'
 )
 SEVERITY = pp.one_of("info low medium high critical", as_keyword=True).set_name("severity")
 TAG = (pp.Regex(r"[A-Za-z0-9_.:\-]+") | STRING).set_name("tag")
@@ -266,10 +272,15 @@ CLAUSE = (
     | _clause("tags", S("[") + pp.Group(pp.DelimitedList(TAG, allow_trailing_delim=True)) + S("]"))
     | _clause("when", expr)
     | _clause("message", STRING)
+    | _clause("references", STRINGS)
+    | _clause("author", STRING)
+    | _clause("falsepositives", STRINGS)
+    | _clause("license", STRING)
+    | _clause("sigma_id", STRING)
     | CORRELATION.copy().add_parse_action(lambda t: ("clause", "correlation", t[0], t[0].loc))
     | SUPPRESS.copy().add_parse_action(lambda t: ("clause", "suppress", t[0], t[0].loc))
     | TEST.copy().add_parse_action(lambda t: ("clause", "test", t[0], t[0].loc))
-).set_name("rule clause (title, severity, tags, when, message, a correlation, suppress, expect)")
+).set_name("rule clause (title, severity, tags, when, message, a correlation, suppress, expect, references, author, ...)")
 
 RULE = _with_loc(S(K("rule")) - IDENT - S("{") - pp.Group(pp.ZeroOrMore(CLAUSE)) - S("}")).set_parse_action(
     lambda t: ("rule", t[1], list(t[2]), t[0])

@@ -239,6 +239,11 @@ class _Resolver:
             tests=tuple(fields["tests"]),
             loc=loc,
             clause_locs=tuple(clause_locs),
+            references=tuple(fields.get("references", ())),
+            author=fields.get("author", ""),
+            falsepositives=tuple(fields.get("falsepositives", ())),
+            license=fields.get("license", ""),
+            sigma_id=fields.get("sigma_id", ""),
         )
         self.check_rule(rule, dict(clause_locs))
         return rule
