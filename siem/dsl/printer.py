@@ -44,22 +44,26 @@ def render_regex(pattern: str, flags: str) -> str:
     return f"/{body}/{flags}"
 
 
-def _values(values: tuple[str | int | float | bool, ...]) -> str:
-    return "[" + ", ".join(render_literal(v) for v in values) + "]"
+def _values(values: tuple[str | int | float | bool, ...], indent: str = "  ") -> str:
+    items = [render_literal(v) for v in values]
+    flat = "[" + ", ".join(items) + "]"
+    if len(flat) <= _WIDTH:
+        return flat
+    return "[" + ("," + "\n" + indent + " ").join(items) + "]"
 
 
-def render_predicate(node: ast.Expr) -> str:
+def render_predicate(node: ast.Expr, indent: str = "  ") -> str:
     match node:
         case ast.Compare(field, op, value, ci):
             return f"{render_field(field)} {'i' if ci else ''}{op} {render_literal(value)}"
         case ast.FieldCompare(field, op, other, ci):
             return f"{render_field(field)} {'i' if ci else ''}{op} field({render_field(other)})"
         case ast.InSet(field, values, ci):
-            return f"{render_field(field)} {'iin' if ci else 'in'} {_values(values)}"
+            return f"{render_field(field)} {'iin' if ci else 'in'} {_values(values, indent)}"
         case ast.InCidr(field, networks):
             return f"{render_field(field)} in cidr({', '.join(render_string(n) for n in networks)})"
         case ast.StrMatch(field, kind, values, ci):
-            arg = render_string(values[0]) if len(values) == 1 else _values(values)
+            arg = render_string(values[0]) if len(values) == 1 else _values(values, indent)
             return f"{render_field(field)} {'i' if ci else ''}{kind} {arg}"
         case ast.Matches(field, pattern, flags):
             return f"{render_field(field)} matches {render_regex(pattern, flags)}"
@@ -90,7 +94,7 @@ def _render(node: ast.Expr, indent: str, top: bool = False) -> str:
         case ast.TrueExpr() | ast.MacroRef():
             raise ValueError(f"cannot render {node!r}")
         case _:
-            return render_predicate(node)
+            return render_predicate(node, indent)
 
 
 def _operand(arg: ast.Expr, parent: ast.Expr, indent: str) -> str:

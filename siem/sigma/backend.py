@@ -169,6 +169,25 @@ def _flatten(cls: type, args: list[ast.Expr]) -> ast.Expr:
     return out[0] if len(out) == 1 else cls(tuple(out))
 
 
+def _merge_or(node: ast.Expr) -> ast.Expr:
+    """`f icontains "a" or f icontains "b"` -> `f icontains ["a", "b"]` (one pass over the values,
+    and easier to read); the first occurrence keeps its place."""
+    if not isinstance(node, ast.Or):
+        return node
+    out: list[ast.Expr] = []
+    at: dict[tuple[str, str, bool], int] = {}
+    for a in node.args:
+        if isinstance(a, ast.StrMatch):
+            key = (a.field, a.kind, a.ci)
+            if key in at:
+                prev = out[at[key]]
+                out[at[key]] = ast.StrMatch(a.field, a.kind, prev.values + a.values, a.ci)  # type: ignore[union-attr]
+                continue
+            at[key] = len(out)
+        out.append(a)
+    return out[0] if len(out) == 1 else ast.Or(tuple(out))
+
+
 class SiemBackend(Backend):
     """Sigma rules to siem rule DSL conditions (see the module docstring for the semantics)."""
 
@@ -188,7 +207,7 @@ class SiemBackend(Backend):
     # --- boolean structure
 
     def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> ast.Expr:
-        return _flatten(ast.Or, [self.convert_condition(a, state) for a in cond.args])
+        return _merge_or(_flatten(ast.Or, [self.convert_condition(a, state) for a in cond.args]))
 
     def convert_condition_and(self, cond: ConditionAND, state: ConversionState) -> ast.Expr:
         return _flatten(ast.And, [self.convert_condition(a, state) for a in cond.args])

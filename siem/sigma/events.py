@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sre_constants as sc
-import sre_parse
+import re._constants as sc  # the stdlib regex parser (sre_parse) builds the tree walked below
+import re._parser as sre_parse
 from typing import Iterator
 
 from siem import schema
