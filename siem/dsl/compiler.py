@@ -219,7 +219,15 @@ def _str_pred(kind: str, values: tuple[str, ...], ci: bool) -> ValuePred:
         return lambda s: fold(s).startswith(needles)
     if kind == "endswith":
         return lambda s: fold(s).endswith(needles)
-    return lambda s: any(n in fold(s) for n in needles)
+    if len(needles) == 1:
+        needle = needles[0]
+        return lambda s: needle in fold(s)
+
+    def contains_any(s: str) -> bool:
+        text = fold(s)  # once per value, not once per needle
+        return any(n in text for n in needles)
+
+    return contains_any
 
 
 def _cidr_pred(networks: tuple[str, ...]) -> ValuePred:
