@@ -1,6 +1,8 @@
 """Convert a directory of Sigma rules (``*.yml``) into ``.rules`` files, one per Sigma file.
 
-``convert_tree(src)`` converts every rule and returns one Outcome per Sigma rule file, in path order:
+``convert_tree(src)`` reads every file first, so Sigma filters (meta-filters) apply to the rules they
+name and correlations may reference rules in other files (by id or name), then converts every rule
+and returns one Outcome per Sigma rule file, in path order:
 the rule text, or the exact reason it was not converted (a logsource we do not ingest, a field our
 events do not carry, a regex RE2 cannot run, ...). ``write_tree(outcomes, out)`` writes the texts as
 ``out/<same relative path>.rules``, removing ``.rules`` files there that no longer have a source, so
@@ -14,11 +16,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
+from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
+
+from siem.dsl import ast
+from siem.sigma.correlation import Base, CorrelationUnsupported, correlate
+from siem.sigma.pipelines import find_logsource
 
 from siem.sigma.backend import SiemBackend
 from siem.sigma.pipelines import pipeline
@@ -66,42 +76,132 @@ def _reason(exc: BaseException) -> str:
     return " ".join((text[:cut] if cut > 0 else text).split())
 
 
-def convert_file(path: Path, root: Path, default_license: str = "", taken: set[str] | None = None) -> Outcome:
+@dataclass
+class _File:
+    rel: str
+    stem: str
+    rules: list[Any]
+    reason: str = ""
+
+
+def _parse(path: Path, root: Path) -> _File:
     rel = path.relative_to(root).as_posix() if path != root else path.name
-    taken = taken if taken is not None else set()
     try:
-        collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"))
+        collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_filters=True,
+                                               resolve_references=False)
     except (SigmaError, OSError, UnicodeDecodeError, ValueError) as exc:
-        return Outcome(rel, None, f"not a valid Sigma rule: {_reason(exc)}")
-    rules = [r for r in collection.rules if isinstance(r, SigmaRule)]
-    if len(rules) != len(collection.rules):
-        return Outcome(rel, None, "Sigma correlation rules are not converted yet")
-    if not rules:
-        return Outcome(rel, None, "no rule in the file")
-    blocks: list[str] = []
-    ids: list[str] = []
-    for n, rule in enumerate(rules):
-        backend = SiemBackend(pipeline("siem"))
-        try:
-            queries = backend.convert_rule(rule, "ast")
-        except SigmaError as exc:
-            return Outcome(rel, None, _reason(exc))
-        for index, query in enumerate(queries):
-            rid = rule_id(path.stem, n + index)
-            while rid in taken:
-                rid += "_"
-            taken.add(rid)
-            ids.append(rid)
-            blocks.append(rule_block(rule, query, index, stem=path.stem, source=rel, default_license=default_license,
-                                     rid=rid))
-    return Outcome(rel, "\n".join(blocks), "", tuple(ids))
+        return _File(rel, path.stem, [], f"not a valid Sigma rule: {_reason(exc)}")
+    return _File(rel, path.stem, [*collection.rules, *collection.filters])
+
+
+def _unique(rid: str, taken: set[str]) -> str:
+    while rid in taken:
+        rid += "_"
+    taken.add(rid)
+    return rid
 
 
 def convert_tree(src: Path) -> list[Outcome]:
+    """Convert every Sigma file under `src` (see the module docstring)."""
     licence = directory_license(src)
     root = src if src.is_dir() else src.parent
+    files = [_parse(p, root) for p in sigma_files(src)]
+    everything = [r for f in files for r in f.rules]
+    index = SigmaCollection([r for r in everything if not isinstance(r, SigmaFilter)], resolve_references=False)
+    filters = [r for r in everything if isinstance(r, SigmaFilter)]
+    for f in files:  # Sigma filters (meta-filters) apply to every rule they name or whose logsource they share
+        f.rules = [reduce(lambda r, flt: flt.apply_on_rule(r), filters, r) if isinstance(r, SigmaRule) else r
+                   for r in f.rules]
+    bases: dict[int, Base | str] = {}  # id(SigmaRule) -> converted base, or why not
+    silent: set[int] = set()  # referenced by a correlation that does not let them generate
+    for f in files:
+        for rule in f.rules:
+            if isinstance(rule, SigmaRule):
+                bases[id(rule)] = _convert_base(rule)
+            elif isinstance(rule, SigmaCorrelationRule):
+                try:
+                    rule.resolve_rule_references(index)
+                except SigmaError as exc:
+                    bases[id(rule)] = _reason(exc)
+                    continue
+                if not rule.generate:
+                    silent.update(id(ref.rule) for ref in rule.rules or ())
     taken: set[str] = set()
-    return [convert_file(p, root, licence, taken) for p in sigma_files(src)]
+    out: list[Outcome] = []
+    for f in files:
+        if f.reason:
+            out.append(Outcome(f.rel, None, f.reason))
+            continue
+        blocks: list[str] = []
+        ids: list[str] = []
+        reasons: list[str] = []
+        for n, rule in enumerate(f.rules):
+            rid = _unique(rule_id(f.stem, n), taken)
+            if isinstance(rule, SigmaFilter):
+                continue
+            if isinstance(rule, SigmaRule):
+                got = bases[id(rule)]
+                if isinstance(got, str):
+                    reasons.append(got)
+                elif id(rule) not in silent:
+                    blocks.append(rule_block(rule, got.when, stem=f.stem, source=f.rel, default_license=licence, rid=rid))
+                    ids.append(rid)
+                continue
+            text = _convert_correlation(rule, bases, f, licence, rid)
+            if text.startswith(GENERATED_MARK):
+                blocks.append(text)
+                ids.append(rid)
+            else:
+                reasons.append(text)
+        if reasons:
+            out.append(Outcome(f.rel, None, reasons[0]))
+        elif blocks:
+            out.append(Outcome(f.rel, "\n".join(blocks), "", tuple(ids)))
+        elif any(isinstance(r, SigmaFilter) for r in f.rules):
+            out.append(Outcome(f.rel, None, "a Sigma filter: applied to the rules it names, not a rule itself"))
+        elif f.rules:
+            out.append(Outcome(f.rel, None, "only rules referenced by correlations with generate: false"))
+        else:
+            out.append(Outcome(f.rel, None, "no rule in the file"))
+    return out
+
+
+def _convert_base(rule: SigmaRule) -> Base | str:
+    backend = SiemBackend(pipeline("siem"))
+    try:
+        backend.convert_rule(rule, "ast")
+    except SigmaError as exc:
+        return _reason(exc)
+    queries = rule.get_conversion_result()  # also for a rule a correlation keeps from output (_output False)
+    src = rule.logsource
+    ls = find_logsource(src.product, src.service, src.category)
+    if ls is None or not queries:
+        return "logsource is not ingested by siem"
+    when = queries[0] if len(queries) == 1 else ast.Or(tuple(queries))
+    return Base(rule, when, ls)
+
+
+def _convert_correlation(rule: SigmaCorrelationRule, bases: dict[int, Base | str], f: _File, licence: str,
+                         rid: str) -> str:
+    """The rule text, or (not starting with GENERATED_MARK) why the correlation is not converted."""
+    got = bases.get(id(rule))
+    if isinstance(got, str):
+        return got
+    refs: list[Base] = []
+    for ref in rule.rules or ():
+        target = ref.rule
+        if isinstance(target, SigmaCorrelationRule):
+            return "a correlation over correlations (chaining) has no DSL counterpart yet"
+        base = bases.get(id(target))
+        if not isinstance(base, Base):
+            return f"referenced rule '{ref.reference}' is not converted: {base}"
+        refs.append(base)
+    try:
+        when, corr = correlate(rule, refs)
+    except CorrelationUnsupported as exc:
+        return str(exc)
+    return rule_block(rule, when, stem=f.stem, source=f.rel, default_license=licence, rid=rid, correlation=corr,
+                      fields=refs[0].logsource.fields)
 
 
 def write_tree(outcomes: list[Outcome], out: Path) -> list[Path]:

@@ -296,3 +296,11 @@ def _exact(ls: Logsource) -> LogsourceExact:
 
 PIPELINES = {name: (lambda n=name: pipeline(n)) for name in
              ("siem", "siem_linux", "siem_auditd", "siem_cloudtrail", "siem_web")}
+
+
+def map_field(ls: Logsource, name: str) -> str:
+    """The event field a Sigma field name of logsource `ls` maps to (as the pipeline maps it)."""
+    mapping = FIELD_MAPS[ls.fields]
+    if name in mapping:
+        return mapping[name]
+    return _FIELD_FUNCTIONS.get(ls.fields, _identity)(name)

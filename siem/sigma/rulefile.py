@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from siem import schema
 from siem.dsl import ast
 from siem.dsl.printer import render_expr, render_string
 from siem.sigma import events
@@ -96,15 +97,65 @@ def license_of(rule: Any, default: str) -> str:
     return str(got) if got else default
 
 
+def _key_value(field: str) -> object:
+    kind = schema.field_type(field)
+    return "192.0.2.10" if kind == schema.IP else 1 if kind == schema.LONG else "key-1"
+
+
+def _keyed(ev: dict[str, object] | None, by: tuple[str, ...]) -> dict[str, object] | None:
+    if ev is None:
+        return None
+    return {**{k: _key_value(k) for k in by if k not in ev}, **ev}
+
+
+def _line(ev: dict[str, object], times: int = 1, every_ms: int = 1000) -> str:
+    text = orjson.dumps(ev, option=orjson.OPT_SORT_KEYS).decode()
+    return text + (f" x {times} every {every_ms}ms" if times > 1 else "")
+
+
+def correlation_tests(when: ast.Expr, corr: ast.Correlation) -> tuple[list[str] | None, list[str] | None]:
+    """Event lines that make `corr` fire, and lines that come close without firing."""
+    match corr:
+        case ast.Threshold(kind, field, op, value, window_ms, by):
+            need = int(value) + (1 if op == ">" or value != int(value) else 0)
+            every = max(1, window_ms // (2 * need + 2))
+            base = _keyed(events.satisfying(when), by)
+            if base is None:
+                return None, None
+            if kind == "count":
+                if need > 1:
+                    return [_line(base, need, every)], [_line(base, need - 1, every)]
+                miss = events.violating(when, None, near=base)
+                return [_line(base)], ([_line(miss)] if miss is not None else None)
+            if kind == "sum" and field is not None:
+                return [_line({**base, field: need})], [_line({**base, field: need - 1})]
+            if kind == "distinct" and field is not None:
+                first = base.get(field, "v")
+                variants = [{**base, field: f"{first}-{i}" if i else first} for i in range(need)]
+                if not all(events.holds(when, v) for v in variants):
+                    return None, None
+                return [_line(v) for v in variants], [_line(base, need)]
+        case ast.Sequence(steps, window_ms, by):
+            evs = [_keyed(events.satisfying(s.expr), by) for s in steps]
+            if any(e is None for e in evs):
+                return None, None
+            keys = {k: evs[0][k] for k in by if k in evs[0]}  # type: ignore[index]
+            evs = [{**e, **keys} for e in evs]  # type: ignore[dict-item]
+            return [_line(e) for e in evs], [_line(e) for e in reversed(evs)]
+    return None, None
+
+
 def rule_block(rule: Any, when: ast.Expr, index: int = 0, *, stem: str | None = None, source: str = "",
-               default_license: str = "", rid: str | None = None) -> str:
+               default_license: str = "", rid: str | None = None, correlation: ast.Correlation | None = None,
+               fields: str | None = None) -> str:
     """The text of one rule converted from Sigma rule `rule` with condition `when`."""
     if stem is None:
         path = getattr(getattr(rule, "source", None), "path", None)
         stem = path.stem if path is not None else (rule.title or "sigma_rule")
     rid = rid or rule_id(stem, index)
-    src = rule.logsource
-    ls = find_logsource(src.product, src.service, src.category)
+    src = getattr(rule, "logsource", None)
+    ls = find_logsource(src.product, src.service, src.category) if src is not None else None
+    kind = fields or (ls.fields if ls else "")
     licence = license_of(rule, default_license)
     lines: list[str] = []
     lines.append(f"# Sigma rule {source or stem}" + (f" (condition {index + 1})" if index else ""))
@@ -134,9 +185,27 @@ def rule_block(rule: Any, when: ast.Expr, index: int = 0, *, stem: str | None = 
         lines.append(f"  falsepositives {_strings([str(f) for f in rule.falsepositives])}")
     if licence:
         lines.append(f"  license  {render_string('DRL-1.1' if licence.upper().startswith('DRL') else licence)}")
-    lines.append(f"  when     {render_expr(when, indent='           ')}")
-    suffix = MESSAGE_SUFFIX.get(ls.fields if ls else "", "")
+    if not isinstance(when, ast.TrueExpr):
+        lines.append(f"  when     {render_expr(when, indent='           ')}")
+    if correlation is not None:
+        from siem.sigma.correlation import render_correlation
+
+        lines.extend("  " + ln if i == 0 else ln for i, ln in enumerate(render_correlation(correlation)))
+    suffix = MESSAGE_SUFFIX.get(kind, "")
+    if correlation is not None:
+        suffix = "{count} events for {key}, first {first}, last {last}"
     lines.append(f"  message  {render_string(_escape_template(rule.title) + (' ' + suffix if suffix else ''))}")
+    if correlation is not None:
+        fire_lines, nofire_lines = correlation_tests(when, correlation)
+        for word, got in (("fire  ", fire_lines), ("nofire", nofire_lines)):
+            if got is None:
+                lines.append(f"  # no {word.strip()} test events could be generated from the condition")
+            else:
+                lines.append(f"  expect {word} {{")
+                lines.extend(f"    {ln}" for ln in got)
+                lines.append("  }")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
     fire, nofire = test_events(rule, when)
     if fire is not None:
         lines.append(f"  expect fire   {{ {orjson.dumps(fire, option=orjson.OPT_SORT_KEYS).decode()} }}")
