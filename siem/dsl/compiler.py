@@ -25,6 +25,7 @@ MaskFn = Callable[[Batch], np.ndarray]
 ValuePred = Callable[[str], bool]
 
 _CACHE_LIMIT = 200_000
+_ORDERING = frozenset(("<", "<=", ">", ">="))
 _NUM_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
@@ -100,6 +101,8 @@ def _compile(node: ast.Expr) -> MaskFn:
             fn = _NUM_OPS[op]
             num = float(value)
             return lambda b: fn(b.number(field), num) & ~np.isnan(b.number(field))
+        case ast.Compare(field, op, value, ci) if op in _ORDERING and not isinstance(value, (str, bool)):
+            return _lut_mask(field, _number_text_pred(_NUM_OPS[op], float(value)))  # numbers held as text
         case ast.Compare(field, "==", value, False):
             return _equals(field, value)
         case ast.Compare(field, "!=", value, False):
@@ -141,6 +144,20 @@ def _compile(node: ast.Expr) -> MaskFn:
             return exists
         case ast.MacroRef() | _:
             raise TypeError(f"cannot compile unresolved node {node!r}")
+
+
+def _number_text_pred(fn: Callable[[float, float], bool], num: float) -> ValuePred:
+    """A text value compared as a number (CloudTrail's flattened parameters hold numbers as text);
+    a value that is not a number never matches."""
+
+    def pred(s: str) -> bool:
+        try:
+            x = float(s)
+        except ValueError:
+            return False
+        return x == x and fn(x, num)  # NaN never matches
+
+    return pred
 
 
 def _equals(field: str, value: Any) -> MaskFn:

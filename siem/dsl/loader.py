@@ -31,6 +31,7 @@ MAX_REGEX_LEN = 4096
 MAX_LIST_ITEMS = 1_000_000
 RULE_FILE_SUFFIXES = (".rules", ".siem")
 _STATEMENT_START = re.compile(r"^(rule|list|macro)\b", re.M)
+_NUMBER_TEXT = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +357,12 @@ class _Resolver:
                             raise ValueError("not an object")
                     except ValueError as exc:
                         self.error("test-event", f"test event is not a JSON object: {exc}", line.loc)
+                        continue
+                    # a misspelt field would make a nofire case pass vacuously
+                    for key in ev:
+                        if schema.field_type(key) is None:
+                            hint = _suggest(key, list(schema.FIELDS))
+                            self.error("unknown-field", f"test event field '{key}' is not in the schema{hint}", line.loc)
 
     def check_window(self, window_ms: int, loc: Location | None, allow_zero: bool = False) -> None:
         if window_ms <= 0 and not allow_zero:
@@ -380,9 +387,17 @@ class _Resolver:
             case ast.Compare(field, op, value, ci, loc):
                 ftype = self.check_field(field, loc)
                 is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ordering = op in ("<", "<=", ">", ">=")
                 if ftype == schema.LONG and not is_num:
                     self.error("type", f"'{field}' is a number field, compared with {value!r}", loc)
-                elif ftype in (schema.KEYWORD, schema.IP) and is_num:
+                elif ordering and ftype == schema.IP:
+                    self.error("type", f"'{field}' is an IP address: {op} does not apply to it (use in cidr(...))", loc)
+                elif ordering and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+                    self.error("type", f"{op} {value!r} orders text, so \"30\" < \"8\" holds: write the number "
+                               f"unquoted to compare numbers", loc)
+                elif ordering and isinstance(value, bool):
+                    self.error("type", f"{op} does not apply to true/false", loc)
+                elif ftype in (schema.KEYWORD, schema.IP) and is_num and not ordering:
                     self.error("type", f"'{field}' is a text field, compared with the number {value!r}: quote it", loc)
                 if ci and ftype == schema.LONG:
                     self.error("type", f"case-insensitive comparison on the number field '{field}'", loc)
@@ -401,8 +416,8 @@ class _Resolver:
                         break
             case ast.InCidr(field, networks, loc):
                 ftype = self.check_field(field, loc)
-                if ftype not in (schema.IP, None):
-                    self.error("type", f"cidr() needs an IP field; '{field}' is {ftype}", loc)
+                if ftype not in (schema.IP, schema.KEYWORD, None):  # text fields: the values that are addresses
+                    self.error("type", f"cidr() needs an IP or text field; '{field}' is {ftype}", loc)
                 for net in networks:
                     try:
                         ipaddress.ip_network(str(net), strict=False)

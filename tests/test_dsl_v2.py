@@ -1,0 +1,66 @@
+"""DSL v2 pieces that faithful Sigma conversion needs: numbers compared as numbers where they are held
+as text, type errors where a comparison cannot apply, cidr on text fields, and test events whose
+fields are checked against the schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from siem.dsl.loader import load_texts
+from siem.errors import RuleError
+from tests.engine_support import ev, run
+
+PORT = "aws.cloudtrail.request_parameters.ipPermissions.items.fromPort"
+
+
+def _codes(src: str) -> list[tuple[str, str]]:
+    with pytest.raises(RuleError) as exc:
+        load_texts({"r.rules": src})
+    return [(i.code, i.message) for i in exc.value.issues if i.severity == "error"]
+
+
+def test_unquoted_number_compares_numerically_on_a_text_field() -> None:
+    """CloudTrail keeps numbers as text: `< 1024` compares them as numbers, so "30" < 8 is false."""
+    src = f"rule r {{ when {PORT} < 1024 }}"
+    assert len(run(src, [ev(0, **{PORT.replace(".", "__"): "22"})])) == 1
+    assert run(src, [ev(0, **{PORT.replace(".", "__"): "8080"})]) == []
+    src8 = f"rule r {{ when {PORT} < 8 }}"
+    assert run(src8, [ev(0, **{PORT.replace(".", "__"): "30"})]) == []
+
+
+def test_text_that_is_not_a_number_never_matches_a_numeric_comparison() -> None:
+    """A value like "all" is not below or above any number."""
+    src = f"rule r {{ when {PORT} >= 0 }}"
+    assert run(src, [ev(0, **{PORT.replace(".", "__"): "all"})]) == []
+    assert len(run(src, [ev(0, **{PORT.replace(".", "__"): "0"})])) == 1
+
+
+def test_quoted_number_in_an_ordering_is_a_type_error() -> None:
+    """`> "10"` would order text ("30" < "8"): refused with the fix."""
+    [(code, msg)] = _codes(f'rule r {{ when {PORT} > "10" }}')
+    assert code == "type" and "write the number unquoted" in msg
+
+
+def test_ordering_an_ip_address_is_a_type_error() -> None:
+    """`source.ip > "10"` and `source.ip > 10` are refused: use cidr()."""
+    for src in ('rule r { when source.ip > "10" }', "rule r { when source.ip > 10 }"):
+        [(code, msg)] = _codes(src)
+        assert code == "type" and "IP address" in msg and "cidr" in msg
+
+
+def test_cidr_applies_to_text_fields() -> None:
+    """`in cidr(...)` works on any text field that holds addresses, e.g. CloudTrail's cidrIp."""
+    field = "aws.cloudtrail.request_parameters.ipPermissions.items.ipRanges.items.cidrIp"
+    src = f'rule r {{ when {field} in cidr("0.0.0.0/0") }}'
+    assert len(run(src, [ev(0, **{field.replace(".", "__"): "203.0.113.9"})])) == 1
+    assert run(src, [ev(0, **{field.replace(".", "__"): "not an address"})]) == []
+    [(code, _)] = _codes('rule r { when http.response.status_code in cidr("10.0.0.0/8") }')
+    assert code == "type"
+
+
+def test_test_event_fields_are_checked_against_the_schema() -> None:
+    """A misspelt field in an expect event is an error (it would make a nofire case pass vacuously)."""
+    src = 'rule r {\n  when user.name == "root"\n  expect nofire { {"user.nmae": "root"} }\n}\n'
+    [(code, msg)] = _codes(src)
+    assert code == "unknown-field"
+    assert msg == "test event field 'user.nmae' is not in the schema (did you mean 'user.name'?)"
