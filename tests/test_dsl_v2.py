@@ -64,3 +64,26 @@ def test_test_event_fields_are_checked_against_the_schema() -> None:
     [(code, msg)] = _codes(src)
     assert code == "unknown-field"
     assert msg == "test event field 'user.nmae' is not in the schema (did you mean 'user.name'?)"
+
+
+@pytest.mark.parametrize(
+    ("cond", "hit", "miss"),
+    [
+        ("user_agent.original contains field(user.name)", ("curl bob", "bob"), ("curl bob", "alice")),
+        ("user_agent.original icontains field(user.name)", ("curl BOB", "bob"), ("curl", "bob")),
+        ("url.path startswith field(user.name)", ("bob/x", "bob"), ("x/bob", "bob")),
+        ("url.path endswith field(user.name)", ("x/bob", "bob"), ("bob/x", "bob")),
+    ],
+)
+def test_field_contains_field(cond: str, hit: tuple[str, str], miss: tuple[str, str]) -> None:
+    """One field containing / starting / ending with another field of the same event."""
+    left = cond.split()[0].replace(".", "__")
+    src = f"rule r {{ when {cond} }}"
+    assert len(run(src, [ev(0, **{left: hit[0], "user__name": hit[1]})])) == 1
+    assert run(src, [ev(0, **{left: miss[0], "user__name": miss[1]})]) == []
+
+
+def test_field_contains_a_number_field_is_a_type_error() -> None:
+    """contains between fields needs text on both sides."""
+    [(code, _)] = _codes("rule r { when url.path contains field(http.response.status_code) }")
+    assert code == "type"

@@ -137,6 +137,21 @@ def test_fieldref_compares_two_fields() -> None:
     assert not fires(q, {**same, "aws.cloudtrail.user_identity.principal_id": "y"})
 
 
+def test_fieldref_contains_tests_one_field_holding_the_other() -> None:
+    """`|fieldref|contains` holds when the first field's value contains the second's."""
+    q = convert("sel:\n  userAgent|fieldref|contains: userIdentity.userName\ncondition: sel")
+    ev = {**CT, "user_agent.original": "aws-cli/2 bob-script", "aws.cloudtrail.user_identity.user_name": "Bob"}
+    assert fires(q, ev)
+    assert not fires(q, {**ev, "aws.cloudtrail.user_identity.user_name": "alice"})
+
+
+def test_numeric_comparison_on_numbers_held_as_text() -> None:
+    """`|lt` on a CloudTrail parameter compares numbers, not text ("30" is not below 8)."""
+    q = convert("sel:\n  requestParameters.fromPort|lt: 8\ncondition: sel")
+    assert fires(q, {**CT, "aws.cloudtrail.request_parameters.fromPort": "7"})
+    assert not fires(q, {**CT, "aws.cloudtrail.request_parameters.fromPort": "30"})
+
+
 def test_windash_expands_dash_variants() -> None:
     """`|windash` accepts -x and /x (and the Unicode dashes)."""
     q = convert("sel:\n  CommandLine|windash|contains: ' -e '\ncondition: sel", "product: linux\n  category: process_creation")
@@ -192,7 +207,7 @@ def test_condition_grammar_one_of_all_of_and_filters() -> None:
         ("sel:\n  eventName|re: '^(?!Get)'\ncondition: sel", "product: aws\n  service: cloudtrail", "RE2"),
         ("sel:\n  NoSuchField: x\ncondition: sel", "product: linux\n  service: sshd", "'NoSuchField'"),
         ("sel:\n  EventID: 4624\ncondition: sel", "product: windows\n  service: security", "not ingested"),
-        ("sel:\n  eventName|gt: 5\ncondition: sel", "product: aws\n  service: cloudtrail", "not a number field"),
+        ("sel:\n  sourceIPAddress|gt: 5\ncondition: sel", "product: aws\n  service: cloudtrail", "not a number"),
     ],
 )
 def test_what_cannot_be_converted_says_why(detection: str, logsource: str, reason: str) -> None:
@@ -207,6 +222,7 @@ def test_what_cannot_be_converted_says_why(detection: str, logsource: str, reaso
         'a == "x\\"y\\\\z" and not (b i== "q" or c icontains ["1", "2"])',
         "source.ip in cidr(\"10.0.0.0/8\") or url.path matches /a\\/b[0-9]+/i",
         "`odd field-name` exists and http.response.status_code >= 500",
+        "a icontains field(b) and not c == field(d)",
     ],
 )
 def test_printer_round_trip(text: str) -> None:

@@ -32,7 +32,8 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class FieldCompare:
-    """field OP field(other) with OP in == != (i== i!= case-insensitive): two fields of one event."""
+    """field OP field(other), two fields of one event: OP in == != contains startswith endswith
+    (`ci` for i== i!= icontains istartswith iendswith)."""
 
     field: str
     op: str

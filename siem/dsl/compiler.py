@@ -116,7 +116,7 @@ def _compile(node: ast.Expr) -> MaskFn:
                 return _lut_mask(field, lambda s: fn(s.casefold(), target))
             return _lut_mask(field, lambda s: fn(s, target))
         case ast.FieldCompare(field, op, other, ci):
-            return _field_compare(field, op == "!=", other, ci)
+            return _field_compare(field, op, other, ci)
         case ast.InSet(field, values, ci) if _is_number_field(field):
             nums = np.array([float(v) for v in values], dtype=np.float64)
             return lambda b: np.isin(b.number(field), nums)
@@ -176,10 +176,19 @@ def _equals(field: str, value: Any) -> MaskFn:
     return eq
 
 
-def _field_compare(field: str, negate: bool, other: str, ci: bool) -> MaskFn:
-    """Two fields of the same event, equal (or not); evaluated once per distinct pair of values.
-    A missing field on either side never matches, as with a literal."""
-    if _is_number_field(field) and _is_number_field(other):
+_PAIR_OPS: dict[str, Callable[[str, str], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "contains": lambda a, b: b in a,
+    "startswith": str.startswith, "endswith": str.endswith,
+}
+
+
+def _field_compare(field: str, op: str, other: str, ci: bool) -> MaskFn:
+    """Two fields of the same event: equal, not equal, or the first containing / starting with / ending
+    with the second; evaluated once per distinct pair of values. A missing field on either side never
+    matches, as with a literal."""
+    negate = op == "!="
+    test = _PAIR_OPS[op]
+    if op in ("==", "!=") and _is_number_field(field) and _is_number_field(other):
         def numbers(b: Batch) -> np.ndarray:
             left, right = b.number(field), b.number(other)
             both = ~np.isnan(left) & ~np.isnan(right)
@@ -198,8 +207,7 @@ def _field_compare(field: str, negate: bool, other: str, ci: bool) -> MaskFn:
                 lut[i] = False
                 continue
             ls, rs = str(lv), str(rv)
-            same = ls.casefold() == rs.casefold() if ci else ls == rs
-            lut[i] = same != negate
+            lut[i] = test(ls.casefold(), rs.casefold()) if ci else test(ls, rs)
         return lut[inverse.reshape(-1)]
 
     return texts

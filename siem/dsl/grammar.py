@@ -27,7 +27,7 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     and_expr   = not_expr { "and" not_expr } ;
     not_expr   = "not" not_expr | "(" expr ")" | predicate | IDENT (* a macro *) ;
     predicate  = FIELD ( CMP ( literal | "field" "(" FIELD ")" ) | ["not"] "in" ( cidr | values | IDENT ) | "iin" ( values | IDENT )
-                       | STROP ( STRING | values | IDENT ) | "matches" REGEX | "exists" ) ;
+                       | STROP ( STRING | values | IDENT | "field" "(" FIELD ")" ) | "matches" REGEX | "exists" ) ;
     cidr       = "cidr" "(" ( values | IDENT | STRING { "," STRING } ) ")" ;
     values     = "[" [ literal { "," literal } [","] ] "]" ;
     CMP        = "==" | "!=" | "<=" | ">=" | "<" | ">" | "i==" | "i!=" ;
@@ -152,6 +152,8 @@ def _pred_in(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
 def _pred_str(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
     loc, field, op, arg = t[0], t[1], t[2], t[3]
     ci = op.startswith("i")
+    if isinstance(arg, ast.FieldCompare):  # field(other): the other field's value is the needle
+        return ast.FieldCompare(field, op[1:] if ci else op, arg.other, ci, loc)
     vals = (arg,) if isinstance(arg, str) and t.get("quoted") else _values(arg, loc)
     return ast.StrMatch(field, op[1:] if ci else op, vals, ci, loc)  # type: ignore[arg-type]
 
@@ -180,7 +182,7 @@ PREDICATE = pp.MatchFirst(
             lambda s, l, t: _pred_in(s, l, pp.ParseResults([t[0], t[1], t[2], "cidr", t[4]]))
         ),
         _with_loc(FIELD + NOT_WORD + (K("in") | K("iin")) - REF_OR_VALUES).set_parse_action(_pred_in),
-        _with_loc(FIELD + STR_OP - (STRING("quoted") | REF_OR_VALUES)).set_parse_action(_pred_str),
+        _with_loc(FIELD + STR_OP - (STRING("quoted") | FIELD_REF | REF_OR_VALUES)).set_parse_action(_pred_str),
         _with_loc(FIELD + S(K("matches")) - REGEX).set_parse_action(_pred_regex),
         _with_loc(FIELD + S(K("exists"))).set_parse_action(lambda t: ast.Exists(t[1], t[0])),
     ]

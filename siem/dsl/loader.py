@@ -403,8 +403,10 @@ class _Resolver:
                     self.error("type", f"case-insensitive comparison on the number field '{field}'", loc)
             case ast.FieldCompare(field, op, other, ci, loc):
                 ftype, otype = self.check_field(field, loc), self.check_field(other, loc)
-                if op not in ("==", "!="):
-                    self.error("type", f"two fields compare with == or != only, not {op}", loc)
+                if op not in ("==", "!=", "contains", "startswith", "endswith"):
+                    self.error("type", f"two fields compare with == != contains startswith endswith, not {op}", loc)
+                elif op not in ("==", "!=") and schema.LONG in (ftype, otype):
+                    self.error("type", f"{op} needs two text fields; '{field}' is {ftype}, '{other}' is {otype}", loc)
                 elif ftype is not None and otype is not None and (ftype == schema.LONG) != (otype == schema.LONG):
                     self.error("type", f"'{field}' is {ftype} but '{other}' is {otype}", loc)
             case ast.InSet(field, values, ci, loc):

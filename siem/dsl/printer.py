@@ -57,7 +57,8 @@ def render_predicate(node: ast.Expr, indent: str = "  ") -> str:
         case ast.Compare(field, op, value, ci):
             return f"{render_field(field)} {'i' if ci else ''}{op} {render_literal(value)}"
         case ast.FieldCompare(field, op, other, ci):
-            return f"{render_field(field)} {'i' if ci else ''}{op} field({render_field(other)})"
+            word = f"{'i' if ci else ''}{op}"
+            return f"{render_field(field)} {word} field({render_field(other)})"
         case ast.InSet(field, values, ci):
             return f"{render_field(field)} {'iin' if ci else 'in'} {_values(values, indent)}"
         case ast.InCidr(field, networks):

@@ -17,8 +17,10 @@ Value semantics, as the Sigma specification gives them:
 * ``null`` is ``not field exists``; ``|exists`` is ``exists``; ``|cidr`` is ``in cidr(...)``;
 * ``|re`` is ``matches /.../`` (flags i, m, s); a pattern RE2 cannot run (lookaround,
   backreferences) is refused with the reason;
-* ``|gt`` / ``|gte`` / ``|lt`` / ``|lte`` are ``>`` ``>=`` ``<`` ``<=`` on number fields;
-* ``|fieldref`` is ``field == field(other)``;
+* ``|gt`` / ``|gte`` / ``|lt`` / ``|lte`` are ``>`` ``>=`` ``<`` ``<=``, numeric also on text fields
+  that hold numbers (CloudTrail parameters); refused on IP and boolean fields;
+* ``|fieldref`` is ``field == field(other)``; ``|fieldref|contains`` (startswith, endswith) is
+  ``field icontains field(other)``;
 * keywords (values without a field) are a case-insensitive substring search over the pipeline's
   full-text field (state ``keyword_field``: ``message`` for syslog, ``event.original`` otherwise);
 * ``|windash``, ``|base64``, ``|base64offset``, ``|all``, ``|expand`` are resolved by pySigma before
@@ -274,16 +276,16 @@ class SiemBackend(Backend):
     ) -> ast.Expr:
         field = _check_field(cond.field, cond)
         value: SigmaCompareExpression = cond.value  # type: ignore[assignment]
-        if not _is_number_field(field):
-            raise _unsupported(f"'{field}' is {schema.field_type(field)}, not a number field: cannot compare with <, >", cond)
-        return ast.Compare(field, _OPS[value.op], value.number.number)
+        if schema.field_type(field) in (schema.IP, schema.BOOL):
+            raise _unsupported(f"'{field}' is {schema.field_type(field)}, not a number: cannot compare with <, >", cond)
+        return ast.Compare(field, _OPS[value.op], value.number.number)  # numbers, also where held as text
 
     def convert_condition_field_eq_field(self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> ast.Expr:
         field = _check_field(cond.field, cond)
         ref: SigmaFieldReference = cond.value  # type: ignore[assignment]
-        if getattr(ref, "starts_with", False) or getattr(ref, "ends_with", False):
-            raise _unsupported("fieldref with startswith/endswith/contains has no DSL counterpart", cond)
-        return ast.FieldCompare(field, "==", _check_field(ref.field, cond))
+        starts, ends = getattr(ref, "starts_with", False), getattr(ref, "ends_with", False)
+        op = "contains" if starts and ends else "startswith" if starts else "endswith" if ends else "=="
+        return ast.FieldCompare(field, op, _check_field(ref.field, cond), op != "==")
 
     def convert_condition_field_eq_val_null(self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> ast.Expr:
         return ast.Not(ast.Exists(_check_field(cond.field, cond)))

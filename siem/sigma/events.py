@@ -91,7 +91,8 @@ def holds(expr: ast.Expr, ev: Event) -> bool:
             if a is None or b is None:
                 return False
             sa, sb = (str(a).casefold(), str(b).casefold()) if ci else (str(a), str(b))
-            return (sa == sb) == (op == "==")
+            return {"==": sa == sb, "!=": sa != sb, "contains": sb in sa, "startswith": sa.startswith(sb),
+                    "endswith": sa.endswith(sb)}[op]
         case _:
             return predicate_holds(expr, ev.get(_field_of(expr)))
     return False
