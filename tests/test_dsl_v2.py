@@ -87,3 +87,68 @@ def test_field_contains_a_number_field_is_a_type_error() -> None:
     """contains between fields needs text on both sides."""
     [(code, _)] = _codes("rule r { when url.path contains field(http.response.status_code) }")
     assert code == "type"
+
+
+ANY_ORDER = """
+rule r {
+  all within 5m by source.ip {
+    event.action == "a"
+    event.action == "b"
+  }
+}
+"""
+
+
+def _act(t_s: int, action: str, ip: str = "192.0.2.1", **more: object) -> dict[str, object]:
+    return ev(t_s * 1000, event__action=action, source__ip=ip, **more)
+
+
+def test_all_fires_on_every_step_in_any_order() -> None:
+    """all within 5m: b then a fires, as a then b does.
+
+        t:  0s   60s
+            b    a     -> fires at 60s
+    """
+    assert len(run(ANY_ORDER, [_act(0, "b"), _act(60, "a")])) == 1
+    assert len(run(ANY_ORDER, [_act(0, "a"), _act(60, "b")])) == 1
+
+
+def test_all_needs_the_steps_within_the_window_and_one_key() -> None:
+    """a at 0s and b at 400s are too far apart; a and b from two sources are two keys.
+
+        t:  0s  | 400s
+            a   | b    -> no alert
+    """
+    assert run(ANY_ORDER, [_act(0, "a"), _act(400, "b")]) == []
+    assert run(ANY_ORDER, [_act(0, "a"), _act(10, "b", ip="192.0.2.2")]) == []
+
+
+def test_sequence_still_needs_the_order() -> None:
+    """The same steps as a sequence do not fire when b comes first."""
+    src = ANY_ORDER.replace("all within", "sequence within")
+    assert run(src, [_act(0, "b"), _act(60, "a")]) == []
+    assert len(run(src, [_act(0, "a"), _act(60, "b")])) == 1
+
+
+DISTINCT_STEP = """
+rule r {
+  sequence within 10m by source.ip {
+    event.action == "fail" distinct(user.name) >= 3
+    event.action == "ok"
+  }
+}
+"""
+
+
+def test_distinct_in_a_sequence_step_counts_different_values() -> None:
+    """Failures for 3 different users, then a success: fires; 5 failures for one user do not count as 3."""
+    spray = [_act(i, "fail", user__name=u) for i, u in enumerate(["a", "b", "c"])] + [_act(10, "ok", user__name="c")]
+    assert len(run(DISTINCT_STEP, spray)) == 1
+    same = [_act(i, "fail", user__name="a") for i in range(5)] + [_act(10, "ok", user__name="a")]
+    assert run(DISTINCT_STEP, same) == []
+
+
+def test_distinct_step_field_is_checked() -> None:
+    """An unknown field in distinct(...) of a step is an error."""
+    [(code, _)] = _codes(DISTINCT_STEP.replace("distinct(user.name)", "distinct(user.nmae)"))
+    assert code == "unknown-field"

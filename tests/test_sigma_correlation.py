@@ -119,11 +119,30 @@ def test_temporal_ordered_becomes_a_sequence(tmp_path: Path) -> None:
     assert all(r.passed for r in run_rule_tests(load_texts({"c.rules": text})))
 
 
+def test_temporal_becomes_all_in_any_order(tmp_path: Path) -> None:
+    """temporal A, B -> all within T { A B }: B before A fires too."""
+    second = BASE.replace("Failed console login", "Success").replace("failed_console_login", "console_ok").replace(
+        "11111111-1111-1111-1111-111111111111", "33333333-3333-3333-3333-333333333333").replace(
+        "errorMessage: Failed authentication", "responseElements.ConsoleLogin: Success")
+    corr = EVENT_COUNT.replace("type: event_count", "type: temporal").replace(
+        "    - failed_console_login\n", "    - failed_console_login\n    - console_ok\n").replace(
+        "condition:\n    gte: 5\n", "")
+    (tmp_path / "ok.yml").write_text(second)
+    text = _convert(tmp_path, corr)["corr.yml"].text
+    assert text is not None and "all within 10m by aws.cloudtrail.user_identity.arn {" in text
+    ok = {"event.dataset": "aws.cloudtrail", "event.action": "ConsoleLogin",
+          "aws.cloudtrail.console_login.result": "Success", "aws.cloudtrail.user_identity.arn": "a"}
+    fail = {**FAIL, "aws.cloudtrail.user_identity.arn": "a"}
+    assert _fired(text, [ok, fail]) == 1
+    assert _fired(text, [ok, ok]) == 0
+    assert all(r.passed for r in run_rule_tests(load_texts({"c.rules": text})))
+
+
 def test_what_the_dsl_lacks_is_refused_with_the_reason(tmp_path: Path) -> None:
-    """temporal (any order), value_avg and lt conditions are named as not convertible yet."""
+    """value_avg, value_median and lt conditions are named as not convertible yet."""
     cases = {
-        "temporal": "Sigma correlation type 'temporal' has no DSL counterpart yet",
         "value_avg": "Sigma correlation type 'value_avg' has no DSL counterpart yet",
+        "value_median": "Sigma correlation type 'value_median' has no DSL counterpart yet",
     }
     for kind, reason in cases.items():
         corr = EVENT_COUNT.replace("type: event_count", f"type: {kind}").replace("gte: 5", "gte: 5\n    field: x")

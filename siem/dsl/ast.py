@@ -137,17 +137,23 @@ class Threshold:
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One step: `min_count` matching events, or with `distinct` that many different values of it."""
+
     expr: Expr
     min_count: int = 1
     loc: Location | None = _loc()
+    distinct: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Sequence:
+    """The steps in order (``sequence``) or in any order (``all``), within window by keys."""
+
     steps: tuple[Step, ...]
     window_ms: int
     by: tuple[str, ...]
     loc: Location | None = _loc()
+    ordered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

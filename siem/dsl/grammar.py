@@ -14,8 +14,9 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     correlation= threshold | sequence | absent | first_seen | spike ;
     threshold  = ( "count" | "distinct" "(" FIELD ")" | "sum" "(" FIELD ")" ) (">=" | ">") NUMBER
                  "within" DURATION [ by ] ;
-    sequence   = "sequence" "within" DURATION [ by ] "{" step { [","] step } "}" ;
-    step       = expr [ "count" ">=" INT ] ;
+    sequence   = ( "sequence" | "all" ) "within" DURATION [ by ] "{" step { [","] step } "}" ;
+                 (* sequence: the steps in this order; all: every step, in any order *)
+    step       = expr [ ( "count" | "distinct" "(" FIELD ")" ) ">=" INT ] ;
     absent     = "absent" expr "for" DURATION [ by ] ;
     first_seen = "first_seen" FIELD [ by ] [ "learn" DURATION ] ;
     spike      = "spike" FACTOR "baseline" DURATION "within" DURATION [ by ] [ "min" INT ] ;
@@ -68,7 +69,7 @@ K = pp.Keyword
 S = pp.Suppress
 KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
-    "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains "
+    "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains all "
     "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x"
 ).split()
 
@@ -226,12 +227,18 @@ AGG = K("count") | (K("distinct") + S("(") + FIELD + S(")")) | (K("sum") + S("("
 THRESHOLD = _with_loc(AGG - pp.one_of(">= >") - NUMBER - S(K("within")) - DURATION - BY).set_parse_action(
     _threshold
 )
-STEP = _with_loc(expr + pp.Opt(S(K("count")) + S(">=") + INT, default=1)).set_parse_action(
-    lambda t: ast.Step(t[1], t[2], t[0])
+STEP_COUNT = pp.Group(S(K("count")) - S(">=") - INT) | pp.Group(
+    S(K("distinct")) - S("(") - FIELD - S(")") - S(">=") - INT
+)
+STEP = _with_loc(expr + pp.Opt(STEP_COUNT, default=None)).set_parse_action(
+    lambda t: ast.Step(t[1], 1, t[0]) if t[2] is None
+    else ast.Step(t[1], t[2][0], t[0]) if len(t[2]) == 1
+    else ast.Step(t[1], t[2][1], t[0], t[2][0])
 )
 SEQUENCE = _with_loc(
-    S(K("sequence")) - S(K("within")) - DURATION - BY - S("{") - pp.Group(pp.OneOrMore(STEP + pp.Opt(S(",")))) - S("}")
-).set_parse_action(lambda t: ast.Sequence(tuple(t[3]), t[1], tuple(t[2]), t[0]))
+    (K("sequence") | K("all")) - S(K("within")) - DURATION - BY - S("{")
+    - pp.Group(pp.OneOrMore(STEP + pp.Opt(S(",")))) - S("}")
+).set_parse_action(lambda t: ast.Sequence(tuple(t[4]), t[2], tuple(t[3]), t[0], t[1] == "sequence"))
 ABSENT = _with_loc(S(K("absent")) - expr - S(K("for")) - DURATION - BY).set_parse_action(
     lambda t: ast.Absent(t[1], t[2], tuple(t[3]), t[0])
 )

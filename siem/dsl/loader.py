@@ -322,6 +322,8 @@ class _Resolver:
                     self.error("short-sequence", "a sequence needs at least two steps", cloc)
                 for step in steps:
                     self.check_expr(step.expr)
+                    if step.distinct is not None:
+                        self.check_field(step.distinct, step.loc)
                     if step.min_count < 1:
                         self.error("impossible-threshold", "a step count must be at least 1", step.loc)
             case ast.Absent(expr, window_ms, by):

@@ -67,7 +67,9 @@ class Member(NamedTuple):
 
 
 def member(rule: str, corr: ast.Correlation, agg_fields: tuple[str, ...]) -> Member:
-    own = (corr.field,) if isinstance(corr, ast.Threshold) and corr.field else ()
+    own: tuple[str, ...] = (corr.field,) if isinstance(corr, ast.Threshold) and corr.field else ()
+    if isinstance(corr, ast.Sequence):  # a distinct step needs its field's values in the kept samples
+        own = tuple(s.distinct for s in corr.steps if s.distinct)
     return Member(rule, corr, tuple(dict.fromkeys((*agg_fields, *own))))
 
 
@@ -522,7 +524,14 @@ def _as_sample(batch: Batch, e: Event | int) -> Event:
 
 
 class SequenceCorrelator(Correlator):
-    """Ordered steps, each with a minimum count, all within W by keys."""
+    """Steps, each with a minimum count (or a minimum of distinct values of a field), all within W by
+    keys: in order for ``sequence``, in any order for ``all``.
+
+        all within 5m by k { a, b }
+        t:  0s   60s  | 400s  460s
+            b    a    |           -> fires at 60s (a and b within 5m, b first)
+            a         | b         -> no alert: at 400s the a at 0s has left the window
+    """
 
     STATE = ("state", "seq")
 
@@ -559,6 +568,20 @@ class SequenceCorrelator(Correlator):
                     while lst and lst[0][0] <= t - window_ms:
                         lst.pop(0)
             smp = batch.sample(rows_l[i]) if not self.agg_fields else sample(event, self.agg_fields)
+            if not spec.ordered:
+                hit = [j for j in range(last + 1) if masks[j][i]]
+                for j in hit:
+                    self._append(steps[j], spec.steps[j], (t, self.seq, smp))
+                chain = self._complete_any(steps) if hit else None
+                if chain is not None:
+                    fires.append(Fire(key, chain[0][0], t, len(chain), event,
+                                      [e for _, _, e in chain][-self.sample_size :],
+                                      _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
+                                                  0, len(chain), self.agg_fields)))
+                    del self.state[key]
+                elif not any(steps):
+                    del self.state[key]
+                continue
             if masks[last][i]:
                 chain = self._complete(steps, (t, self.seq, smp))
                 if chain is not None:
@@ -570,29 +593,59 @@ class SequenceCorrelator(Correlator):
                     continue
             for j in range(last + 1):
                 if masks[j][i]:
-                    lst = steps[j]
-                    lst.append((t, self.seq, smp))
-                    if len(lst) > max(spec.steps[j].min_count, 1) * 4:
-                        del lst[: len(lst) - spec.steps[j].min_count * 4]
+                    self._append(steps[j], spec.steps[j], (t, self.seq, smp))
             if not any(steps):
                 del self.state[key]
         return fires
 
+    @staticmethod
+    def _append(lst: list[tuple[int, int, Event]], step: ast.Step, entry: tuple[int, int, Event]) -> None:
+        """Keep a step's newest entries: 4x its count, and for a distinct step only the newest per value."""
+        if step.distinct is not None:
+            value = entry[2].get(step.distinct)
+            if value is None:
+                return
+            lst[:] = [x for x in lst if x[2].get(step.distinct) != value]
+        lst.append(entry)
+        if len(lst) > max(step.min_count, 1) * 4:
+            del lst[: len(lst) - step.min_count * 4]
+
+    @staticmethod
+    def _block(entries: list[tuple[int, int, Event]], step: ast.Step) -> list[tuple[int, int, Event]] | None:
+        """The newest entries that satisfy `step` (its count, or its number of distinct values)."""
+        if step.distinct is None:
+            return entries[-step.min_count:] if len(entries) >= step.min_count else None
+        seen: set[object] = set()
+        for k in range(len(entries) - 1, -1, -1):
+            seen.add(entries[k][2].get(step.distinct))
+            if len(seen) >= step.min_count:
+                return entries[k:]
+        return None
+
+    def _complete_any(self, steps: list[list[tuple[int, int, Event]]]) -> list[Any] | None:
+        blocks = [self._block(lst, st) for lst, st in zip(steps, self.spec.steps)]
+        if any(b is None for b in blocks):
+            return None
+        chain = sorted({x[1]: x for b in blocks for x in b}.values(), key=lambda x: x[1])  # type: ignore[union-attr]
+        if chain[-1][0] - chain[0][0] >= self.spec.window_ms:
+            return None
+        return chain
+
     def _complete(self, steps: list[list[tuple[int, int, Event]]], current: tuple[int, int, Event]) -> list[Any] | None:
         spec = self.spec
         last = len(spec.steps) - 1
-        need = spec.steps[last].min_count
-        block = (steps[last] + [current])[-need:]
-        if len(block) < need:
+        got = self._block(steps[last] + [current], spec.steps[last])
+        if got is None:
             return None
+        block: list[tuple[int, int, Event]] = got
         chain = list(block)
         before = block[0][1]
         for j in range(last - 1, -1, -1):
-            need = spec.steps[j].min_count
             candidates = [x for x in steps[j] if x[1] < before]
-            if len(candidates) < need:
+            got = self._block(candidates, spec.steps[j])
+            if got is None:
                 return None
-            block = candidates[-need:]
+            block = got
             chain = block + chain
             before = block[0][1]
         times = [x[0] for x in chain]

@@ -7,10 +7,11 @@ event_count  gte/gt N     ``when <any referenced rule> count >= N within T by <g
 value_count  gte/gt N     ``distinct(<field>) >= N within T by ...``
 value_sum    gte/gt N     ``sum(<field>) >= N within T by ...``
 temporal_ordered          ``sequence within T by ... { <rule 1> <rule 2> ... }``
+temporal                  ``all within T by ... { <rule 1> <rule 2> ... }`` (any order)
 ========================  ==========================================================================
 
 Group-by fields and the aggregated field are mapped with the referenced rules' pipeline (the same
-names the rules' conditions use). Refused, with the reason: temporal (any order), value_avg,
+names the rules' conditions use). Refused, with the reason: value_avg,
 value_percentile, value_median, conditions other than gte/gt, field aliases, and correlations over
 correlations; each needs a DSL construct that does not exist yet (README "Sigma rules").
 
@@ -92,10 +93,15 @@ def correlate(corr: SigmaCorrelationRule, bases: list[Base]) -> tuple[ast.Expr, 
         agg = "distinct" if kind is Kind.VALUE_COUNT else "sum"
         return when, ast.Threshold(agg, _mapped(ref, bases), _ops(corr.condition), float(corr.condition.count),
                                    window_ms, by)
-    if kind is Kind.TEMPORAL_ORDERED:
+    if kind in (Kind.TEMPORAL, Kind.TEMPORAL_ORDERED):
         if len(bases) < 2:
-            raise CorrelationUnsupported("temporal_ordered needs at least two rules")
-        return ast.TrueExpr(), ast.Sequence(tuple(ast.Step(w) for w in whens), window_ms, by)
+            raise CorrelationUnsupported(f"{kind.name.lower()} needs at least two rules")
+        cond = corr.condition
+        if cond is not None and getattr(cond, "count", None) not in (None, len(bases)):
+            raise CorrelationUnsupported(f"{kind.name.lower()} over {cond.count} of {len(bases)} rules has no DSL "
+                                         f"counterpart (only all of them)")
+        steps = tuple(ast.Step(w) for w in whens)
+        return ast.TrueExpr(), ast.Sequence(steps, window_ms, by, None, kind is Kind.TEMPORAL_ORDERED)
     raise CorrelationUnsupported(f"Sigma correlation type '{kind.name.lower()}' has no DSL counterpart yet")
 
 
@@ -109,8 +115,9 @@ def render_correlation(corr: ast.Correlation) -> list[str]:
             agg = "count" if kind == "count" else f"{kind}({render_field(field or '')})"
             num = int(value) if value == int(value) else value
             return [f"{agg} {op} {num} within {duration(window_ms // 1000)}{by}"]
-        case ast.Sequence(steps, window_ms, _):
-            lines = [f"sequence within {duration(window_ms // 1000)}{by} {{"]
+        case ast.Sequence(steps, window_ms, _, _, ordered):
+            word = "sequence" if ordered else "all"
+            lines = [f"{word} within {duration(window_ms // 1000)}{by} {{"]
             lines += [f"    {render_expr(s.expr, indent='      ')}" for s in steps]
             return lines + ["  }"]
     raise CorrelationUnsupported(f"cannot render {type(corr).__name__}")

@@ -135,13 +135,15 @@ def correlation_tests(when: ast.Expr, corr: ast.Correlation) -> tuple[list[str] 
                 if not all(events.holds(when, v) for v in variants):
                     return None, None
                 return [_line(v) for v in variants], [_line(base, need)]
-        case ast.Sequence(steps, window_ms, by):
+        case ast.Sequence(steps, window_ms, by, _, ordered):
             evs = [_keyed(events.satisfying(s.expr), by) for s in steps]
             if any(e is None for e in evs):
                 return None, None
             keys = {k: evs[0][k] for k in by if k in evs[0]}  # type: ignore[index]
             evs = [{**e, **keys} for e in evs]  # type: ignore[dict-item]
-            return [_line(e) for e in evs], [_line(e) for e in reversed(evs)]
+            # in order: the steps reversed must not fire; in any order: all steps but the last
+            miss = list(reversed(evs)) if ordered else evs[:-1]
+            return [_line(e) for e in evs], [_line(e) for e in miss]
     return None, None
 
 
