@@ -152,3 +152,39 @@ def test_distinct_step_field_is_checked() -> None:
     """An unknown field in distinct(...) of a step is an error."""
     [(code, _)] = _codes(DISTINCT_STEP.replace("distinct(user.name)", "distinct(user.nmae)"))
     assert code == "unknown-field"
+
+
+def _get(t_s: int, size: int, ip: str = "192.0.2.1") -> dict[str, object]:
+    return ev(t_s * 1000, event__dataset="nginx.access", source__ip=ip, http__response__body__bytes=size)
+
+
+@pytest.mark.parametrize(
+    ("measure", "sizes", "fires"),
+    [
+        ("avg(http.response.body.bytes) >= 100", [50, 150, 100], True),   # avg 100
+        ("avg(http.response.body.bytes) > 100", [50, 150, 100], False),
+        ("median(http.response.body.bytes) >= 100", [1, 100, 1000], True),
+        ("median(http.response.body.bytes) >= 101", [1, 100, 1000], False),
+        ("percentile(http.response.body.bytes, 90) >= 1000", [1] * 9 + [1000], False),  # nearest rank 9 of 10 is 1
+        ("percentile(http.response.body.bytes, 91) >= 1000", [1] * 9 + [1000], True),   # rank 10
+    ],
+)
+def test_average_median_and_percentile_thresholds(measure: str, sizes: list[int], fires: bool) -> None:
+    """avg / median / percentile of a number field over the window."""
+    src = f'rule r {{\n  when event.dataset == "nginx.access"\n  {measure} within 1m by source.ip\n}}\n'
+    assert bool(run(src, [_get(i, n) for i, n in enumerate(sizes)])) == fires
+
+
+def test_several_measures_must_hold_in_one_window() -> None:
+    """count >= 3 and sum(bytes) >= 1000: three small responses do not fire, three that add up do."""
+    src = ('rule r {\n  when event.dataset == "nginx.access"\n'
+           "  count >= 3 and sum(http.response.body.bytes) >= 1000 within 1m by source.ip\n}\n")
+    assert run(src, [_get(i, 10) for i in range(5)]) == []
+    assert len(run(src, [_get(0, 500), _get(1, 400), _get(2, 200)])) == 1
+    assert run(src, [_get(0, 5000), _get(1, 1)]) == []  # the sum alone is not enough
+
+
+def test_average_needs_a_number_field() -> None:
+    """avg(user.name) is a type error."""
+    [(code, _)] = _codes('rule r {\n  when user.name exists\n  avg(user.name) >= 3 within 1m\n}\n')
+    assert code == "type"

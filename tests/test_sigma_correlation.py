@@ -139,16 +139,35 @@ def test_temporal_becomes_all_in_any_order(tmp_path: Path) -> None:
 
 
 def test_what_the_dsl_lacks_is_refused_with_the_reason(tmp_path: Path) -> None:
-    """value_avg, value_median and lt conditions are named as not convertible yet."""
-    cases = {
-        "value_avg": "Sigma correlation type 'value_avg' has no DSL counterpart yet",
-        "value_median": "Sigma correlation type 'value_median' has no DSL counterpart yet",
-    }
-    for kind, reason in cases.items():
-        corr = EVENT_COUNT.replace("type: event_count", f"type: {kind}").replace("gte: 5", "gte: 5\n    field: x")
-        assert _convert(tmp_path, corr)["corr.yml"].reason == reason
+    """lt conditions and correlations over correlations are named as not convertible yet."""
     lt = EVENT_COUNT.replace("gte: 5", "lt: 5")
     assert _convert(tmp_path, lt)["corr.yml"].reason == "correlation condition 'lt' has no DSL counterpart (only gte and gt)"
+    (tmp_path / "chain.yml").write_text(EVENT_COUNT.replace("22222222-2222-2222-2222-222222222222",
+                                                            "55555555-5555-5555-5555-555555555555").replace(
+        "failed_console_login", "22222222-2222-2222-2222-222222222222"))
+    got = {o.source: o for o in convert_tree(tmp_path)}
+    assert got["chain.yml"].reason == "a correlation over correlations (chaining) has no DSL counterpart yet"
+
+
+def test_value_avg_median_percentile_become_window_aggregates(tmp_path: Path) -> None:
+    """value_avg / value_median / value_percentile -> avg(f) / median(f) / percentile(f, P) thresholds."""
+    web = BASE.replace("product: aws\n  service: cloudtrail", "category: webserver").replace(
+        "    eventName: ConsoleLogin\n    errorMessage: Failed authentication\n", "    cs-method: GET\n")
+    for kind, extra, want in (
+        ("value_avg", "", "avg(http.response.body.bytes) >= 5000 within 10m by source.ip"),
+        ("value_median", "", "median(http.response.body.bytes) >= 5000 within 10m by source.ip"),
+        ("value_percentile", "\n    percentile: 95", "percentile(http.response.body.bytes, 95) >= 5000 within 10m by source.ip"),
+    ):
+        corr = EVENT_COUNT.replace("type: event_count", f"type: {kind}").replace(
+            "userIdentity.arn", "c-ip").replace("gte: 5", f"gte: 5000\n    field: sc-bytes{extra}")
+        text = _convert(tmp_path, corr, web)["corr.yml"].text
+        assert text is not None and want in text, kind
+        big = {"event.dataset": "nginx.access", "http.request.method": "GET", "source.ip": "192.0.2.1",
+               "http.response.body.bytes": 9000}
+        small = {**big, "http.response.body.bytes": 10}
+        assert _fired(text, [small]) == 0 and _fired(text, [small, big, big]) >= 1
+        assert _fired(text, [{**big, "http.response.body.bytes": 10}] * 2) == 0
+        assert all(r.passed for r in run_rule_tests(load_texts({"c.rules": text}))), kind
 
 
 def test_sigma_filter_applies_to_the_rule_it_names(tmp_path: Path) -> None:

@@ -123,16 +123,30 @@ Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | N
 
 
 @dataclass(frozen=True, slots=True)
-class Threshold:
-    """count / distinct(field) / sum(field) OP value within window by keys."""
+class Measure:
+    """One more aggregate condition of a threshold: kind(field[, q]) OP value."""
 
-    kind: str  # "count" | "distinct" | "sum"
+    kind: str
+    field: str | None
+    op: str
+    value: float
+    q: float | None = None  # the percentile, for kind "percentile"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """kind(field) OP value [and kind(field) OP value ...] within window by keys; kind is count,
+    distinct, sum, avg, median or percentile (with `q`). Every condition must hold in one window."""
+
+    kind: str  # "count" | "distinct" | "sum" | "avg" | "median" | "percentile"
     field: str | None
     op: str  # ">=" | ">"
     value: float
     window_ms: int
     by: tuple[str, ...]
     loc: Location | None = _loc()
+    q: float | None = field(default=None, repr=False)
+    extra: tuple[Measure, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +156,7 @@ class Step:
     expr: Expr
     min_count: int = 1
     loc: Location | None = _loc()
-    distinct: str | None = None
+    distinct: str | None = field(default=None, repr=False)  # repr: see v2_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +167,7 @@ class Sequence:
     window_ms: int
     by: tuple[str, ...]
     loc: Location | None = _loc()
-    ordered: bool = True
+    ordered: bool = field(default=True, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +201,19 @@ class Spike:
 
 
 Correlation = Threshold | Sequence | Absent | FirstSeen | Spike
+
+
+def v2_repr(corr: Correlation | None) -> str:
+    """The correlation fields added after state snapshots began (percentile, extra measures, any-order,
+    distinct steps), "" while they have their defaults. They are left out of repr() so the identity of
+    an existing rule (siem.engine.runtime.fingerprint) and its saved window state survive the upgrade;
+    whoever identifies a correlation by repr() appends this."""
+    match corr:
+        case Threshold(q=q, extra=extra) if q is not None or extra:
+            return repr((q, extra))
+        case Sequence(steps=steps, ordered=ordered) if not ordered or any(st.distinct for st in steps):
+            return repr((ordered, tuple(st.distinct for st in steps)))
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

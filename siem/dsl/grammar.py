@@ -12,8 +12,9 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
                | "sigma_id" STRING ;
     strings    = "[" [ STRING { "," STRING } [","] ] "]" ;
     correlation= threshold | sequence | absent | first_seen | spike ;
-    threshold  = ( "count" | "distinct" "(" FIELD ")" | "sum" "(" FIELD ")" ) (">=" | ">") NUMBER
-                 "within" DURATION [ by ] ;
+    threshold  = measure { "and" measure } "within" DURATION [ by ] ;
+    measure    = ( "count" | ( "distinct" | "sum" | "avg" | "median" ) "(" FIELD ")"
+                 | "percentile" "(" FIELD "," NUMBER ")" ) (">=" | ">") NUMBER ;
     sequence   = ( "sequence" | "all" ) "within" DURATION [ by ] "{" step { [","] step } "}" ;
                  (* sequence: the steps in this order; all: every step, in any order *)
     step       = expr [ ( "count" | "distinct" "(" FIELD ")" ) ">=" INT ] ;
@@ -70,6 +71,7 @@ S = pp.Suppress
 KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
     "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains all "
+    "avg median percentile "
     "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x"
 ).split()
 
@@ -215,18 +217,30 @@ for _element in (not_expr, and_expr, expr):
 BY = pp.Group(pp.Opt(S(K("by")) - pp.DelimitedList(FIELD)))
 
 
+def _measure(t: pp.ParseResults) -> ast.Measure:
+    kind = t[0]
+    if kind == "count":
+        return ast.Measure("count", None, t[1], float(t[2]))
+    if kind == "percentile":
+        return ast.Measure(kind, t[1], t[3], float(t[4]), float(t[2]))
+    return ast.Measure(kind, t[1], t[2], float(t[3]))
+
+
 def _threshold(t: pp.ParseResults) -> ast.Threshold:
-    loc, kind = t[0], t[1]
-    field = t[2] if kind != "count" else None
-    rest = t[3:] if kind != "count" else t[2:]
-    op, value, window_ms, by = rest[0], rest[1], rest[2], rest[3]
-    return ast.Threshold(kind, field, op, float(value), window_ms, tuple(by), loc)
+    loc, measures, window_ms, by = t[0], list(t[1]), t[2], t[3]
+    m = measures[0]
+    return ast.Threshold(m.kind, m.field, m.op, m.value, window_ms, tuple(by), loc, m.q, tuple(measures[1:]))
 
 
-AGG = K("count") | (K("distinct") + S("(") + FIELD + S(")")) | (K("sum") + S("(") + FIELD + S(")"))
-THRESHOLD = _with_loc(AGG - pp.one_of(">= >") - NUMBER - S(K("within")) - DURATION - BY).set_parse_action(
-    _threshold
+AGG = (
+    K("count")
+    | ((K("distinct") | K("sum") | K("avg") | K("median")) + S("(") - FIELD - S(")"))
+    | (K("percentile") + S("(") - FIELD - S(",") - NUMBER - S(")"))
 )
+MEASURE = pp.Group(AGG - pp.one_of(">= >") - NUMBER).set_parse_action(lambda t: _measure(t[0]))
+THRESHOLD = _with_loc(
+    pp.Group(MEASURE + pp.ZeroOrMore(S(K("and")) + MEASURE)) - S(K("within")) - DURATION - BY
+).set_parse_action(_threshold)
 STEP_COUNT = pp.Group(S(K("count")) - S(">=") - INT) | pp.Group(
     S(K("distinct")) - S("(") - FIELD - S(")") - S(">=") - INT
 )

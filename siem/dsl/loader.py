@@ -307,14 +307,8 @@ class _Resolver:
             case ast.Threshold(kind, field, op, value, window_ms, by):
                 keys = by
                 self.check_window(window_ms, cloc)
-                if value < 1 or (op == ">" and value < 0):
-                    self.error("impossible-threshold", f"threshold {op} {value:g} is always true: use 1 or more", cloc)
-                if value != int(value) and kind != "sum":
-                    self.error("impossible-threshold", f"{kind} threshold must be a whole number", cloc)
-                if field is not None:
-                    self.check_field(field, cloc)
-                    if kind == "sum" and schema.field_type(field) not in (schema.LONG, None):
-                        self.error("type", f"sum({field}) needs a number field; '{field}' is {schema.field_type(field)}", cloc)
+                for m in (ast.Measure(kind, field, op, value, corr.q), *corr.extra):
+                    self.check_measure(m, cloc)
             case ast.Sequence(steps, window_ms, by):
                 keys = by
                 self.check_window(window_ms, cloc)
@@ -365,6 +359,20 @@ class _Resolver:
                         if schema.field_type(key) is None:
                             hint = _suggest(key, list(schema.FIELDS))
                             self.error("unknown-field", f"test event field '{key}' is not in the schema{hint}", line.loc)
+
+    def check_measure(self, m: ast.Measure, loc: Location | None) -> None:
+        if m.kind in ("count", "distinct", "sum"):
+            if m.value < 1 or (m.op == ">" and m.value < 0):
+                self.error("impossible-threshold", f"threshold {m.op} {m.value:g} is always true: use 1 or more", loc)
+            if m.value != int(m.value) and m.kind != "sum":
+                self.error("impossible-threshold", f"{m.kind} threshold must be a whole number", loc)
+        if m.kind == "percentile" and not (m.q is not None and 0 < m.q <= 100):
+            self.error("impossible-threshold", f"percentile must be above 0 and at most 100, not {m.q:g}", loc)
+        if m.field is not None:
+            self.check_field(m.field, loc)
+            ftype = schema.field_type(m.field)
+            if m.kind not in ("count", "distinct") and ftype not in (schema.LONG, None):
+                self.error("type", f"{m.kind}({m.field}) needs a number field; '{m.field}' is {ftype}", loc)
 
     def check_window(self, window_ms: int, loc: Location | None, allow_zero: bool = False) -> None:
         if window_ms <= 0 and not allow_zero:

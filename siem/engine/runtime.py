@@ -68,7 +68,7 @@ class CompiledRule:
 
 def fingerprint(spec: ast.RuleSpec) -> str:
     """Identity of what a rule computes: unchanged rules keep their window state across reloads."""
-    text = repr((spec.when, spec.correlation, spec.suppress))
+    text = repr((spec.when, spec.correlation, spec.suppress)) + ast.v2_repr(spec.correlation)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

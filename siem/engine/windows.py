@@ -67,7 +67,9 @@ class Member(NamedTuple):
 
 
 def member(rule: str, corr: ast.Correlation, agg_fields: tuple[str, ...]) -> Member:
-    own: tuple[str, ...] = (corr.field,) if isinstance(corr, ast.Threshold) and corr.field else ()
+    own: tuple[str, ...] = ()
+    if isinstance(corr, ast.Threshold):
+        own = tuple(f for f in (corr.field, *(m.field for m in corr.extra)) if f)
     if isinstance(corr, ast.Sequence):  # a distinct step needs its field's values in the kept samples
         own = tuple(s.distinct for s in corr.steps if s.distinct)
     return Member(rule, corr, tuple(dict.fromkeys((*agg_fields, *own))))
@@ -77,7 +79,7 @@ def share_key(m: Member) -> tuple[object, ...]:
     """Rules with equal share keys can be members of one correlator (while their rows agree)."""
     if isinstance(m.spec, ast.Threshold):
         return ("threshold", m.spec.by)
-    return (type(m.spec).__name__, repr(m.spec), m.fields)
+    return (type(m.spec).__name__, repr(m.spec) + ast.v2_repr(m.spec), m.fields)
 
 
 class _KeyedRows:
@@ -252,13 +254,45 @@ def _aggregates(vals: dict[str, list[object]], lo: int, hi: int, fields: tuple[s
 _FEW = 32  # new events of a key up to which a count window is scanned in Python
 
 
+def _measures(spec: ast.Threshold) -> list[ast.Measure]:
+    return [ast.Measure(spec.kind, spec.field, spec.op, spec.value, spec.q), *spec.extra]
+
+
 def _fire_floor(spec: ast.Threshold) -> int:
-    """Fewest events a count or distinct window can fire with (0 for sums: any event may)."""
-    return int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
+    """Fewest events a window can fire with: a count's or distinct's threshold (0 when only sums and
+    averages are tested: any event may)."""
+    return max([int(m.value) + (m.op == ">") for m in _measures(spec) if m.kind in ("count", "distinct")] or [0])
+
+
+def _numbers(values: list[object]) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]  # type: ignore[misc]
+
+
+def measure_value(m: ast.Measure, values: list[object], count: int) -> float | None:
+    """The aggregate of one window: `values` of m.field (None where absent), `count` events."""
+    if m.kind == "count":
+        return float(count)
+    if m.kind == "distinct":
+        return float(len({str(v) for v in values if v is not None}))
+    nums = _numbers(values)
+    if m.kind == "sum":
+        return float(sum(nums))
+    if not nums:
+        return None
+    if m.kind == "avg":
+        return sum(nums) / len(nums)
+    nums.sort()
+    if m.kind == "median":
+        mid = len(nums) // 2
+        return float(nums[mid]) if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2
+    rank = max(1, -(-int(round((m.q or 0) * len(nums))) // 100))  # nearest rank: ceil(q/100 * n)
+    return float(nums[min(rank, len(nums)) - 1])
 
 
 class ThresholdCorrelator(Correlator):
-    """count / distinct(field) / sum(field) >= N within W by keys; members may differ in all but the keys."""
+    """count / distinct(f) / sum(f) / avg(f) / median(f) / percentile(f, q) >= N [and ...] within W by
+    keys; members may differ in all but the keys. Counts, distincts and sums of one measure slide in
+    one pass; several measures, averages and percentiles test every window ending at a new event."""
 
     STATE = ("state", "agg_fields")
 
@@ -375,7 +409,7 @@ class ThresholdCorrelator(Correlator):
                     if n - lo < floor or (m.spec.kind == "distinct"
                                           and len(set(map(str, vals[m.spec.field][lo:]))) < floor):
                         continue
-                    if m.spec.kind == "count" and n - begin <= _FEW:
+                    if m.spec.kind == "count" and not m.spec.extra and n - begin <= _FEW:
                         done = self._count_few(m, key, T, vals, begin, reset, evs, batch, fires)
                     else:
                         if T_arr is None:
@@ -437,6 +471,17 @@ class ThresholdCorrelator(Correlator):
         lo = np.searchsorted(T, T - spec.window_ms, "right")
         need = spec.value
         strict = spec.op == ">"
+        if spec.extra or spec.kind in ("avg", "median", "percentile"):
+            # several measures, or ones without a running form: every window ending at a new event
+            measures = _measures(spec)
+            p = base
+            while p < n:
+                start = max(int(lo[p]), reset)
+                if all(_holds(x, measure_value(x, vals[x.field][start : p + 1] if x.field else [], p - start + 1))
+                       for x in measures):
+                    reset = self._fire(m, key, T, vals, start, p, evs, batch, fires)
+                p += 1
+            return reset
         if spec.kind in ("count", "sum"):
             # cumulative measure: the window (start, p] holds S[p + 1] - S[start]
             if spec.kind == "count":
@@ -495,6 +540,10 @@ class ThresholdCorrelator(Correlator):
                  _aggregates(vals, start, p + 1, m.fields), m.rule)
         )
         return p + 1
+
+
+def _holds(m: ast.Measure, got: float | None) -> bool:
+    return got is not None and (got > m.value if m.op == ">" else got >= m.value)
 
 
 def _resorted(resets: dict[str, int], order: list[int], first: int) -> dict[str, int]:

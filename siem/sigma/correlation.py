@@ -6,14 +6,16 @@ Sigma                     DSL
 event_count  gte/gt N     ``when <any referenced rule> count >= N within T by <group-by>``
 value_count  gte/gt N     ``distinct(<field>) >= N within T by ...``
 value_sum    gte/gt N     ``sum(<field>) >= N within T by ...``
+value_avg, value_median   ``avg(<field>) >= N ...``, ``median(<field>) >= N ...``
+value_percentile          ``percentile(<field>, P) >= N ...``
 temporal_ordered          ``sequence within T by ... { <rule 1> <rule 2> ... }``
 temporal                  ``all within T by ... { <rule 1> <rule 2> ... }`` (any order)
 ========================  ==========================================================================
 
 Group-by fields and the aggregated field are mapped with the referenced rules' pipeline (the same
-names the rules' conditions use). Refused, with the reason: value_avg,
-value_percentile, value_median, conditions other than gte/gt, field aliases, and correlations over
-correlations; each needs a DSL construct that does not exist yet (README "Sigma rules").
+names the rules' conditions use). Refused, with the reason: conditions other than gte/gt, field
+aliases, and correlations over correlations; each needs a DSL construct that does not exist yet
+(README "Sigma rules").
 
 Referenced rules with ``generate: false`` (Sigma's default) do not become rules of their own; their
 conditions live on inside the correlation.
@@ -86,13 +88,17 @@ def correlate(corr: SigmaCorrelationRule, bases: list[Base]) -> tuple[ast.Expr, 
     kind = corr.type
     if kind is Kind.EVENT_COUNT:
         return when, ast.Threshold("count", None, _ops(corr.condition), float(corr.condition.count), window_ms, by)
-    if kind in (Kind.VALUE_COUNT, Kind.VALUE_SUM):
+    aggs = {Kind.VALUE_COUNT: "distinct", Kind.VALUE_SUM: "sum", Kind.VALUE_AVG: "avg",
+            Kind.VALUE_MEDIAN: "median", Kind.VALUE_PERCENTILE: "percentile"}
+    if kind in aggs:
         ref = corr.condition.fieldref
         if not isinstance(ref, str):
-            raise CorrelationUnsupported("value_count/value_sum over several fields has no DSL counterpart")
-        agg = "distinct" if kind is Kind.VALUE_COUNT else "sum"
-        return when, ast.Threshold(agg, _mapped(ref, bases), _ops(corr.condition), float(corr.condition.count),
-                                   window_ms, by)
+            raise CorrelationUnsupported(f"{kind.name.lower()} over several fields has no DSL counterpart")
+        q = float(corr.condition.percentile) if kind is Kind.VALUE_PERCENTILE and corr.condition.percentile else None
+        if kind is Kind.VALUE_PERCENTILE and q is None:
+            raise CorrelationUnsupported("value_percentile needs a percentile")
+        return when, ast.Threshold(aggs[kind], _mapped(ref, bases), _ops(corr.condition),
+                                   float(corr.condition.count), window_ms, by, None, q)
     if kind in (Kind.TEMPORAL, Kind.TEMPORAL_ORDERED):
         if len(bases) < 2:
             raise CorrelationUnsupported(f"{kind.name.lower()} needs at least two rules")
@@ -111,8 +117,9 @@ def render_correlation(corr: ast.Correlation) -> list[str]:
 
     by = f" by {', '.join(render_field(k) for k in corr.by)}" if corr.by else ""  # type: ignore[union-attr]
     match corr:
-        case ast.Threshold(kind, field, op, value, window_ms, _):
-            agg = "count" if kind == "count" else f"{kind}({render_field(field or '')})"
+        case ast.Threshold(kind, field, op, value, window_ms, _, _, q):
+            agg = "count" if kind == "count" else f"{kind}({render_field(field or '')}" + (
+                f", {q:g})" if q is not None else ")")
             num = int(value) if value == int(value) else value
             return [f"{agg} {op} {num} within {duration(window_ms // 1000)}{by}"]
         case ast.Sequence(steps, window_ms, _, _, ordered):

@@ -127,8 +127,9 @@ def correlation_tests(when: ast.Expr, corr: ast.Correlation) -> tuple[list[str] 
                     return [_line(base, need, every)], [_line(base, need - 1, every)]
                 miss = events.violating(when, None, near=base)
                 return [_line(base)], ([_line(miss)] if miss is not None else None)
-            if kind == "sum" and field is not None:
-                return [_line({**base, field: need})], [_line({**base, field: need - 1})]
+            if kind in ("sum", "avg", "median", "percentile") and field is not None:
+                top = int(value) + 1 if op == ">" or value != int(value) else int(value)
+                return [_line({**base, field: top})], [_line({**base, field: top - 1})]
             if kind == "distinct" and field is not None:
                 first = base.get(field, "v")
                 variants = [{**base, field: f"{first}-{i}" if i else first} for i in range(need)]
