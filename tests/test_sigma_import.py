@@ -93,5 +93,5 @@ def test_sigma_cli_converts_with_the_siem_backend() -> None:
         capture_output=True, text=True, timeout=120, cwd="/", env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert 'event.dataset i== "aws.cloudtrail"' in proc.stdout
+    assert 'event.dataset == "aws.cloudtrail"' in proc.stdout
     assert 'event.action iin ["StopLogging", "UpdateTrail", "DeleteTrail"]' in proc.stdout

@@ -68,6 +68,10 @@ from siem.dsl.loader import regex_error
 from siem.dsl.printer import render_expr
 
 KEYWORD_FIELD_STATE = "keyword_field"
+# Fields whose values our parsers set from a fixed lower-case vocabulary (the pipelines' logsource
+# conditions test them): compared exactly, so the engine can skip a rule for batches without its
+# dataset (siem.engine.runtime.required_values) instead of evaluating it on every batch.
+EXACT_FIELDS = frozenset({"event.dataset", "event.category", "event.type"})
 DEFAULT_KEYWORD_FIELD = "event.original"
 
 _OPS = {
@@ -148,7 +152,7 @@ def string_predicate(field: str, s: SigmaString, cased: bool, cond: Any = None) 
     if all(isinstance(p, str) for p in core) and field in _IP_TEXT_FIELD:
         if lead or trail or not _is_ip_text("".join(core)):  # type: ignore[arg-type]
             field = _IP_TEXT_FIELD[field]
-    ci = not cased and schema.field_type(field) != schema.IP
+    ci = not cased and schema.field_type(field) != schema.IP and field not in EXACT_FIELDS
     if all(isinstance(p, str) for p in core):
         text = "".join(core)  # type: ignore[arg-type]
         if not lead and not trail:
@@ -230,7 +234,7 @@ class SiemBackend(Backend):
                 nums.append(int(text))
             return ast.InSet(field, tuple(nums))
         texts = tuple(str(v.to_plain()) if isinstance(v, SigmaString) else str(v.number) for v in values)
-        cased = any(isinstance(v, SigmaCasedString) for v in values)
+        cased = any(isinstance(v, SigmaCasedString) for v in values) or field in EXACT_FIELDS
         return ast.InSet(field, texts, not cased and schema.field_type(field) != schema.IP)
 
     # --- field = value

@@ -69,9 +69,9 @@ def logsource_expr(rule: Any) -> ast.Expr | None:
         if value == "*":
             parts.append(ast.Exists(field))
         elif isinstance(value, tuple):
-            parts.append(ast.InSet(field, value, True))
+            parts.append(ast.InSet(field, value, False))
         else:
-            parts.append(ast.Compare(field, "==", value, True))
+            parts.append(ast.Compare(field, "==", value, False))
     return parts[0] if len(parts) == 1 else ast.And(tuple(parts))
 
 
