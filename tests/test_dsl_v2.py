@@ -188,3 +188,94 @@ def test_average_needs_a_number_field() -> None:
     """avg(user.name) is a type error."""
     [(code, _)] = _codes('rule r {\n  when user.name exists\n  avg(user.name) >= 3 within 1m\n}\n')
     assert code == "type"
+
+
+# --- element-wise tests over list fields (the records go through the real CloudTrail parser) ---------
+
+def _cloudtrail(request: dict[str, object], name: str = "AuthorizeSecurityGroupIngress") -> dict[str, object]:
+    import orjson
+
+    from siem.parse import ParseContext, parse
+
+    record = {"eventVersion": "1.08", "eventTime": "2024-01-01T00:00:00Z", "eventSource": "ec2.amazonaws.com",
+              "eventName": name, "awsRegion": "eu-west-1", "sourceIPAddress": "198.51.100.7",
+              "userIdentity": {"type": "IAMUser", "userName": "mallory", "accountId": "111122223333"},
+              "requestParameters": request, "eventID": "e1"}
+    return parse("cloudtrail", orjson.dumps(record), ParseContext(now_ms=0), "test")
+
+
+def _perm(port: int, cidr: str) -> dict[str, object]:
+    return {"ipProtocol": "tcp", "fromPort": port, "toPort": port, "ipRanges": {"items": [{"cidrIp": cidr}]}}
+
+
+WORLD_OPEN = """
+rule world_open_admin_port {
+  when event.action == "AuthorizeSecurityGroupIngress"
+       and any aws.cloudtrail.request_parameters.ipPermissions.items {
+             ipRanges.items.cidrIp == "0.0.0.0/0" and not fromPort in ["80", "443"]
+           }
+}
+"""
+
+
+def test_any_tests_each_list_element_on_its_own() -> None:
+    """Port 22 open to the world fires; 443 open to the world plus 22 open to one /32 does not
+    (flattened lists would join both permissions and fire)."""
+    bad = _cloudtrail({"groupId": "sg-1", "ipPermissions": {"items": [_perm(443, "0.0.0.0/0"), _perm(22, "0.0.0.0/0")]}})
+    ok = _cloudtrail({"groupId": "sg-1", "ipPermissions": {"items": [_perm(443, "0.0.0.0/0"), _perm(22, "203.0.113.5/32")]}})
+    assert len(run(WORLD_OPEN, [bad])) == 1
+    assert run(WORLD_OPEN, [ok]) == []
+    flat = 'rule r {\n  when aws.cloudtrail.request_parameters.ipPermissions.items.ipRanges.items.cidrIp contains "0.0.0.0/0"\n' \
+           '    and aws.cloudtrail.request_parameters.ipPermissions.items.fromPort contains "22"\n}\n'
+    assert len(run(flat, [ok])) == 1  # what the flattened fields alone would say
+
+
+PUBLIC_POLICY = """
+rule public_bucket_policy {
+  when event.action == "PutBucketPolicy"
+       and any aws.cloudtrail.request_parameters.bucketPolicy.Statement {
+             Effect == "Allow" and (Principal == "*" or Principal.AWS == "*")
+           }
+}
+"""
+
+
+def test_any_over_policy_statements_reads_each_statement() -> None:
+    """Allow one role + Deny insecure transport for Principal * is not public; Allow for * is."""
+    role = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:role/app"}, "Action": "s3:GetObject"}
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    public = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}
+    private = _cloudtrail({"bucketName": "b", "bucketPolicy": {"Statement": [role, deny]}}, "PutBucketPolicy")
+    opened = _cloudtrail({"bucketName": "b", "bucketPolicy": {"Statement": [role, public]}}, "PutBucketPolicy")
+    assert run(PUBLIC_POLICY, [private]) == []
+    assert len(run(PUBLIC_POLICY, [opened])) == 1
+
+
+def test_all_needs_every_element() -> None:
+    """all: every permission world-open fires; one restricted permission does not; no list never fires."""
+    src = WORLD_OPEN.replace("any aws", "all aws").replace(' and not fromPort in ["80", "443"]', "")
+    both = _cloudtrail({"ipPermissions": {"items": [_perm(22, "0.0.0.0/0"), _perm(23, "0.0.0.0/0")]}})
+    one = _cloudtrail({"ipPermissions": {"items": [_perm(22, "0.0.0.0/0"), _perm(23, "10.0.0.0/8")]}})
+    none = _cloudtrail({"groupId": "sg-1"})
+    assert len(run(src, [both])) == 1
+    assert run(src, [one]) == [] and run(src, [none]) == []
+
+
+def test_policy_document_held_as_url_encoded_json_is_read() -> None:
+    """IAM sends policyDocument as a URL-encoded JSON string: its statements are elements too."""
+    import urllib.parse
+
+    import orjson
+
+    doc = urllib.parse.quote(orjson.dumps({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}).decode())
+    ev_ = _cloudtrail({"roleName": "r", "policyName": "p", "policyDocument": doc}, "PutRolePolicy")
+    src = ('rule r {\n  when any aws.cloudtrail.request_parameters.policyDocument.Statement '
+           '{ Effect == "Allow" and Action == "*" and Resource == "*" }\n}\n')
+    assert len(run(src, [ev_])) == 1
+
+
+def test_element_tests_need_a_raw_list_source() -> None:
+    """any over a field that no raw record holds is an error naming where lists can come from."""
+    [(code, msg)] = _codes('rule r { when any user.name { x == "1" } }')
+    assert code == "each" and "aws.cloudtrail.request_parameters" in msg

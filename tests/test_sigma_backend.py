@@ -223,6 +223,7 @@ def test_what_cannot_be_converted_says_why(detection: str, logsource: str, reaso
         "source.ip in cidr(\"10.0.0.0/8\") or url.path matches /a\\/b[0-9]+/i",
         "`odd field-name` exists and http.response.status_code >= 500",
         "a icontains field(b) and not c == field(d)",
+        "x == \"1\" and any aws.cloudtrail.request_parameters.items { y in cidr(\"0.0.0.0/0\") or not z == 3 }",
     ],
 )
 def test_printer_round_trip(text: str) -> None:

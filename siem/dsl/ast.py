@@ -112,11 +112,22 @@ class ListRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Each:
+    """``any`` / ``all`` elements of the list at `path` satisfy `expr`, whose fields are relative to an
+    element (siem.dsl.evaluate: the list is read from the raw record)."""
+
+    quantifier: str  # "any" | "all"
+    path: str
+    expr: "Expr"
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True, slots=True)
 class TrueExpr:
     """Matches every event (a rule without `when`)."""
 
 
-Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr
+Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr | Each
 
 
 # --- correlations ---------------------------------------------------------------------------------

@@ -142,6 +142,11 @@ def _compile(node: ast.Expr) -> MaskFn:
                 return col.codes != missing if missing >= 0 else b.every
 
             return exists
+        case ast.Each(quantifier, path, inner):
+            from siem.dsl.evaluate import each_holds
+
+            # once per distinct raw record (cached like every text predicate)
+            return _lut_mask("event.original", lambda raw: each_holds(quantifier, path, inner, raw))
         case ast.MacroRef() | _:
             raise TypeError(f"cannot compile unresolved node {node!r}")
 

@@ -27,7 +27,8 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     event_line = JSON_OBJECT [ "x" INT ] [ "every" DURATION ] ;
     expr       = and_expr { "or" and_expr } ;
     and_expr   = not_expr { "and" not_expr } ;
-    not_expr   = "not" not_expr | "(" expr ")" | predicate | IDENT (* a macro *) ;
+    not_expr   = "not" not_expr | "(" expr ")" | each | predicate | IDENT (* a macro *) ;
+    each       = ( "any" | "all" ) FIELD "{" expr "}" ;   (* elements of a list; fields relative to one *)
     predicate  = FIELD ( CMP ( literal | "field" "(" FIELD ")" ) | ["not"] "in" ( cidr | values | IDENT ) | "iin" ( values | IDENT )
                        | STROP ( STRING | values | IDENT | "field" "(" FIELD ")" ) | "matches" REGEX | "exists" ) ;
     cidr       = "cidr" "(" ( values | IDENT | STRING { "," STRING } ) ")" ;
@@ -71,7 +72,7 @@ S = pp.Suppress
 KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
     "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains all "
-    "avg median percentile "
+    "avg median percentile any "
     "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x"
 ).split()
 
@@ -194,8 +195,11 @@ PREDICATE = pp.MatchFirst(
 MACRO_REF = _with_loc(IDENT).set_parse_action(lambda t: ast.MacroRef(t[1], t[0])).set_name("macro name")
 PAREN = S("(") - expr - S(")")
 not_expr = pp.Forward()
+EACH = _with_loc((K("any") | K("all")) + FIELD + S("{") - expr - S("}")).set_parse_action(
+    lambda t: ast.Each(t[1], t[2], t[3], t[0])
+)
 not_expr <<= (
-    (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | PREDICATE | MACRO_REF
+    (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | EACH | PREDICATE | MACRO_REF
 ).set_name('condition (e.g. user.name == "root")')
 
 

@@ -156,6 +156,7 @@ class _Resolver:
         self.macros: dict[str, ast.MacroDecl] = {}
         self.used: set[str] = set()
         self.context = ""
+        self.relative = False  # checking the condition of an element-wise test
 
     def error(self, code: str, message: str, loc: Location | None, severity: str = "error") -> None:
         snippet = ""
@@ -278,6 +279,8 @@ class _Resolver:
                 return ast.Or(tuple(self.resolve(a, expanding) for a in args))
             case ast.Not(arg):
                 return ast.Not(self.resolve(arg, expanding))
+            case ast.Each():
+                return replace(node, expr=self.resolve(node.expr, expanding))
             case ast.InSet(values=ast.ListRef() as ref) | ast.StrMatch(values=ast.ListRef() as ref):
                 return replace(node, values=self.list_values(ref))  # type: ignore[arg-type]
             case ast.InCidr(networks=ast.ListRef() as ref):
@@ -381,6 +384,8 @@ class _Resolver:
             self.error("window", f"window of {window_ms // 86_400_000}d is longer than the 30d limit", loc)
 
     def check_field(self, field: str, loc: Location | None) -> str | None:
+        if self.relative:  # inside any/all: fields of a list element, values are text
+            return schema.KEYWORD
         ftype = schema.field_type(field)
         if ftype is None:
             hint = _suggest(field, list(schema.FIELDS))
@@ -394,6 +399,20 @@ class _Resolver:
                     self.check_expr(a)
             case ast.Not(arg):
                 self.check_expr(arg)
+            case ast.Each(quantifier, path, inner, loc):
+                from siem.dsl.evaluate import LIST_SOURCES, raw_path
+
+                if self.relative:
+                    self.error("each", f"{quantifier} inside any/all is not supported: name the nested path "
+                                       "(e.g. ipRanges.items.cidrIp)", loc)
+                elif raw_path(path) is None:
+                    self.error("each", f"{quantifier} {path}: element-wise tests read lists from the raw "
+                               f"record, under {', '.join(LIST_SOURCES)}", loc)
+                self.relative = True
+                try:
+                    self.check_expr(inner)
+                finally:
+                    self.relative = False
             case ast.Compare(field, op, value, ci, loc):
                 ftype = self.check_field(field, loc)
                 is_num = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -92,6 +92,8 @@ def _render(node: ast.Expr, indent: str, top: bool = False) -> str:
             if isinstance(arg, (ast.And, ast.Or)):
                 return f"not ({inner})"
             return f"not {inner}"
+        case ast.Each(quantifier, path, inner):
+            return f"{quantifier} {render_field(path)} {{ {_render(inner, indent + '  ')} }}"
         case ast.TrueExpr() | ast.MacroRef():
             raise ValueError(f"cannot render {node!r}")
         case _:

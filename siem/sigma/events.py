@@ -26,7 +26,7 @@ from typing import Iterator
 
 from siem import schema
 from siem.dsl import ast
-from siem.dsl.compiler import _cidr_pred, _str_pred
+from siem.dsl.evaluate import holds, predicate_holds
 from siem.dsl.loader import compile_regex
 from siem.schema import Event
 
@@ -73,29 +73,7 @@ def _mutations(ev: Event) -> Iterator[Event]:
         yield {k: v for k, v in ev.items() if k != field}
 
 
-# --- evaluation: the compiler's semantics on one event ---------------------------------------------
-
-
-def holds(expr: ast.Expr, ev: Event) -> bool:
-    match expr:
-        case ast.And(args):
-            return all(holds(a, ev) for a in args)
-        case ast.Or(args):
-            return any(holds(a, ev) for a in args)
-        case ast.Not(arg):
-            return not holds(arg, ev)
-        case ast.TrueExpr():
-            return True
-        case ast.FieldCompare(field, op, other, ci):
-            a, b = ev.get(field), ev.get(other)
-            if a is None or b is None:
-                return False
-            sa, sb = (str(a).casefold(), str(b).casefold()) if ci else (str(a), str(b))
-            return {"==": sa == sb, "!=": sa != sb, "contains": sb in sa, "startswith": sa.startswith(sb),
-                    "endswith": sa.endswith(sb)}[op]
-        case _:
-            return predicate_holds(expr, ev.get(_field_of(expr)))
-    return False
+# --- evaluation: siem.dsl.evaluate (the compiler's semantics on one event) --------------------------
 
 
 def _field_of(node: ast.Expr) -> str:
@@ -104,42 +82,6 @@ def _field_of(node: ast.Expr) -> str:
 
 def _is_number(field: str) -> bool:
     return schema.field_type(field) in (schema.LONG, schema.DATE)
-
-
-def predicate_holds(node: ast.Expr, value: object) -> bool:
-    """Whether predicate `node` holds for a field holding `value` (None: the field is missing)."""
-    if isinstance(node, ast.Exists):
-        return value is not None
-    if value is None:
-        return False
-    text = value if isinstance(value, str) else str(value)
-    match node:
-        case ast.Compare(field, op, lit, ci) if _is_number(field) and not isinstance(lit, str):
-            try:
-                num = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return False
-            return {"==": num == lit, "!=": num != lit, "<": num < lit, "<=": num <= lit,
-                    ">": num > lit, ">=": num >= lit}[op]
-        case ast.Compare(field, op, lit, ci):
-            a, b = (text.casefold(), str(lit).casefold()) if ci else (text, str(lit))
-            return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-        case ast.InSet(field, values, ci):
-            if _is_number(field):
-                try:
-                    return float(value) in {float(v) for v in values}  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    return False
-            if ci:
-                return text.casefold() in {str(v).casefold() for v in values}
-            return text in {str(v) for v in values}
-        case ast.InCidr(field, networks):
-            return bool(_cidr_pred(networks)(text))
-        case ast.StrMatch(field, kind, values, ci):
-            return bool(_str_pred(kind, values, ci)(text))
-        case ast.Matches(field, pattern, flags):
-            return compile_regex(pattern, flags).search(text) is not None
-    raise TypeError(f"not a predicate: {node!r}")
 
 
 # --- search -----------------------------------------------------------------------------------------
@@ -191,6 +133,8 @@ def _search(goals: list[ast.Expr], constraints: dict[str, list[Literal]], budget
             yield from _search(rest, constraints, budget)
         case ast.Not(ast.TrueExpr()):
             return
+        case ast.Each() | ast.Not(ast.Each()):
+            return  # element-wise tests are not generated
         case ast.Not(ast.FieldCompare() as fc) | (ast.FieldCompare() as fc):
             positive = not isinstance(head, ast.Not)
             # the pair is decided after the other constraints: recorded on the field, checked by holds()
