@@ -106,6 +106,8 @@ FIELDS: Final[dict[str, str]] = {
     "log.level": KEYWORD,
     "input.type": KEYWORD,
     "observer.name": KEYWORD,
+    "rule.id": KEYWORD,
+    "rule.name": KEYWORD,
     "aws.cloudtrail.user_identity.type": KEYWORD,
     "aws.cloudtrail.user_identity.arn": KEYWORD,
     "aws.cloudtrail.user_identity.access_key_id": KEYWORD,
@@ -121,7 +123,7 @@ FIELDS: Final[dict[str, str]] = {
 }
 
 # Prefixes whose fields are free-form (flattened JSON) and typed as keywords.
-OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "auditd.", "labels.", "journald.", "sd.")
+OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "auditd.", "siem.alert.", "labels.", "journald.", "sd.")
 
 
 def field_type(name: str) -> str | None:

@@ -279,3 +279,29 @@ def test_element_tests_need_a_raw_list_source() -> None:
     """any over a field that no raw record holds is an error naming where lists can come from."""
     [(code, msg)] = _codes('rule r { when any user.name { x == "1" } }')
     assert code == "each" and "aws.cloudtrail.request_parameters" in msg
+
+
+OVER_ALERTS = """
+rule bf {
+  when event.dataset == "sshd" and event.outcome == "failure"
+  count >= 3 within 1m by source.ip
+}
+rule repeat_offender {
+  title "A source brute-forces again and again"
+  when  event.dataset == "siem.alert" and rule.id == "bf"
+  count >= 2 within 1h by source.ip
+}
+"""
+
+
+def test_a_rule_over_other_rules_alerts() -> None:
+    """Two brute-force alerts for one source within an hour raise a third rule's alert.
+
+        t:  0 1 2s (bf)   ...   600 601 602s (bf)  -> repeat_offender at 602s
+    """
+    burst = lambda t0, ip: [ev((t0 + i) * 1000, event__dataset="sshd", event__outcome="failure", source__ip=ip)
+                            for i in range(3)]
+    got = run(OVER_ALERTS, burst(0, "192.0.2.9") + burst(600, "192.0.2.9"))
+    assert [a.rule_id for a in got] == ["bf", "bf", "repeat_offender"]
+    assert dict(got[-1].group) == {"source.ip": "192.0.2.9"}
+    assert [a.rule_id for a in run(OVER_ALERTS, burst(0, "192.0.2.9") + burst(600, "192.0.2.8"))] == ["bf", "bf"]

@@ -139,14 +139,36 @@ def test_temporal_becomes_all_in_any_order(tmp_path: Path) -> None:
 
 
 def test_what_the_dsl_lacks_is_refused_with_the_reason(tmp_path: Path) -> None:
-    """lt conditions and correlations over correlations are named as not convertible yet."""
+    """lt conditions, and chaining over a correlation that does not generate, are refused with the reason."""
     lt = EVENT_COUNT.replace("gte: 5", "lt: 5")
     assert _convert(tmp_path, lt)["corr.yml"].reason == "correlation condition 'lt' has no DSL counterpart (only gte and gt)"
     (tmp_path / "chain.yml").write_text(EVENT_COUNT.replace("22222222-2222-2222-2222-222222222222",
                                                             "55555555-5555-5555-5555-555555555555").replace(
         "failed_console_login", "22222222-2222-2222-2222-222222222222"))
     got = {o.source: o for o in convert_tree(tmp_path)}
-    assert got["chain.yml"].reason == "a correlation over correlations (chaining) has no DSL counterpart yet"
+    assert got["chain.yml"].reason == ("a correlation over the correlation '22222222-2222-2222-2222-222222222222' "
+                                       "reads its alerts, and siem has no silent rules: set generate: true")
+
+
+def test_correlation_over_a_correlation_counts_its_alerts(tmp_path: Path) -> None:
+    """Chaining: an event_count over the event_count rule counts that rule's alerts by the same key."""
+    (tmp_path / "base.yml").write_text(BASE)
+    (tmp_path / "corr.yml").write_text(EVENT_COUNT)
+    (tmp_path / "chain.yml").write_text(EVENT_COUNT.replace("22222222-2222-2222-2222-222222222222",
+                                                            "55555555-5555-5555-5555-555555555555").replace(
+        "failed_console_login", "22222222-2222-2222-2222-222222222222").replace(
+        "correlation:\n", "correlation:\n  generate: true\n").replace("timespan: 10m", "timespan: 1h").replace(
+        "gte: 5", "gte: 2"))
+    got = {o.source: o for o in convert_tree(tmp_path)}
+    chain, corr = got["chain.yml"].text, got["corr.yml"].text
+    assert chain is not None and corr is not None
+    assert 'when     event.dataset == "siem.alert" and rule.id == "corr"' in chain
+    assert "count >= 2 within 1h by aws.cloudtrail.user_identity.arn" in chain
+    user = {**FAIL, "aws.cloudtrail.user_identity.arn": "arn:aws:iam::1:user/a"}
+    engine = Engine(load_texts({"corr.rules": corr, "chain.rules": chain}), lateness_ms=0, future_skew_ms=None)
+    evs = [{"@timestamp": TEST_EPOCH_MS + i * 1000, "event.original": "", **user} for i in range(10)]
+    fired = [a.rule_id for a in engine.process(evs) + engine.flush()]
+    assert fired == ["corr", "corr", "chain"]
 
 
 def test_value_avg_median_percentile_become_window_aggregates(tmp_path: Path) -> None:

@@ -127,6 +127,24 @@ def _flatten(node: ast.Expr) -> ast.Expr:
     return node
 
 
+ALERT_DATASET = "siem.alert"
+MAX_ALERT_CHAIN = 4  # rules over alerts over alerts ...: deeper chains are not evaluated
+
+
+def alert_event(a: Alert) -> Event:
+    """An alert as an event for rules over alerts: ``event.dataset`` "siem.alert", ``rule.id`` /
+    ``rule.name`` / ``siem.alert.*`` (id, severity, count, first_ms), ``message``, and the alert's group
+    fields (e.g. ``source.ip``) under their own names, so a rule can count alerts by them."""
+    ev: Event = {f: v for f, v in a.group}
+    ev.update({
+        "@timestamp": a.last_ms, "event.dataset": ALERT_DATASET, "event.kind": "alert",
+        "rule.id": a.rule_id, "rule.name": a.title, "message": a.message,
+        "siem.alert.id": a.id, "siem.alert.severity": a.severity, "siem.alert.count": str(a.count),
+        "siem.alert.first_ms": str(a.first_ms), "event.original": f"{a.rule_id} {a.id} {a.message}",
+    })
+    return ev
+
+
 def _event_ts(e: Event) -> int:
     t = e.get("@timestamp")
     if type(t) is int:
@@ -251,7 +269,18 @@ class Engine:
         self.pending_ts, self.pending_seq = self.pending_ts[keep], self.pending_seq[keep]
         return self._evaluate(events, ts)
 
-    def _evaluate(self, events: list[Event], ts: np.ndarray) -> list[Alert]:
+    def _evaluate(self, events: list[Event], ts: np.ndarray, depth: int = 0) -> list[Alert]:
+        alerts = self._evaluate_batch(events, ts)
+        if alerts and depth < MAX_ALERT_CHAIN and any(r.datasets and ALERT_DATASET in r.datasets for r in self.rules):
+            # rules over rules' alerts: each alert is an event of dataset siem.alert, evaluated right after
+            # the batch that raised it, at that batch's latest time (windows need non-decreasing times)
+            derived = [alert_event(a) for a in alerts]
+            at = int(ts.max()) if len(ts) else 0
+            dts = np.array([max(a.last_ms, at) for a in alerts], dtype=np.int64)
+            alerts = alerts + self._evaluate(derived, dts, depth + 1)
+        return alerts
+
+    def _evaluate_batch(self, events: list[Event], ts: np.ndarray) -> list[Alert]:
         if not events:
             return []
         metrics.BATCHES.inc()

@@ -27,6 +27,7 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
 from siem.dsl import ast
+from siem.engine.runtime import ALERT_DATASET
 from siem.sigma.correlation import Base, CorrelationUnsupported, correlate
 from siem.sigma.pipelines import find_logsource
 
@@ -35,6 +36,7 @@ from siem.sigma.pipelines import pipeline
 from siem.sigma.rulefile import rule_block, rule_id
 
 SIGMA_SUFFIXES = (".yml", ".yaml")
+MAX_CHAIN = 4  # correlations over correlations, as deep as the engine evaluates rules over alerts
 GENERATED_MARK = "# Sigma rule "
 
 
@@ -127,6 +129,8 @@ def convert_tree(src: Path) -> list[Outcome]:
                 if not rule.generate:
                     silent.update(id(ref.rule) for ref in rule.rules or ())
     taken: set[str] = set()
+    rids = {id(rule): _unique(rule_id(f.stem, n), taken) for f in files for n, rule in enumerate(f.rules)}
+    texts = _convert_correlations(files, bases, rids, silent, licence)
     out: list[Outcome] = []
     for f in files:
         if f.reason:
@@ -135,8 +139,8 @@ def convert_tree(src: Path) -> list[Outcome]:
         blocks: list[str] = []
         ids: list[str] = []
         reasons: list[str] = []
-        for n, rule in enumerate(f.rules):
-            rid = _unique(rule_id(f.stem, n), taken)
+        for rule in f.rules:
+            rid = rids[id(rule)]
             if isinstance(rule, SigmaFilter):
                 continue
             if isinstance(rule, SigmaRule):
@@ -147,12 +151,12 @@ def convert_tree(src: Path) -> list[Outcome]:
                     blocks.append(rule_block(rule, got.when, stem=f.stem, source=f.rel, default_license=licence, rid=rid))
                     ids.append(rid)
                 continue
-            text = _convert_correlation(rule, bases, f, licence, rid)
-            if text.startswith(GENERATED_MARK):
+            text = texts[id(rule)]
+            if not text.startswith(GENERATED_MARK):
+                reasons.append(text)
+            elif id(rule) not in silent:
                 blocks.append(text)
                 ids.append(rid)
-            else:
-                reasons.append(text)
         if reasons:
             out.append(Outcome(f.rel, None, reasons[0]))
         elif blocks:
@@ -164,6 +168,33 @@ def convert_tree(src: Path) -> list[Outcome]:
         else:
             out.append(Outcome(f.rel, None, "no rule in the file"))
     return out
+
+
+def _convert_correlations(files: list[_File], bases: dict[int, Base | str], rids: dict[int, str], silent: set[int],
+                          licence: str) -> dict[int, str]:
+    """id(correlation) -> its rule text, or why not. A correlation over correlations (chaining) reads
+    their alerts (rules over alerts: event.dataset "siem.alert"), so it is converted after them."""
+    pending = [(f, r) for f in files for r in f.rules if isinstance(r, SigmaCorrelationRule)]
+    texts: dict[int, str] = {}
+    for _round in range(MAX_CHAIN + 1):
+        waiting = []
+        for f, rule in pending:
+            refs = [ref.rule for ref in (rule.rules or ()) if hasattr(ref, "rule")]
+            if any(isinstance(t, SigmaCorrelationRule) and id(t) not in texts for t in refs) and _round < MAX_CHAIN:
+                waiting.append((f, rule))
+                continue
+            texts[id(rule)] = _convert_correlation(rule, bases, f, licence, rids[id(rule)], silent)
+            if texts[id(rule)].startswith(GENERATED_MARK):  # its alerts are events for correlations over it
+                inner = [bases[id(t)] for t in refs if isinstance(bases.get(id(t)), Base)]
+                alert = ast.And((ast.Compare("event.dataset", "==", ALERT_DATASET),
+                                 ast.Compare("rule.id", "==", rids[id(rule)])))
+                bases[id(rule)] = Base(rule, alert, inner[0].logsource) if inner else "not converted"  # type: ignore[arg-type]
+            else:
+                bases[id(rule)] = texts[id(rule)]
+        pending = waiting
+        if not pending:
+            break
+    return texts
 
 
 def _convert_base(rule: SigmaRule) -> Base | str:
@@ -182,7 +213,7 @@ def _convert_base(rule: SigmaRule) -> Base | str:
 
 
 def _convert_correlation(rule: SigmaCorrelationRule, bases: dict[int, Base | str], f: _File, licence: str,
-                         rid: str) -> str:
+                         rid: str, silent: set[int]) -> str:
     """The rule text, or (not starting with GENERATED_MARK) why the correlation is not converted."""
     got = bases.get(id(rule))
     if isinstance(got, str):
@@ -190,8 +221,9 @@ def _convert_correlation(rule: SigmaCorrelationRule, bases: dict[int, Base | str
     refs: list[Base] = []
     for ref in rule.rules or ():
         target = ref.rule
-        if isinstance(target, SigmaCorrelationRule):
-            return "a correlation over correlations (chaining) has no DSL counterpart yet"
+        if isinstance(target, SigmaCorrelationRule) and id(target) in silent:
+            return (f"a correlation over the correlation '{ref.reference}' reads its alerts, and siem has no "
+                    "silent rules: set generate: true")
         base = bases.get(id(target))
         if not isinstance(base, Base):
             return f"referenced rule '{ref.reference}' is not converted: {base}"
