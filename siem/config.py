@@ -3,7 +3,7 @@
 Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
 
     [daemon]           here (DaemonConfig)
-    [inputs.<name>]    type = "syslog" | "files" | "cloudtrail" | "journald": siem.collect.<type>
+    [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, files, cloudtrail, journald)
     [log]              siem.log.local (the embedded durable log)
     [alerting]         siem.alert.config (alert log, routes, secrets from urls_env / urls_file)
     [kafka]            siem.log.kafka (scale-out roles only)
@@ -32,6 +32,7 @@ from typing import Callable
 
 from siem.alert.config import AlertingConfig, resolve_route_urls
 from siem.alert.config import config_from_toml as alerting_from_toml
+from siem.collect import INPUT_TYPES
 from siem.errors import ConfigError, Issue, Location
 from siem.log._toml import TableReader
 from siem.log.local import LocalLogConfig
@@ -42,13 +43,6 @@ EMBEDDED = "<embedded defaults>"
 DEFAULT_METRICS = "127.0.0.1:9108"
 DEFAULT_SYSLOG_PORT = 5514
 
-# input type -> module whose config_from_toml validates it (imported only when the type is used)
-INPUT_TYPES: dict[str, str] = {
-    "syslog": "siem.collect.syslog",
-    "files": "siem.collect.files",
-    "cloudtrail": "siem.collect.cloudtrail",
-    "journald": "siem.collect.journald",
-}
 _TOP_KEYS = ("daemon", "inputs", "log", "alerting", "kafka")
 _DAEMON_KEYS = (
     "state_dir", "rules", "lateness", "future_skew", "timezone", "batch_max_events", "batch_max_wait",
@@ -297,7 +291,7 @@ def input_from_toml(name: str, table: object, base_dir: Path) -> tuple[InputSpec
 
 def _validator(kind: str) -> Callable[[dict, str], tuple[object, list[Issue]]] | None:
     try:
-        module = importlib.import_module(INPUT_TYPES[kind])
+        module = importlib.import_module(INPUT_TYPES[kind].module)
     except ImportError:
         return None
     return getattr(module, "config_from_toml", None)

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from daemon_support import DaemonProc, replay_ids, wait_for, write_config
+from cluster_support import Cluster
+from daemon_support import replay_ids, wait_for
 from kafka_broker import TansuBroker
 
 RULES = """
@@ -54,79 +52,8 @@ def lines(n: int) -> list[bytes]:
     return out
 
 
-class Cluster:
-    """Role processes sharing one set of topics and groups (a fresh set per cluster)."""
-
-    def __init__(self, base: Path, broker: TansuBroker, log_file: Path, rules: str = RULES) -> None:
-        self.base = base
-        self.broker = broker
-        self.log_file = log_file
-        tag = uuid.uuid4().hex[:8]
-        (base / "rules").mkdir(parents=True)
-        (base / "rules" / "test.rules").write_text(rules)
-        self.kafka = (
-            f'\n[kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\npartitions = 4\nlinger_ms = 5\n'
-            f"fetch_max_wait_ms = 100\nsession_timeout_ms = 3000\nheartbeat_interval_ms = 300\n"
-            f'[kafka.topics]\nevents = "ev.{tag}"\nmatches = "m.{tag}"\nalerts = "al.{tag}"\nstate = "st.{tag}"\n'
-            f'[kafka.groups]\nmatcher = "gm.{tag}"\ncorrelator = "gc.{tag}"\nnotifier = "gn.{tag}"\n')
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, role: str, **daemon: object) -> None:
-        d = self.base / name
-        d.mkdir()
-        inputs = {}
-        if role == "collector":
-            inputs = {"auth": {"type": "files", "format": "syslog", "paths": [str(self.log_file)],
-                               "poll_interval": "50ms"}}
-        config = write_config(d / "siem.toml", {
-            "state_dir": str(d / "state"), "rules": [str(self.base / "rules")], "role": role,
-            "metrics_address": "127.0.0.1:0", "checkpoint_interval": "500ms", "lateness": "10s", "log_format": "json",
-            **daemon}, inputs, self.kafka)
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "siem", "run", "--config", str(config)],
-                                            stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "wb"))
-
-    def alerts(self) -> list[str]:
-        d = DaemonProc(self.base / "notifier", self.base / "notifier" / "siem.toml", {})
-        return [a["id"] for a in d.alerts()]
-
-    def diagnose(self) -> str:
-        """Key counters of every role, for a failure message."""
-        import json
-        import urllib.request
-
-        from siem.metrics import parse_samples
-
-        out = []
-        for name in self.procs:
-            try:
-                info = json.loads((self.base / name / "state" / "run.json").read_text())
-                with urllib.request.urlopen(f"http://127.0.0.1:{info['metrics_port']}/metrics", timeout=5) as r:
-                    samples = parse_samples(r.read().decode())
-            except (OSError, ValueError, KeyError) as exc:
-                out.append(f"{name}: {exc}")
-                continue
-            keep = ("siem_events_parsed_total", "siem_rule_matches_total", "siem_alerts_fired_total",
-                    "siem_alerts_duplicate_total", "siem_kafka_rebalances_total", "siem_kafka_commit_failed_total")
-            got = {k: sum(v for n, _, v in samples if n == k) for k in keep}
-            out.append(f"{name}: {got}")
-        return "; ".join(out)
-
-    def check_alive(self) -> bool:
-        for name, p in self.procs.items():
-            if p.poll() is not None and p.returncode not in (0, -9):
-                raise AssertionError(f"{name} exited {p.returncode}: "
-                                     f"{(self.base / name / 'stderr.log').read_text()[-3000:]}")
-        return True
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+def _file_input(path: Path) -> dict[str, dict]:
+    return {"auth": {"type": "files", "format": "syslog", "paths": [str(path)], "poll_interval": "50ms"}}
 
 
 def settle(cluster: Cluster, want: int, timeout_s: float = 90) -> list[str]:
@@ -149,7 +76,7 @@ def test_two_correlators_one_killed_give_the_alerts_of_one(kafka_broker: TansuBr
     expected = sorted(replay_ids(_rules(tmp_path), [full]))
     assert len(expected) >= 20
 
-    one = Cluster(tmp_path / "one", kafka_broker, full)
+    one = Cluster(tmp_path / "one", kafka_broker, _file_input(full), RULES)
     try:
         for name, role in (("collector", "collector"), ("matcher", "matcher"), ("correlator", "correlator"),
                            ("notifier", "notifier")):
@@ -161,7 +88,7 @@ def test_two_correlators_one_killed_give_the_alerts_of_one(kafka_broker: TansuBr
 
     growing = tmp_path / "growing.log"
     growing.touch()
-    two = Cluster(tmp_path / "two", kafka_broker, growing)
+    two = Cluster(tmp_path / "two", kafka_broker, _file_input(growing), RULES)
     written = threading.Event()
 
     def writer() -> None:
@@ -193,9 +120,7 @@ def test_two_correlators_one_killed_give_the_alerts_of_one(kafka_broker: TansuBr
 
 def _holds_partitions(cluster: Cluster, name: str) -> bool:
     """The last assignment the correlator logged is not empty."""
-    text = (cluster.base / name / "stderr.log").read_text(errors="replace")
-    got = [line for line in text.splitlines() if "partitions assigned" in line]
-    return bool(got) and "(none)" not in got[-1]
+    return cluster.holds_partitions(name)
 
 
 def _rules(tmp_path: Path) -> Path:
@@ -214,7 +139,7 @@ def test_absent_rule_fires_without_traffic_over_kafka(kafka_broker: TansuBroker,
     log_file = tmp_path / "live.log"
     log_file.touch()
     rules = 'rule host_silent { severity medium absent event.dataset == "sshd" for 3s by host.name }\n'
-    cluster = Cluster(tmp_path / "c", kafka_broker, log_file, rules=rules)
+    cluster = Cluster(tmp_path / "c", kafka_broker, _file_input(log_file), rules)
     fast = {"lateness": "1s", "idle_advance": "500ms"}
     try:
         for name in ("collector", "matcher", "correlator", "notifier"):
@@ -222,8 +147,7 @@ def test_absent_rule_fires_without_traffic_over_kafka(kafka_broker: TansuBroker,
         wait_for(lambda: cluster.check_alive() and _holds_partitions(cluster, "correlator"), 60, "the correlator")
         ts = datetime.now(UTC).strftime("%b %e %H:%M:%S")
         log_file.write_bytes(f"{ts} web7 sshd[1]: Failed password for root from 192.0.2.3 port 1 ssh2\n".encode())
-        alerts = wait_for(lambda: cluster.check_alive() and DaemonProc(
-            cluster.base / "notifier", Path("-"), {}).alerts(), 60, "the absent alert")
+        alerts = wait_for(lambda: cluster.check_alive() and cluster.alert_records(), 60, "the absent alert")
         assert [(a["rule"], a["group"]) for a in alerts] == [("host_silent", {"host.name": "web7"})]  # type: ignore
     finally:
         cluster.stop()

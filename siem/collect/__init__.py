@@ -1,14 +1,20 @@
 """Collectors: turn outside input into RawRecords, with limits and back-pressure.
 
-Every collector is an async object with ``async def run(self, sink: Sink) -> None`` that runs until
-cancelled, calling ``await sink(record)`` for each record; a full pipeline slows the collector down
-because ``sink`` awaits a bounded queue (UDP, which cannot be slowed, counts what it drops).
+Every input type is an entry of :data:`INPUT_TYPES`: the module that validates its config
+(``config_from_toml(table, where)``) and the class that collects. A collector (:class:`Collector`) runs
+until stopped, awaiting ``sink(record)`` for each record; a full pipeline slows it down because ``sink``
+awaits a bounded queue (UDP, which cannot be slowed, counts what it drops). Inputs that can resume where
+they stopped (files, CloudTrail, journald) also keep positions (:class:`PositionKeeper`): the intake logs
+them behind the records they cover and hands them back at a restart.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Awaitable, Callable, NamedTuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, NamedTuple, Protocol, runtime_checkable
 
 
 class RawRecord(NamedTuple):
@@ -23,6 +29,49 @@ class RawRecord(NamedTuple):
 
 
 Sink = Callable[[RawRecord], Awaitable[None]]
+
+
+class Collector(Protocol):
+    async def run(self, sink: Sink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class PositionKeeper(Protocol):
+    """A collector that can resume: ``positions()`` covers exactly what it has put into the sink."""
+
+    def positions(self) -> dict[str, Any]: ...
+
+    def commit(self, positions: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputType:
+    """One kind of input: where its collector class lives and how it is built."""
+
+    module: str
+    cls: str
+    keeps_positions: bool  # built with (config, name, state_dir, autocommit=False); else (config, name)
+    settle_polls: int = 0  # poll intervals before what is already there is delivered (a file must settle)
+
+    def backlog_ms(self, config: object) -> int:
+        """How long after its start this input may take to deliver what was there when it started."""
+        return self.settle_polls * int(getattr(config, "poll_interval_ms", 0))
+
+    def build(self, config: object, name: str, state_dir: Path) -> Any:
+        factory: Callable[..., Any] = getattr(importlib.import_module(self.module), self.cls)
+        if self.keeps_positions:
+            return factory(config, name, state_dir, autocommit=False)
+        return factory(config, name)
+
+
+INPUT_TYPES: dict[str, InputType] = {
+    "syslog": InputType("siem.collect.syslog", "SyslogServer", keeps_positions=False),
+    "files": InputType("siem.collect.files", "FileTailer", keeps_positions=True),
+    "cloudtrail": InputType("siem.collect.cloudtrail", "CloudTrailCollector", keeps_positions=True, settle_polls=1),
+    "journald": InputType("siem.collect.journald", "JournaldFollower", keeps_positions=True),
+}
 
 
 def commit_positions(name: str, commit: Callable[[], None], last_problem: str | None) -> str | None:

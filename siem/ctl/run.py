@@ -14,6 +14,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from siem.daemon import run_daemon
+    """Load config and rules, then run the embedded daemon or the configured Kafka role. Exit codes: 0
+    clean, 2 bad config or rules, 1 state or runtime failure."""
+    import logging  # noqa: PLC0415
+    import sys  # noqa: PLC0415
 
-    return run_daemon(args.config, print_alerts=args.print_alerts)
+    from siem.config import load_config  # noqa: PLC0415
+    from siem.dsl.loader import load_rules  # noqa: PLC0415
+    from siem.errors import ConfigError, RuleError  # noqa: PLC0415
+    from siem.logsetup import setup_logging  # noqa: PLC0415
+
+    log = logging.getLogger("siem.run")
+    try:
+        config = load_config(args.config)
+        ruleset = load_rules(config.daemon.rules)
+    except (ConfigError, RuleError) as exc:
+        setup_logging()
+        log.error("cannot start: invalid %s", "rules" if isinstance(exc, RuleError) else "configuration",
+                  extra={"issues": [i.render() for i in exc.issues if i.severity == "error"]})
+        print(str(exc), file=sys.stderr)
+        return 2
+    setup_logging(config.daemon.log_level, config.daemon.log_format)
+    for w in config.warnings:
+        log.warning("config: %s", w.message)
+    if config.daemon.role != "all":
+        from siem.roles import run_role  # noqa: PLC0415
+
+        return run_role(config, ruleset, args.config)
+    from siem.daemon import run_daemon  # noqa: PLC0415
+
+    return run_daemon(config, ruleset, args.config, print_alerts=args.print_alerts)

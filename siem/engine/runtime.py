@@ -287,24 +287,16 @@ class Engine:
         batch = Batch(events, ts)
         alerts: list[Alert] = []
         n = batch.n
-        present = {v for v in batch.keyword("event.dataset").values if v is not None}
         correlated: dict[int, list[tuple[CompiledRule, np.ndarray]]] = {}  # correlator -> its rules' rows
-        for rule in self.rules:
-            rule.evaluations.inc(n)
-            rows = _NO_ROWS
-            if rule.datasets is None or not rule.datasets.isdisjoint(present):
-                try:
-                    rows = batch.rows(rule.filter(batch))
-                    if len(rows):
-                        rule.matches.inc(len(rows))
-                        if rule.correlator is None:
-                            fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
-                            alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
-                except Exception:  # noqa: BLE001 - one rule's failure must not stop the others or the daemon
-                    self._failed([rule], n)
-                    rows = _NO_ROWS
+        for rule, rows in zip(self.rules, matching_rows(self.rules, batch)):
             if rule.correlator is not None:
                 correlated.setdefault(id(rule.correlator), []).append((rule, rows))
+            elif len(rows):
+                try:
+                    fires = [Fire((), int(ts[r]), int(ts[r]), 1, events[r], [events[r]]) for r in rows.tolist()]
+                    alerts.extend(a for f in fires if (a := self._alert(rule, f)) is not None)
+                except Exception:  # noqa: BLE001 - one rule's failure must not stop the others or the daemon
+                    _failed([rule], n)
         for members in correlated.values():
             for corr, rules, rows in _agreeing(members):
                 if not len(rows):
@@ -317,14 +309,9 @@ class Engine:
                             if (a := self._alert(rule, f)) is not None:
                                 alerts.append(a)
                 except Exception:  # noqa: BLE001 - as above
-                    self._failed(rules, n)
+                    _failed(rules, n)
         alerts.sort(key=lambda a: (a.last_ms, a.rule_id, a.id))
         return alerts
-
-    def _failed(self, rules: list[CompiledRule], n: int) -> None:
-        for rule in rules:
-            metrics.RULE_ERRORS.labels(rule=rule.id).inc()
-        log.exception("rule %s failed on a batch of %d events; skipped", ", ".join(r.id for r in rules), n)
 
     def _advance_time(self, stream_ms: int) -> list[Alert]:
         alerts: list[Alert] = []
@@ -454,6 +441,33 @@ class Engine:
 
 
 _NO_ROWS = np.empty(0, np.int64)
+
+
+def matching_rows(rules: list[CompiledRule], batch: Batch) -> list[np.ndarray]:
+    """The rows each rule's filter selects in `batch` (masks shared through the batch's memo). A rule whose
+    `event.dataset` values the batch does not hold is not evaluated; a rule that fails selects nothing
+    (counted and logged), so one rule's failure never stops the others."""
+    n = batch.n
+    present = {v for v in batch.keyword("event.dataset").values if v is not None}
+    out = []
+    for rule in rules:
+        rule.evaluations.inc(n)
+        rows = _NO_ROWS
+        if rule.datasets is None or not rule.datasets.isdisjoint(present):
+            try:
+                rows = batch.rows(rule.filter(batch))
+            except Exception:  # noqa: BLE001 - see the docstring
+                _failed([rule], n)
+            if len(rows):
+                rule.matches.inc(len(rows))
+        out.append(rows)
+    return out
+
+
+def _failed(rules: list[CompiledRule], n: int) -> None:
+    for rule in rules:
+        metrics.RULE_ERRORS.labels(rule=rule.id).inc()
+    log.exception("rule %s failed on a batch of %d events; skipped", ", ".join(r.id for r in rules), n)
 
 
 def _agreeing(members: list[tuple[CompiledRule, np.ndarray]]) -> list[tuple[Correlator, list[CompiledRule], np.ndarray]]:

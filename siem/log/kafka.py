@@ -44,10 +44,11 @@ import asyncio
 import logging
 import os
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,6 +71,7 @@ from siem.log.codec import encode_event
 from siem.schema import Event
 
 log = logging.getLogger(__name__)
+_CHUNKED = b"SIEMCHNK"  # a window-state manifest whose snapshot is in chunks
 
 ROLES = ("matcher", "correlator", "notifier")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -353,6 +355,19 @@ class KafkaProducerLog:
                 out.append((md.partition, md.offset))
         return out
 
+    async def send_tombstones(self, topic: str, keys: Sequence[bytes]) -> None:
+        """Null values for `keys` (compaction then drops them); returns once acknowledged."""
+        futures = [await self._producer.send(topic, value=None, key=k) for k in keys]
+        for f in futures:
+            await f
+
+    async def broadcast(self, topic: str, value: bytes) -> None:
+        """One copy of `value` on every partition of `topic` (watermark records); returns once acknowledged."""
+        parts = await self._producer.partitions_for(topic)
+        futures = [await self._producer.send(topic, value=value, partition=p) for p in sorted(parts)]
+        for f in futures:
+            await f
+
 
 # --- consuming -----------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -361,7 +376,7 @@ class KafkaRecord:
     partition: int
     offset: int
     key: bytes | None
-    value: Event
+    value: Any  # an event dict, or what the consumer's decode made of the bytes
     timestamp_ms: int
     headers: dict[str, str]
 
@@ -398,8 +413,10 @@ class KafkaConsumerLog:
     def __init__(
         self, config: KafkaConfig, role: str, topics: Sequence[str], listener: PartitionListener | None = None,
         dead_letter: KafkaProducerLog | None = None, group_id: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.config = config
+        self.decode = decode  # bytes -> value, None for a poison message; default: a JSON object
         self.group = group_id or config.group_id(role)
         self.topics = list(topics)
         self.listener = listener
@@ -509,12 +526,17 @@ class KafkaConsumerLog:
                 headers[hk] = hv.decode("utf-8") if hv is not None else ""
             except UnicodeDecodeError:
                 return None, "bad_header"
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None, "not_json"
-        if not isinstance(event, dict):
-            return None, "not_json"
+        if self.decode is not None:
+            event = self.decode(value)
+            if event is None:
+                return None, "undecodable"
+        else:
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return None, "not_json"
+            if not isinstance(event, dict):
+                return None, "not_json"
         return KafkaRecord(getattr(m, "topic"), getattr(m, "partition"), getattr(m, "offset"), getattr(m, "key"),
                            event, getattr(m, "timestamp"), headers), ""
 
@@ -577,13 +599,14 @@ class KafkaStateStore:
       committed offset.
 
     A snapshot that fails its checksum is counted (siem_checkpoint_corrupt_total) and treated as missing.
-    Snapshots must fit in one message (``max_message_bytes``; raise the broker's max.message.bytes too).
+    A snapshot larger than one message (``max_message_bytes``) is stored in chunks (see ``save``).
     """
 
     def __init__(self, config: KafkaConfig, group: str) -> None:
         self.config = config
         self.group = group
         self.topic = config.topic_state
+        self._chunks: dict[TopicPartition, tuple[str, int]] = {}  # the chunked snapshot last saved or loaded
         self._producer = KafkaProducerLog(config)
         self._consumer = AIOKafkaConsumer(
             **config._common(),
@@ -612,12 +635,33 @@ class KafkaStateStore:
         return f"{self.group}|{tp.topic}|{tp.partition}".encode()
 
     async def save(self, tp: TopicPartition, offset: int, state: bytes) -> None:
-        """Store (offset, state) for tp; returns once every in-sync replica has it."""
+        """Store (offset, state) for tp; returns once every in-sync replica has it.
+
+        A snapshot larger than one message goes in chunks keyed ``<key>|<generation>|<i>``, then a manifest
+        under ``<key>`` naming the generation, chunk count and CRC; then the previous generation's chunks
+        are deleted (tombstones, so compaction drops them). A crash before the manifest leaves the previous
+        manifest and its chunks intact: the previous snapshot is restored."""
         raw = encode_checkpoint(offset, state)
-        [ack] = await self._producer.send_many(self.topic, [(self._key(tp), raw)])
-        if ack is None:
-            raise StateError(f"window state of {tp.topic}[{tp.partition}] is {len(raw)} bytes, above "
-                             f"max_message_bytes={self.config.max_message_bytes}")
+        base = self._key(tp)
+        limit = max(self.config.max_message_bytes - 1024, 1024)
+        previous = self._chunks.get(tp)
+        if len(raw) <= limit:
+            items: list[tuple[bytes | None, Event | bytes]] = [(base, raw)]
+            self._chunks.pop(tp, None)
+        else:
+            gen = os.urandom(6).hex()
+            parts = [raw[i: i + limit] for i in range(0, len(raw), limit)]
+            items = [(f"{base.decode()}|{gen}|{i}".encode(), part) for i, part in enumerate(parts)]
+            manifest = _CHUNKED + orjson.dumps({"gen": gen, "n": len(parts), "size": len(raw),
+                                                "crc": zlib.crc32(raw)})
+            items.append((base, manifest))
+            self._chunks[tp] = (gen, len(parts))
+        acks = await self._producer.send_many(self.topic, items)
+        if any(a is None for a in acks):
+            raise StateError(f"window state of {tp.topic}[{tp.partition}] could not be stored in {self.topic}")
+        if previous is not None and previous != self._chunks.get(tp):
+            gen, n = previous
+            await self._producer.send_tombstones(self.topic, [f"{base.decode()}|{gen}|{i}".encode() for i in range(n)])
 
     async def load(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Checkpoint]:
         """The latest snapshot of each partition that has one (reads the state topic to its end)."""
@@ -635,6 +679,7 @@ class KafkaStateStore:
         await self._consumer.seek_to_beginning(*tps)
         ends = await self._consumer.end_offsets(tps)
         latest: dict[TopicPartition, bytes] = {}
+        chunks: dict[bytes, bytes] = {}
         remaining = {tp for tp in tps if ends[tp] > 0}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout_ms / 1000
@@ -644,8 +689,16 @@ class KafkaStateStore:
             data = await self._consumer.getmany(*remaining, timeout_ms=200)
             for stp, messages in data.items():
                 for m in messages:
-                    if m.key in wanted and m.value is not None:
-                        latest[wanted[m.key]] = m.value
+                    if m.key in wanted:
+                        if m.value is None:
+                            latest.pop(wanted[m.key], None)
+                        else:
+                            latest[wanted[m.key]] = m.value
+                    elif m.key is not None and m.key.rsplit(b"|", 2)[0] in wanted:
+                        if m.value is None:
+                            chunks.pop(m.key, None)
+                        else:
+                            chunks[m.key] = m.value
                     if m.offset + 1 >= ends[stp]:
                         remaining.discard(stp)
             for stp in list(remaining):
@@ -653,12 +706,33 @@ class KafkaStateStore:
                     remaining.discard(stp)
         out = {}
         for tp, raw in latest.items():
+            where = f"window state of {tp.topic}[{tp.partition}] in {self.topic}"
             try:
-                out[tp] = decode_checkpoint(raw, f"window state of {tp.topic}[{tp.partition}] in {self.topic}")
+                if raw.startswith(_CHUNKED):
+                    raw = self._assemble(tp, raw, chunks, where)
+                out[tp] = decode_checkpoint(raw, where)
             except StateError as exc:
                 metrics.CHECKPOINT_CORRUPT.inc()
                 log.error("%s; starting that partition from its committed offset with empty state", exc)
         return out
+
+    def _assemble(self, tp: TopicPartition, manifest: bytes, chunks: dict[bytes, bytes], where: str) -> bytes:
+        try:
+            m = orjson.loads(manifest[len(_CHUNKED):])
+            gen, n, size, crc = m["gen"], m["n"], m["size"], m["crc"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise StateError(f"{where}: unreadable chunk manifest") from exc
+        if not (isinstance(gen, str) and type(n) is int and 0 < n <= 100_000 and type(size) is int):
+            raise StateError(f"{where}: chunk manifest has the wrong shape")
+        base = self._key(tp).decode()
+        parts = [chunks.get(f"{base}|{gen}|{i}".encode()) for i in range(n)]
+        if any(p is None for p in parts):
+            raise StateError(f"{where}: {sum(p is None for p in parts)} of {n} chunks are missing")
+        raw = b"".join(parts)  # type: ignore[arg-type]
+        if len(raw) != size or zlib.crc32(raw) != crc:
+            raise StateError(f"{where}: chunks do not add up to the snapshot the manifest describes")
+        self._chunks[tp] = (gen, n)
+        return raw
 
 
 async def _call_hook(fn: Callable[[set[TopicPartition]], Awaitable[None]], partitions: set[TopicPartition],

@@ -1,0 +1,286 @@
+"""Intake: collectors -> bounded queue -> parse -> event log -> commit input positions.
+
+::
+
+    collectors --sink--> queue (bounded) --writer--> parse (threads or worker processes)
+                         back-pressure               --> EventLog.append(events, [Positions..., Watermark])
+                                                     --> inputs' own position files (once durable)
+
+The same stage feeds the local log (embedded mode) and the ``siem.events`` topic (the Kafka collector
+role); only the EventLog differs.
+
+Positions. The queue is drained completely before the positions are read, in the same step of the event
+loop: a collector is then either between records (its positions cover exactly what it has put on the
+queue) or suspended inside a ``put`` (that record is neither queued nor covered). So each append ends
+with positions that cover exactly the records before them: a log that keeps them (LocalLog) lets the
+inputs resume from the last positions in the log after a crash, neither re-reading nor skipping a line.
+The positions are also written to the inputs' own state files once the append is durable (the only
+resume point when the log cannot keep them, as on Kafka: a crash between the broker's acknowledgement
+and that write sends those records again).
+
+Watermark. Every append that carries events, and every quiet interval, may end with a Watermark record
+from :class:`~siem.pipeline.watermark.SourceWatermark`: the engine moves only with those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from siem import metrics
+from siem.collect import INPUT_TYPES, RawRecord
+from siem.config import DaemonConfig, InputSpec
+from siem.errors import SiemError
+from siem.pipeline.collectors import RunningInput
+from siem.pipeline.records import Positions, Watermark, encode_record
+from siem.pipeline.watermark import SourceWatermark
+from siem.timeutil import monotonic_ms, wall_ms
+
+log = logging.getLogger(__name__)
+
+QUIET_INTERVAL_MS = 500  # a quiet queue still logs moved positions and watermarks this often
+POOL_MIN_BATCH = 256  # smaller batches are parsed in a thread: a worker round trip is not worth it
+
+
+class EventLog(Protocol):
+    """Where intake puts parsed events: the local log or a Kafka topic.
+
+    ``append`` returns once the records are accepted (in the local log: written; on Kafka: acknowledged
+    by every in-sync replica); a refusal that may pass (a full disk, a broker away) is retried inside it,
+    so intake waits meanwhile and nothing is dropped. ``sync`` makes what was appended durable."""
+
+    keeps_positions: bool  # Positions records are logged and read back at a restart
+
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None: ...
+
+    async def sync(self) -> None: ...
+
+    async def idle(self) -> None: ...  # nothing to append for a while: the log's own timed work (fsync policy)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    events: list[bytes]  # encoded event records
+    times: dict[tuple[str, str], int]  # newest event time per source (input, origin)
+    counts: dict[tuple[str, str], tuple[int, int]]  # (input, format) -> (parsed, failed)
+
+
+def parse_context(daemon: DaemonConfig) -> object:
+    """The parse context of a daemon config: the zone of timestamps that carry none."""
+    from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+    from siem.parse import ParseContext  # noqa: PLC0415
+
+    return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None)
+
+
+def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
+    """Parse raw records into encoded events (runs in a thread or a parse worker process)."""
+    from siem.parse import parse  # noqa: PLC0415
+    events: list[bytes] = []
+    times: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for rec in items:
+        ev = parse(rec.format, rec.data, ctx, rec.input)  # type: ignore[arg-type]
+        ev["event.ingested"] = rec.received_ms
+        if rec.origin and rec.input in file_inputs:
+            ev.setdefault("log.file.path", rec.origin)
+        events.append(encode_record(ev))
+        ok, failed = counts.get((rec.input, rec.format), (0, 0))
+        counts[(rec.input, rec.format)] = (ok, failed + 1) if "error.message" in ev else (ok + 1, failed)
+        ts = ev.get("@timestamp")
+        if type(ts) is int:
+            key = (rec.input, rec.origin)
+            times[key] = max(times.get(key, ts), min(ts, limit_ms))  # type: ignore[type-var]
+    return Parsed(events, times, counts)
+
+
+def _worker_init() -> None:
+    """In a parse worker: Ctrl-C is the parent's to handle, and the worker dies with its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies, even by SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class ParsePool:
+    """Parse worker processes (spawned: no fork of a threaded event loop); none with one CPU."""
+
+    def __init__(self, workers: int) -> None:
+        n = (os.cpu_count() or 1) if workers < 0 else workers
+        if workers < 0 and n < 2:
+            n = 0
+        self.workers = max(n, 0)
+        self._pool = (ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_worker_init) if self.workers else None)
+
+    async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
+        if self._pool is None or len(items) < POOL_MIN_BATCH:
+            parsed = await asyncio.to_thread(parse_records, items, ctx, limit_ms, file_inputs)
+        else:
+            loop = asyncio.get_running_loop()
+            step = -(-len(items) // self.workers)
+            parts = await asyncio.gather(*(
+                loop.run_in_executor(self._pool, parse_records, items[i: i + step], ctx, limit_ms, file_inputs)
+                for i in range(0, len(items), step)))
+            parsed = Parsed([e for p in parts for e in p.events], {}, {})
+            for p in parts:
+                for key, ts in p.times.items():
+                    parsed.times[key] = max(parsed.times.get(key, ts), ts)
+                for (input_name, fmt), (ok, failed) in p.counts.items():  # workers' counters are not served
+                    metrics.EVENTS_PARSED.labels(input=input_name, format=fmt).inc(ok)
+                    if failed:
+                        metrics.EVENTS_FAILED.labels(input=input_name, format=fmt).inc(failed)
+        return parsed
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class Intake:
+    """The intake stage: owns the queue, the writer loop and the inputs' positions."""
+
+    def __init__(self, log_: EventLog, watermark: SourceWatermark, pool: ParsePool, ctx: object,
+                 queue_size: int, future_skew_ms: int, origin: str = "",
+                 last_positions: dict[str, dict] | None = None) -> None:
+        self.log = log_
+        self.watermark = watermark
+        self.pool = pool
+        self.ctx = ctx
+        self.future_skew_ms = future_skew_ms
+        self.origin = origin  # names this intake in its Watermark records
+        self.queue: asyncio.Queue[RawRecord | None] = asyncio.Queue(queue_size)
+        self.inputs: dict[str, RunningInput] = {}
+        self.enqueued = 0  # records put on the queue so far
+        self.written = 0  # records taken off it and appended
+        self.last_positions: dict[str, dict] = dict(last_positions or {})  # input -> positions last appended
+        self._file_committed: dict[str, dict] = {}  # input -> positions last written to its state file
+        self._last_file_commit_ms = 0
+        self.appended = asyncio.Event()  # set after every append (the embedded evaluator waits on it)
+        self.done = asyncio.Event()
+        self._queue_gauge = metrics.QUEUE_DEPTH.labels(queue="intake")
+
+    async def sink(self, record: RawRecord) -> None:
+        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake."""
+        await self.queue.put(record)
+        self.enqueued += 1
+
+    def start_watermark(self, specs: tuple[InputSpec, ...]) -> None:
+        """Start event time: once every input had the time to deliver what it found at its start."""
+        self.watermark.start(max((INPUT_TYPES[s.type].backlog_ms(s.config) for s in specs), default=0))
+
+    @property
+    def idle(self) -> bool:
+        return self.queue.empty() and self.written == self.enqueued
+
+    async def finish(self) -> None:
+        """After the inputs stopped: write everything still queued, the final positions, then return."""
+        await self.queue.put(None)
+        await self.done.wait()
+
+    async def run(self) -> None:
+        """Take everything queued, parse it, append it with the positions and the watermark it makes."""
+        try:
+            finished = False
+            while not finished:
+                try:
+                    first = await asyncio.wait_for(self.queue.get(), timeout=QUIET_INTERVAL_MS / 1000)
+                except TimeoutError:  # quiet: positions may still move (empty lines, finished files)
+                    positions = self._moved_positions()
+                    wm = self.watermark.next()  # a source fell idle, or the wall clock moved on
+                    if positions or wm is not None:
+                        await self._append([], positions, wm)
+                    await self.log.idle()
+                    await self._commit_files()
+                    continue
+                self._queue_gauge.set(self.queue.qsize() + 1)
+                items: list[RawRecord] = []
+                if first is None:
+                    finished = True
+                else:
+                    items.append(first)
+                while not self.queue.empty():
+                    nxt = self.queue.get_nowait()
+                    if nxt is None:
+                        finished = True
+                        break
+                    items.append(nxt)
+                positions = self._moved_positions()  # same step as the drain: see the module docstring
+                if items or positions:
+                    await self._append(items, positions)
+                    self.written += len(items)
+                await self._commit_files(force=finished)
+                self._queue_gauge.set(self.queue.qsize())
+        finally:
+            self.done.set()
+            self.appended.set()
+
+    def _moved_positions(self) -> list[Positions]:
+        out = []
+        for name, inp in self.inputs.items():
+            keeper = inp.keeper
+            if keeper is not None:
+                pos = keeper.positions()
+                if pos != self.last_positions.get(name):
+                    out.append(Positions(name, pos))
+        return out
+
+    async def _append(self, items: list[RawRecord], positions: list[Positions], wm: int | None = None) -> None:
+        file_inputs = frozenset(n for n, i in self.inputs.items() if i.spec.type == "files")
+        parsed = await self.pool.parse(items, self.ctx, wall_ms() + self.future_skew_ms, file_inputs)
+        self.watermark.observe(parsed.times)
+        if items:
+            wm = self.watermark.next()
+        control: list[Positions | Watermark] = list(positions)
+        if wm is not None:
+            control.append(Watermark(self.origin, wm))
+        await self.log.append(parsed.events, control)
+        for p in positions:
+            self.last_positions[p.input] = p.positions
+        if wm is not None:
+            self.watermark.sent = wm
+        self.appended.set()
+
+    async def _commit_files(self, force: bool = False) -> None:
+        """Write the appended positions to the inputs' own state files once they are durable."""
+        now = monotonic_ms()
+        if not force and now - self._last_file_commit_ms < QUIET_INTERVAL_MS:
+            return
+        self._last_file_commit_ms = now
+        pending = [(n, p) for n, p in self.last_positions.items()
+                   if n in self.inputs and self.inputs[n].keeper is not None and self._file_committed.get(n) is not p]
+        if not pending:
+            return
+        await self.log.sync()
+        for name, pos in pending:
+            try:
+                self.inputs[name].keeper.commit(pos)  # type: ignore[union-attr]
+            except SiemError as exc:
+                log.error("cannot commit input positions: %s", exc, extra={"input": name})
+                continue
+            self._file_committed[name] = pos
+
+    async def wait_logged(self, name: str, timeout_ms: int = 10_000) -> None:
+        """Until a stopped input's final positions are appended behind its last record (reload)."""
+        inp = self.inputs.get(name)
+        if inp is None or inp.keeper is None:
+            return
+        final = inp.keeper.positions()
+        deadline = monotonic_ms() + timeout_ms
+        while self.last_positions.get(name) != final and monotonic_ms() < deadline:
+            await asyncio.sleep(0.05)
+        await self._commit_files(force=True)

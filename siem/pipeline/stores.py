@@ -1,0 +1,129 @@
+"""The pipeline's two kinds of storage, each behind a protocol with a local and a Kafka implementation.
+
+================  ==========================================  =============================================
+protocol          embedded (one process)                      scale-out (roles over Kafka)
+================  ==========================================  =============================================
+EventLog          :class:`LocalEventLog`: siem.log.local       :class:`KafkaEventLog`:
+                  segments; Positions kept in-band             ``siem.events``; positions in the inputs'
+                                                               state files after the broker's ack
+StateStore        :class:`LocalStateStore`: the checkpoint     :class:`siem.log.kafka.KafkaStateStore`:
+                  file (siem.log.checkpoint), one partition    compacted ``siem.state``, one per partition
+================  ==========================================  =============================================
+
+A StateStore keeps, per partition of what the evaluator reads, the engine state and the offset it covers,
+written together so that a restart neither counts an event twice nor skips one. The state is data
+(the engine's snapshot format), never code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Hashable, Iterable, Protocol
+
+from aiokafka.errors import KafkaError
+
+from siem import metrics
+from siem.errors import InputError, StateError
+from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from siem.log.kafka import KafkaProducerLog
+from siem.log.local import LocalLog
+from siem.pipeline.records import Positions, Watermark, encode_record
+
+log = logging.getLogger(__name__)
+_RETRY_S = 1.0
+
+
+class StateStore(Protocol):
+    async def save(self, partition: Hashable, offset: int, state: bytes) -> None: ...
+
+    async def load(self, partitions: Iterable[Hashable]) -> dict[Hashable, Checkpoint]: ...
+
+
+class LocalEventLog:
+    """The EventLog of embedded mode: records appended to a LocalLog, positions kept in-band."""
+
+    keeps_positions = True
+
+    def __init__(self, local: LocalLog) -> None:
+        self.local = local
+
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
+        """Append events then control records in one write. A record above max_record_bytes is dropped
+        and counted (the others go in); a refusing disk is retried every second, never dropped."""
+        payloads = events + [encode_record(c) for c in control]
+        while True:
+            try:
+                await asyncio.to_thread(self.local.append_many, payloads)
+                return
+            except InputError as exc:
+                log.error("log append refused a record: %s", exc)
+                limit = self.local.max_record_bytes
+                metrics.INPUT_DROPPED.labels(input="log", reason="oversized").inc(
+                    sum(1 for p in payloads if len(p) > limit))
+                payloads = [p for p in payloads if len(p) <= limit]
+            except StateError as exc:
+                log.error("cannot append to the log, retrying: %s", exc)
+                await asyncio.sleep(_RETRY_S)
+
+    async def sync(self) -> None:
+        if self.local.durable_offset < self.local.end_offset:
+            await asyncio.to_thread(self.local.sync)
+
+    async def idle(self) -> None:
+        self.local.maybe_sync()
+
+
+class LocalStateStore:
+    """The checkpoint file of a state directory, as the StateStore of its single partition (None)."""
+
+    def __init__(self, state_dir: Path, *, start_fresh: bool = False) -> None:
+        self.state_dir = state_dir
+        self.start_fresh = start_fresh
+
+    def read(self) -> Checkpoint | None:
+        return load_checkpoint(self.state_dir, start_fresh=self.start_fresh)
+
+    def write(self, offset: int, state: bytes) -> None:
+        save_checkpoint(self.state_dir, offset, state)
+
+    async def save(self, partition: Hashable, offset: int, state: bytes) -> None:
+        await asyncio.to_thread(self.write, offset, state)
+
+    async def load(self, partitions: Iterable[Hashable]) -> dict[Hashable, Checkpoint]:
+        ck = await asyncio.to_thread(self.read)
+        return {} if ck is None else {p: ck for p in partitions}
+
+
+class KafkaEventLog:
+    """The EventLog of the collector role: every record of one collector on one ``siem.events`` partition
+    (keyed by the collector's name), events then its Watermark records, so the matcher reads them in
+    exactly the order embedded mode logs them: per key, late events meet the engine in the same order in
+    both modes. Kafka keeps no positions: intake writes them to the inputs' state files once the broker
+    has acknowledged the records they cover."""
+
+    keeps_positions = False
+
+    def __init__(self, producer: KafkaProducerLog, topic: str, origin: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.key = origin.encode()
+
+    async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
+        items = [(self.key, p) for p in events] + [(self.key, encode_record(c)) for c in control
+                                                   if isinstance(c, Watermark)]
+        while True:
+            try:
+                if items:
+                    await self.producer.send_many(self.topic, items)  # type: ignore[arg-type]
+                return
+            except KafkaError as exc:  # broker away: the whole batch again (duplicates absorbed downstream)
+                log.error("cannot send to %s, retrying: %s", self.topic, exc)
+                await asyncio.sleep(_RETRY_S)
+
+    async def sync(self) -> None:
+        return None  # append returned after every in-sync replica acknowledged
+
+    async def idle(self) -> None:
+        return None
