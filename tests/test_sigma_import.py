@@ -95,3 +95,31 @@ def test_sigma_cli_converts_with_the_siem_backend() -> None:
     assert proc.returncode == 0, proc.stderr
     assert 'event.dataset == "aws.cloudtrail"' in proc.stdout
     assert 'event.action iin ["StopLogging", "UpdateTrail", "DeleteTrail"]' in proc.stdout
+
+
+EXPAND = """\
+title: Admin console login
+id: 66666666-6666-6666-6666-666666666666
+status: test
+logsource:
+  product: aws
+  service: cloudtrail
+detection:
+  selection:
+    eventName: ConsoleLogin
+    userIdentity.userName|expand: '%admins%'
+  condition: selection
+level: medium
+"""
+
+
+def test_expand_placeholders_come_from_var_and_are_required(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--var admins=root,ops` fills %admins%; without it the rule is skipped, naming the placeholder."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "admin.yml").write_text(EXPAND)
+    assert main(["sigma", "import", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == 1
+    assert "placeholder %admins% has no values" in capsys.readouterr().err
+    assert main(["sigma", "import", str(tmp_path / "src"), "-o", str(tmp_path / "b"), "--var", "admins=root,ops"]) == 0
+    text = (tmp_path / "b" / "admin.rules").read_text()
+    assert 'aws.cloudtrail.user_identity.user_name iin ["root", "ops"]' in text
+    assert main(["rules", "test", "--require-cases", str(tmp_path / "b")]) == 0

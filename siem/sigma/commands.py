@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", help="convert Sigma rules (*.yml) into .rules files with generated tests")
     imp.add_argument("src", type=Path, help="a Sigma rule file or a directory of them (e.g. a SigmaHQ checkout)")
     imp.add_argument("-o", "--output", type=Path, required=True, help="directory for the .rules files")
+    imp.add_argument("--var", action="append", default=[], metavar="NAME=V1,V2",
+                     help="values for the |expand placeholder %%NAME%% (repeatable)")
     cov = sub.add_parser("coverage", help="convert, load and test Sigma rules; print the coverage table")
     cov.add_argument("src", type=Path, help="a Sigma rule file or a directory of them")
     cov.add_argument("--markdown", type=Path, help="also write the per-rule list as a Markdown file")
@@ -24,7 +26,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.src}: no such file or directory", file=sys.stderr)
         return 2
     if args.sigma_command == "import":
-        outcomes = convert_tree(args.src)
+        placeholders: dict[str, list[str]] = {}
+        for spec in args.var:
+            name, sep, values = spec.partition("=")
+            if not sep or not name.strip():
+                print(f"--var {spec!r}: expected NAME=VALUE[,VALUE...]", file=sys.stderr)
+                return 2
+            placeholders[name.strip()] = [v for v in values.split(",") if v]
+        outcomes = convert_tree(args.src, placeholders)
         written = write_tree(outcomes, args.output)
         for o in outcomes:
             if o.text is None:

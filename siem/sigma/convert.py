@@ -103,8 +103,8 @@ def _unique(rid: str, taken: set[str]) -> str:
     return rid
 
 
-def convert_tree(src: Path) -> list[Outcome]:
-    """Convert every Sigma file under `src` (see the module docstring)."""
+def convert_tree(src: Path, placeholders: dict[str, list[str]] | None = None) -> list[Outcome]:
+    """Convert every Sigma file under `src` (see the module docstring); `placeholders` fill ``|expand``."""
     licence = directory_license(src)
     root = src if src.is_dir() else src.parent
     files = [_parse(p, root) for p in sigma_files(src)]
@@ -119,7 +119,7 @@ def convert_tree(src: Path) -> list[Outcome]:
     for f in files:
         for rule in f.rules:
             if isinstance(rule, SigmaRule):
-                bases[id(rule)] = _convert_base(rule)
+                bases[id(rule)] = _convert_base(rule, placeholders)
             elif isinstance(rule, SigmaCorrelationRule):
                 try:
                     rule.resolve_rule_references(index)
@@ -197,8 +197,8 @@ def _convert_correlations(files: list[_File], bases: dict[int, Base | str], rids
     return texts
 
 
-def _convert_base(rule: SigmaRule) -> Base | str:
-    backend = SiemBackend(pipeline("siem"))
+def _convert_base(rule: SigmaRule, placeholders: dict[str, list[str]] | None = None) -> Base | str:
+    backend = SiemBackend(pipeline("siem", placeholders))
     try:
         backend.convert_rule(rule, "ast")
     except SigmaError as exc:

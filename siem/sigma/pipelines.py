@@ -39,6 +39,7 @@ from sigma.processing.transformations import (
     FieldFunctionTransformation,
     RuleFailureTransformation,
     SetStateTransformation,
+    ValueListPlaceholderTransformation,
 )
 from sigma.rule import SigmaRule
 
@@ -228,12 +229,20 @@ def find_logsource(product: str | None, service: str | None, category: str | Non
     return None
 
 
-def pipeline(name: str = "siem") -> ProcessingPipeline:
-    """The pipeline `name` (siem, siem_linux, siem_auditd, siem_cloudtrail, siem_web)."""
+def pipeline(name: str = "siem", placeholders: dict[str, list[str]] | None = None) -> ProcessingPipeline:
+    """The pipeline `name` (siem, siem_linux, siem_auditd, siem_cloudtrail, siem_web). `placeholders`
+    fill Sigma's ``|expand`` placeholders (``%admin_users%`` -> any of the listed values); a rule with a
+    placeholder not given here is refused, naming it."""
     entries = tuple(ls for ls in LOGSOURCES if name == "siem" or ls.pipeline == name)
     if not entries:
         raise ValueError(f"unknown pipeline {name!r}")
-    items: list[ProcessingItem] = [
+    items: list[ProcessingItem] = []
+    if placeholders:
+        items.append(ProcessingItem(
+            identifier="siem_placeholders",
+            transformation=ValueListPlaceholderTransformation(include=sorted(placeholders)),
+        ))
+    items += [
         ProcessingItem(
             identifier="siem_unsupported_logsource",
             transformation=RuleFailureTransformation(
@@ -272,7 +281,8 @@ def pipeline(name: str = "siem") -> ProcessingPipeline:
             ),
             rule_conditions=[_exact(ls)],
         ))
-    return ProcessingPipeline(name=f"siem: Sigma logsources to siem events ({name})", priority=20, items=items)
+    return ProcessingPipeline(name=f"siem: Sigma logsources to siem events ({name})", priority=20, items=items,
+                              vars=dict(placeholders or {}))
 
 
 @dataclass
