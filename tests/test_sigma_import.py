@@ -123,3 +123,27 @@ def test_expand_placeholders_come_from_var_and_are_required(tmp_path: Path, caps
     text = (tmp_path / "b" / "admin.rules").read_text()
     assert 'aws.cloudtrail.user_identity.user_name iin ["root", "ops"]' in text
     assert main(["rules", "test", "--require-cases", str(tmp_path / "b")]) == 0
+
+
+def test_sigma_yml_files_load_directly_next_to_rules(tmp_path: Path) -> None:
+    """A rules directory may hold Sigma .yml files: they are converted when loaded; one that cannot be
+    converted is a warning (counted in siem_sigma_rules_skipped), not a failed load."""
+    import shutil
+
+    from siem import metrics
+    from siem.engine.runtime import Engine
+
+    shutil.copytree(SAMPLE, tmp_path / "sigma")
+    (tmp_path / "own.rules").write_text('rule own {\n  when event.dataset == "sshd"\n}\n')
+    rs = load_rules([tmp_path])
+    assert sorted(r.id for r in rs.rules) == [
+        "aws_cloudtrail_disable_logging", "lnx_auditd_binary_padding", "lnx_sshd_susp_ssh", "own",
+        "web_path_traversal_exploitation_attempt"]
+    [warning] = [w for w in rs.warnings if w.code == "sigma-skipped"]
+    assert warning.location is not None and warning.location.path.endswith("proxy_hktl_cobalt_strike_malleable_c2_requests.yml")
+    assert "'cs-cookie'" in warning.message
+    assert metrics.SIGMA_RULES_SKIPPED._value.get() == 1
+    engine = Engine(rs, lateness_ms=0, future_skew_ms=None)
+    ev = {"@timestamp": 1_704_067_200_000, "event.dataset": "aws.cloudtrail", "event.provider": "cloudtrail.amazonaws.com",
+          "event.action": "StopLogging", "event.original": ""}
+    assert [a.rule_id for a in engine.process([ev]) + engine.flush()] == ["aws_cloudtrail_disable_logging"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ MAX_WINDOW_MS = 30 * 86_400_000
 MAX_REGEX_LEN = 4096
 MAX_LIST_ITEMS = 1_000_000
 RULE_FILE_SUFFIXES = (".rules", ".siem")
+SIGMA_FILE_SUFFIXES = (".yml", ".yaml")  # Sigma rules, converted when loaded (siem.sigma)
 _STATEMENT_START = re.compile(r"^(rule|list|macro)\b", re.M)
 _NUMBER_TEXT = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 
@@ -47,7 +49,8 @@ def rule_files(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix in RULE_FILE_SUFFIXES and f.is_file()))
+            out.extend(sorted(f for f in p.rglob("*")
+                              if f.suffix in RULE_FILE_SUFFIXES + SIGMA_FILE_SUFFIXES and f.is_file()))
         else:
             out.append(p)
     return out
@@ -58,14 +61,40 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     files = rule_files(paths)
     texts: dict[str, str] = {}
     issues: list[Issue] = []
+    sigma = [f for f in files if f.suffix in SIGMA_FILE_SUFFIXES]
+    if sigma:
+        texts.update(_sigma_texts(sigma, issues))
+        files = [f for f in files if f.suffix not in SIGMA_FILE_SUFFIXES]
     for f in files:
         try:
             texts[str(f)] = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(Issue("unreadable-file", f"cannot read rule file: {exc}", Location(str(f), 1, 1)))
-    if not files:
+    if not files and not sigma:
         issues.append(Issue("no-rules", f"no rule files (*.rules) found in {', '.join(map(str, paths))}"))
     return load_texts(texts, issues)
+
+
+def _sigma_texts(files: list[Path], issues: list[Issue]) -> dict[str, str]:
+    """Sigma rule files converted to rule text (siem.sigma), keyed "<file> (converted)" so an issue in
+    the generated text is not mistaken for a line of the YAML. A rule that cannot be converted is a
+    warning (a SigmaHQ checkout always holds some), counted in siem_sigma_rules_skipped."""
+    from siem import metrics
+    from siem.sigma.convert import convert_files
+
+    root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
+    out: dict[str, str] = {}
+    skipped = 0
+    for o in convert_files(files, root):
+        path = str(root / o.source) if not Path(o.source).is_absolute() else o.source
+        if o.text is None:
+            skipped += 1
+            issues.append(Issue("sigma-skipped", f"Sigma rule not converted: {o.reason}", Location(path, 1, 1),
+                                severity="warning"))
+        else:
+            out[f"{path} (converted)"] = o.text
+    metrics.SIGMA_RULES_SKIPPED.set(skipped)
+    return out
 
 
 def load_texts(texts: dict[str, str], issues: list[Issue] | None = None) -> RuleSet:

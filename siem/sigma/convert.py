@@ -87,7 +87,10 @@ class _File:
 
 
 def _parse(path: Path, root: Path) -> _File:
-    rel = path.relative_to(root).as_posix() if path != root else path.name
+    try:
+        rel = path.relative_to(root).as_posix() if path != root else path.name
+    except ValueError:
+        rel = path.as_posix()
     try:
         collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_filters=True,
                                                resolve_references=False)
@@ -105,9 +108,14 @@ def _unique(rid: str, taken: set[str]) -> str:
 
 def convert_tree(src: Path, placeholders: dict[str, list[str]] | None = None) -> list[Outcome]:
     """Convert every Sigma file under `src` (see the module docstring); `placeholders` fill ``|expand``."""
-    licence = directory_license(src)
     root = src if src.is_dir() else src.parent
-    files = [_parse(p, root) for p in sigma_files(src)]
+    return convert_files(sigma_files(src), root, directory_license(src), placeholders)
+
+
+def convert_files(paths: list[Path], root: Path, licence: str = "",
+                  placeholders: dict[str, list[str]] | None = None) -> list[Outcome]:
+    """convert_tree for a list of Sigma files, named relative to `root` (absolute when outside it)."""
+    files = [_parse(p, root) for p in paths]
     everything = [r for f in files for r in f.rules]
     index = SigmaCollection([r for r in everything if not isinstance(r, SigmaFilter)], resolve_references=False)
     filters = [r for r in everything if isinstance(r, SigmaFilter)]
