@@ -147,3 +147,20 @@ def test_sigma_yml_files_load_directly_next_to_rules(tmp_path: Path) -> None:
     ev = {"@timestamp": 1_704_067_200_000, "event.dataset": "aws.cloudtrail", "event.provider": "cloudtrail.amazonaws.com",
           "event.action": "StopLogging", "event.original": ""}
     assert [a.rule_id for a in engine.process([ev]) + engine.flush()] == ["aws_cloudtrail_disable_logging"]
+
+
+def test_converted_rules_share_the_packs_masks(tmp_path: Path) -> None:
+    """A converted CloudTrail rule's logsource test is the very sub-expression the shipped pack's
+    `cloudtrail` macro compiles to: one memo key, so one mask per batch for both."""
+    from siem.dsl import ast
+    from siem.dsl.compiler import memo_key
+
+    _import(tmp_path)
+    [sigma_rule] = load_rules([tmp_path / "cloud"]).rules
+    pack = load_rules([REPO / "rules"])
+    pack_rule = next(r for r in pack.rules if r.id == "aws_cloudtrail_logging_stopped")
+
+    dataset = ast.Compare("event.dataset", "==", "aws.cloudtrail")
+    assert isinstance(sigma_rule.when, ast.And) and isinstance(pack_rule.when, ast.And)
+    assert sigma_rule.when.args[0] == dataset == pack_rule.when.args[0]
+    assert memo_key(sigma_rule.when.args[0]) == memo_key(pack_rule.when.args[0])
