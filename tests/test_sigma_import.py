@@ -164,3 +164,26 @@ def test_converted_rules_share_the_packs_masks(tmp_path: Path) -> None:
     assert isinstance(sigma_rule.when, ast.And) and isinstance(pack_rule.when, ast.And)
     assert sigma_rule.when.args[0] == dataset == pack_rule.when.args[0]
     assert memo_key(sigma_rule.when.args[0]) == memo_key(pack_rule.when.args[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"title: x\n  bad: [\n", "not valid YAML at line 2, column 6: mapping values are not allowed here"),
+        (b"just: a mapping\n", "not a valid Sigma rule: Sigma rule must have a title"),
+        (b"\xff\xfe", "not UTF-8 text (byte 0)"),
+        (b"title: c\nid: 77777777-7777-7777-7777-777777777777\ncorrelation:\n  type: event_count\n"
+         b"  rules: [nope]\n  timespan: 5m\n  condition: {gte: 3}\n", "Rule 'nope' not found in rule collection"),
+        (b"a: " + b"x" * (1 << 20) + b"\n", "not read: larger than 1024 KiB"),
+    ],
+    ids=["yaml", "not-sigma", "binary", "missing-reference", "too-large"],
+)
+def test_bad_sigma_files_are_skipped_with_the_reason(tmp_path: Path, content: bytes, reason: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Broken YAML, non-rules, binary, dangling references and huge files: skipped, named, nothing else lost."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "bad.yml").write_bytes(content)
+    (tmp_path / "src" / "good.yml").write_text(EXPAND.replace("    userIdentity.userName|expand: '%admins%'\n", ""))
+    assert main(["sigma", "import", str(tmp_path / "src"), "-o", str(tmp_path / "out")]) == 0
+    assert f"skipped bad.yml: {reason}" in capsys.readouterr().err
+    assert (tmp_path / "out" / "good.rules").exists()

@@ -20,6 +20,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
@@ -36,6 +37,7 @@ from siem.sigma.pipelines import pipeline
 from siem.sigma.rulefile import rule_block, rule_id
 
 SIGMA_SUFFIXES = (".yml", ".yaml")
+MAX_FILE_BYTES = 1 << 20  # a Sigma rule is a few KiB; SigmaHQ's largest is under 40 KiB
 MAX_CHAIN = 4  # correlations over correlations, as deep as the engine evaluates rules over alerts
 GENERATED_MARK = "# Sigma rule "
 
@@ -92,10 +94,21 @@ def _parse(path: Path, root: Path) -> _File:
     except ValueError:
         rel = path.as_posix()
     try:
-        collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_filters=True,
-                                               resolve_references=False)
-    except (SigmaError, OSError, UnicodeDecodeError, ValueError) as exc:
-        return _File(rel, path.stem, [], f"not a valid Sigma rule: {_reason(exc)}")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return _File(rel, path.stem, [], f"not read: larger than {MAX_FILE_BYTES // 1024} KiB")
+        collection = SigmaCollection.from_yaml(data.decode("utf-8"), collect_filters=True, resolve_references=False)
+    except OSError as exc:
+        return _File(rel, path.stem, [], f"not read: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        return _File(rel, path.stem, [], f"not UTF-8 text (byte {exc.start})")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return _File(rel, path.stem, [], f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}")
+    except (SigmaError, ValueError, TypeError, AttributeError, KeyError) as exc:  # pySigma on odd documents
+        return _File(rel, path.stem, [], f"not a valid Sigma rule: {_reason(exc) or type(exc).__name__}")
     return _File(rel, path.stem, [*collection.rules, *collection.filters])
 
 
