@@ -8,6 +8,8 @@ command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 command -v sec >/dev/null || need+=(sec)
 command -v logger >/dev/null || need+=(bsdutils)
 command -v openssl >/dev/null || need+=(openssl)
+# Alertmanager: tests/test_alert_alertmanager.py posts alerts to a real one and checks its silences
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
 # rsyslog's OpenSSL stream driver: tests/test_syslog_tls.py forwards from rsyslogd to siem over TLS
 compgen -G "/usr/lib/*/rsyslog/lmnsd_ossl.so" >/dev/null || need+=(rsyslog-openssl)
 # systemd-analyze (verify, security) and systemd-sysusers for tests/test_deploy_systemd.py

@@ -47,7 +47,8 @@ _TOP_KEYS = ("daemon", "inputs", "log", "alerting", "kafka")
 _DAEMON_KEYS = (
     "state_dir", "rules", "lateness", "future_skew", "timezone", "batch_max_events", "batch_max_wait",
     "intake_queue_size", "checkpoint_interval", "checkpoint_records", "idle_advance", "live_horizon",
-    "metrics_address", "role", "log_level", "log_format", "status_interval", "parse_workers",
+    "metrics_address", "role", "log_level", "log_format", "status_interval", "parse_workers", "drain_timeout",
+    "stall_timeout", "max_pending_events",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -74,6 +75,9 @@ class DaemonConfig:
     log_format: str = "auto"
     status_interval_ms: int = 10_000  # STATUS= line for systemd
     parse_workers: int = -1  # processes parsing intake batches: -1 one per CPU when there are 2 or more, 0 none
+    max_pending_events: int = 500_000  # events waiting for the watermark at most (the oldest beyond go early)
+    stall_timeout_ms: int = 60_000  # the engine loop not turning this long is a stall: the watchdog stops
+    drain_timeout_ms: int = 10_000  # SIGTERM: inputs read on (sockets until quiet) and the queue is logged, for at most this
 
     @property
     def metrics_host_port(self) -> tuple[str, int] | None:
@@ -246,6 +250,9 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
     fmt = r.choice("log_format", d.log_format, ("auto", "json", "text"))
     status = r.duration_ms("status_interval", d.status_interval_ms, lo_ms=1000)
     parse_workers = r.int_range("parse_workers", d.parse_workers, -1, 64)
+    drain = r.duration_ms("drain_timeout", d.drain_timeout_ms, lo_ms=0)
+    stall = r.duration_ms("stall_timeout", d.stall_timeout_ms, lo_ms=1000)
+    max_pending = r.int_range("max_pending_events", d.max_pending_events, 1000, 100_000_000)
     if r.issues:
         return None, r.issues
     return DaemonConfig(
@@ -254,6 +261,7 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
         intake_queue_size=queue, checkpoint_interval_ms=ck_interval, checkpoint_records=ck_records,
         idle_advance_ms=idle, live_horizon_ms=horizon, metrics_address=metrics_address or "", role=role,
         log_level=level, log_format=fmt, status_interval_ms=status, parse_workers=parse_workers,
+        drain_timeout_ms=drain, stall_timeout_ms=stall, max_pending_events=max_pending,
     ), []
 
 
@@ -380,7 +388,7 @@ def sample_inputs(directory: Path) -> dict[str, dict]:
         inputs[f"sample_{fmt}"] = {"type": "files", "format": fmt, "paths": paths}
     if cloudtrail_dirs and importlib.util.find_spec("siem.collect.cloudtrail") is not None:
         common = Path(os.path.commonpath([str(d) for d in cloudtrail_dirs]))
-        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(common)}
+        inputs["sample_cloudtrail"] = {"type": "cloudtrail", "directory": str(common), "poll_interval": "1s"}
     if not inputs:
         inputs["sample_syslog"] = {"type": "files", "format": "syslog", "paths": [str(directory / "*.log")]}
     return inputs

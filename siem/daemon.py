@@ -44,7 +44,7 @@ from siem.log.local import DirLock
 from siem.logsetup import register_secret
 from siem.pipeline.collectors import RunningInput, start_input, stop_input
 from siem.pipeline.evaluator import Cadence, LocalEvaluator
-from siem.pipeline.intake import Intake, ParsePool, parse_context
+from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.service import Notifier, watchdog_loop
@@ -92,7 +92,8 @@ class Daemon:
             for url in resolve_route_urls(route)[0]:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
-                                        d.future_skew_ms, on_alerts=self._print if self.print_alerts else None)
+                                        d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
+                                        max_pending=d.max_pending_events)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest
@@ -200,6 +201,15 @@ class Daemon:
         return (f"{rate:.0f} events/s, {intake.written} events, {ev.alerts} alerts, "
                 f"lag {lag} records, queue {intake.queue.qsize()}")
 
+    def _stalled(self) -> str | None:
+        """The stage that has stopped moving, for the watchdog: the engine loop (a batch or a checkpoint
+        writer that hangs) not turning for stall_timeout."""
+        ev = self.evaluator
+        limit = self.config.daemon.stall_timeout_ms
+        if ev is not None and ev.stalled_ms() > limit:
+            return f"the engine has not moved for {ev.stalled_ms() / 1000:.0f}s (stall_timeout {limit / 1000:.0f}s)"
+        return None
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _intake(self) -> Intake:
@@ -232,7 +242,7 @@ class Daemon:
                 evaluator.run(intake.appended, lambda: intake.idle, intake.done), name="engine")
             alerts = asyncio.create_task(pipeline.run(), name="alerting")
             watchdog = asyncio.create_task(
-                watchdog_loop(self.notifier, self.status_line,
+                watchdog_loop(self.notifier, self.status_line, stalled=self._stalled,
                               status_every_s=self.config.daemon.status_interval_ms / 1000), name="watchdog")
             tasks = [writer, engine, alerts, watchdog]
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
@@ -250,10 +260,7 @@ class Daemon:
             stop.cancel()
             # drain: no new input, everything queued written, everything logged evaluated, checkpoint
             self.notifier.stopping("draining")
-            log.info("stopping: draining queues")
-            for inp in list(intake.inputs.values()):
-                await stop_input(inp)
-            await intake.finish()
+            await drain(intake, self.config.daemon.drain_timeout_ms)
             await engine
             await evaluator.finish()
             log.info("stopped cleanly", extra={"offset": evaluator.next_offset})

@@ -37,7 +37,13 @@ PlatformCollector(registry=REGISTRY)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 BUILD_INFO = Info("siem_build", "Version of the running siem.", registry=REGISTRY)
-BUILD_INFO.info({"version": __version__})
+BUILD_INFO.info({"version": __version__, "role": "all"})
+
+
+def set_role(role: str) -> None:
+    """Which stage this process runs (`siem status` says so): all (embedded), collector, matcher, ..."""
+    BUILD_INFO.info({"version": __version__, "role": role})
+
 
 # --- intake ---------------------------------------------------------------------------------------
 EVENTS_RECEIVED = Counter(
@@ -102,8 +108,14 @@ ALERTS_SUPPRESSED = Counter(
 EVENTS_LATE = Counter(
     "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
 )
+EVENTS_RELEASED_EARLY = Counter(
+    "siem_events_released_early_total",
+    "Events evaluated before the watermark reached them because pending events hit max_pending_events.",
+    registry=REGISTRY,
+)
 EVENTS_FUTURE = Counter(
-    "siem_events_future_total", "Events dated further ahead of the wall clock than allowed (clamped).",
+    "siem_events_future_total",
+    "Events dated ahead of the wall clock by more than the allowed lateness (beyond future_skew: clamped).",
     registry=REGISTRY,
 )
 WINDOW_KEYS = Gauge("siem_window_keys", "Live keys held in window state.", ["rule"], registry=REGISTRY)
@@ -116,6 +128,9 @@ WATERMARK = Gauge("siem_watermark_timestamp_seconds", "Event-time watermark of t
 LOG_APPENDED = Counter("siem_log_appended_records_total", "Records appended to the durable log.", registry=REGISTRY)
 LOG_LAG = Gauge("siem_log_lag_records", "Records in the durable log not yet checkpointed by the engine.",
                 registry=REGISTRY)
+STAGE_STALLED = Gauge(
+    "siem_stage_stalled", "1 while a pipeline stage (engine, checkpoint writer) has stopped moving.", registry=REGISTRY
+)
 CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
 LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
                       registry=REGISTRY)
@@ -137,6 +152,16 @@ KAFKA_COMMIT_FAILED = Counter(
     "siem_kafka_commit_failed_total", "Offset commits refused by the group coordinator (e.g. during a rebalance).",
     ["group"], registry=REGISTRY,
 )
+KAFKA_LAG = Gauge(
+    "siem_kafka_consumer_lag_records",
+    "Records of a partition not yet read by this consumer group member (high-water mark - position).",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+KAFKA_IDEMPOTENT = Gauge(
+    "siem_kafka_idempotent_producer", "1 when this process's Kafka producer is idempotent (no duplicates on retry).",
+    registry=REGISTRY,
+)
 KAFKA_REBALANCES = Counter(
     "siem_kafka_rebalances_total", "Partition assignment changes seen by a consumer.", ["group", "change"],
     registry=REGISTRY,
@@ -157,6 +182,11 @@ NOTIFICATIONS_DEAD = Counter(
 NOTIFICATIONS_THROTTLED = Counter(
     "siem_notifications_throttled_total", "Notifications folded into a summary by the rate limit.", ["route"],
     registry=REGISTRY,
+)
+ALERTS_HELD = Counter(
+    "siem_alerts_held_total",
+    "Alerts not notified on a route, by why: rate_limit (folded into a summary; `siem alerts show` says so) or "
+    "no_route (route=\"\": only in the alert log).", ["route", "severity", "reason"], registry=REGISTRY,
 )
 OUTBOX_DEPTH = Gauge("siem_outbox_depth", "Notifications waiting in the outbox.", registry=REGISTRY)
 ALERTS_DUPLICATE = Counter(

@@ -7,10 +7,10 @@
     (siem.pipeline.intake)       shared masks); re-key by     and group-by family,        (alert log first,
     key = collector name         group-by family + values     state in siem.state         dedup, delivery)
 
-* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events and the
-  Watermark records of the same SourceWatermark, in log order on one events partition (keyed by the
-  collector's name); input positions written to the inputs' state files once the broker acknowledged
-  the records they cover.
+* **collector**: the same Intake stage as embedded mode, with the KafkaEventLog: its events, the Positions
+  that cover them and the Watermark records of the same SourceWatermark, in log order on one events
+  partition (keyed by the collector's name); a restarted collector resumes its inputs from the last
+  Positions there.
 * **matcher** (stateless, scales freely): evaluates every rule's filter over a batch at once (masks and
   the dataset pre-filter shared, as in the engine) and sends each event once per *family* (the group-by
   fields of the rules it matched) keyed by those fields' values, so every event of a window lands on one
@@ -59,6 +59,7 @@ from siem.log.kafka import (
 )
 from siem.log.local import DirLock
 from siem.pipeline.collectors import start_input, stop_input
+from siem.pipeline.intake import drain
 from siem.pipeline.intake import Intake, ParsePool, parse_context
 from siem.pipeline.records import Watermark, decode_record, encode_record
 from siem.pipeline.routing import ORIGIN_TIMEOUT_MS, Correlation, Routing
@@ -109,8 +110,9 @@ class CollectorRole:
         self.pool = ParsePool(d.parse_workers)
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         origin = instance_id(config)
-        self.intake = Intake(KafkaEventLog(self.producer, self.kafka.topic_events, origin), watermark, self.pool,
-                             parse_context(d), d.intake_queue_size, d.future_skew_ms, origin=origin)
+        self.event_log = KafkaEventLog(self.producer, self.kafka.topic_events, origin)
+        self.intake = Intake(self.event_log, watermark, self.pool, parse_context(d), d.intake_queue_size,
+                             d.future_skew_ms, origin=origin)
         self._task: asyncio.Task[None] | None = None
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -119,8 +121,11 @@ class CollectorRole:
     async def start(self) -> None:
         await self.producer.start()
         self.intake.start_watermark(self.config.inputs)
+        positions = await self.event_log.last_positions()  # where each input resumes: the log says
+        self.intake.last_positions.update(positions)
         for spec in self.config.inputs:
-            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink)
+            self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink,
+                                                              positions.get(spec.name))
         self._task = asyncio.create_task(self.intake.run(), name="intake")
 
     async def step(self) -> None:
@@ -131,10 +136,11 @@ class CollectorRole:
 
     async def stop(self) -> None:
         try:
-            for inp in self.intake.inputs.values():
-                await stop_input(inp)
             if self._task is not None and not self._task.done():
-                await self.intake.finish()  # what is still queued, and the final positions
+                await drain(self.intake, self.config.daemon.drain_timeout_ms)  # queued records, final positions
+            else:
+                for inp in self.intake.inputs.values():
+                    await stop_input(inp)
         finally:
             self.pool.close()
             await self.producer.stop()
@@ -210,7 +216,7 @@ class CorrelatorRole:
         self.store = KafkaStateStore(self.kafka, self.kafka.group_id("correlator"))
         self.consumer = KafkaConsumerLog(self.kafka, "correlator", [self.kafka.topic_matches], listener=self,
                                          decode=decode_record)
-        self.core = Correlation(ruleset, config.daemon.future_skew_ms)
+        self.core = Correlation(ruleset, config.daemon.future_skew_ms, config.daemon.max_pending_events)
         self.next: dict[TopicPartition, int] = {}
         self.saved: dict[TopicPartition, int] = {}
         self.last_save_ms = monotonic_ms()
@@ -350,6 +356,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
         metrics_port = metrics.serve(hp[0], hp[1]) if hp is not None else None
         kafka: KafkaConfig = config.kafka  # type: ignore[assignment]
         await ensure_topics(kafka, [kafka.topic_events, kafka.topic_matches, kafka.topic_alerts, kafka.topic_state])
+        metrics.set_role(role)
         worker = build_role(config, ruleset, state_dir)
         await worker.start()
         stopping = asyncio.Event()

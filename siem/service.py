@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from siem.logsetup import escape_control, redact
 
+from siem import metrics
+
 log = logging.getLogger(__name__)
 
 STATUS_MAX_CHARS = 512  # systemctl status shows one line; keep datagrams small
@@ -158,21 +160,35 @@ async def watchdog_loop(
     *,
     status_every_s: float = 10.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    stalled: Callable[[], str | None] | None = None,
 ) -> None:
     """Ping the watchdog and refresh STATUS until cancelled. Run it as a task on the daemon's event loop:
     the pings come from the loop itself, so a loop blocked by a runaway batch stops them and systemd
     restarts the daemon (that is the point; never move this to a thread).
 
     Pings every ``notifier.watchdog_s`` (half of WatchdogSec); sends ``status_fn()`` about every
-    ``status_every_s``. A failing ``status_fn`` is logged and the pings go on. Returns at once when
-    there is nothing to do (no NOTIFY_SOCKET).
+    ``status_every_s``. A failing ``status_fn`` is logged and the pings go on. ``stalled()`` names a stage
+    that has stopped moving (an engine or checkpoint writer that hangs in a thread, where the loop itself
+    goes on): while it does, the pings stop (systemd restarts the daemon after WatchdogSec) and
+    siem_stage_stalled is 1. Returns at once when there is nothing to ping and nothing to watch.
     """
-    if not notifier.enabled or (notifier.watchdog_s is None and status_fn is None):
+    if stalled is None and (not notifier.enabled or (notifier.watchdog_s is None and status_fn is None)):
         return
     tick_s = status_every_s if notifier.watchdog_s is None else min(notifier.watchdog_s, status_every_s)
+    if stalled is not None:
+        tick_s = min(tick_s, 1.0)
     since_status_s = status_every_s  # send a status on the first tick
+    was_stalled: str | None = None
     while True:
-        if notifier.watchdog_s is not None:
+        stuck = stalled() if stalled is not None else None
+        if stuck != was_stalled:
+            if stuck is not None:
+                log.error("%s; no longer telling systemd's watchdog that siem is alive", stuck)
+            else:
+                log.warning("the stalled stage moves again; watchdog pings resume")
+            metrics.STAGE_STALLED.set(1 if stuck is not None else 0)
+            was_stalled = stuck
+        if notifier.watchdog_s is not None and stuck is None:
             notifier.watchdog()
         if status_fn is not None and since_status_s >= status_every_s:
             since_status_s = 0.0

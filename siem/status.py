@@ -142,8 +142,9 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
     now = time.time() if now_s is None else now_s
     lines: list[str] = []
 
-    version = next((labels.get("version", "?") for labels, _ in s.by_name.get("siem_build_info", ())), "?")
-    head = f"siem {_name(version)}"
+    build = next((labels for labels, _ in s.by_name.get("siem_build_info", ())), {})
+    version, role = build.get("version", "?"), build.get("role", "all")
+    head = f"siem {_name(version)} ({'embedded' if role == 'all' else 'role ' + _name(role)})"
     if s.has("process_start_time_seconds"):
         head += f", up {_dur(now - s.total('process_start_time_seconds'))}"
     head += f", {s.total('siem_rules_loaded'):.0f} rules loaded"
@@ -186,6 +187,23 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
         lines.append(f"tls certificate of {_name(name)} "
                      f"{'EXPIRED ' + _dur(-left) + ' ago' if left < 0 else 'expires in ' + _dur(left)}")
 
+    # scale-out: what this role's consumer group has left to read
+    lag = s.by_name.get("siem_kafka_consumer_lag_records", ())
+    if lag:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for labels, v in lag:
+            groups[labels.get("group", "")].append(v)
+        lines.append("")
+        for group, values in sorted(groups.items()):
+            lines.append(f"kafka     group {_name(group)}: lag {_num(sum(values))} records over {len(values)} "
+                         f"partitions (max {_num(max(values))}), "
+                         f"{_num(s.total('siem_kafka_rebalances_total', group=group))} rebalances, "
+                         f"{_num(s.total('siem_kafka_commit_failed_total', group=group))} failed commits")
+    if role in ("collector", "matcher"):  # no engine or delivery here: their figures would only read zero
+        return "\n".join(lines)
+    if role == "notifier":
+        return "\n".join([*lines, "", *_delivery(s)])
+
     # engine
     lines.append("")
     p50, p99 = s.quantile("siem_batch_duration_seconds", 0.5), s.quantile("siem_batch_duration_seconds", 0.99)
@@ -209,7 +227,11 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
     if top and fired:
         lines.append("          top rules: " + ", ".join(f"{_name(k)} {_num(v)}" for k, v in top if v))
 
-    # delivery
+    return "\n".join(lines + _delivery(s))
+
+
+def _delivery(s: Snapshot) -> list[str]:
+    lines: list[str] = []
     sent, fail = s.by("siem_notifications_sent_total", "route"), s.by("siem_notifications_failed_total", "route")
     retried, dead = s.by("siem_notifications_retried_total", "route"), s.by("siem_notifications_dead_total", "route")
     lines.append(f"delivery  outbox {_num(s.total('siem_outbox_depth'))} waiting, {_num(sum(sent.values()))} sent, "
@@ -220,7 +242,7 @@ def summarize(metrics_text: str, previous_text: str | None = None, interval_s: f
         lines.append(f"          {_name(route)[:20]:<20} sent {_num(sent.get(route, 0))}, failed "
                      f"{_num(fail.get(route, 0))}, retried {_num(retried.get(route, 0))}, "
                      f"dead {_num(dead.get(route, 0))}{flag}")
-    return "\n".join(lines)
+    return lines
 
 
 def status_line(now: Snapshot, previous: Snapshot | None, interval_s: float | None) -> str:

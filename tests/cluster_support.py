@@ -20,7 +20,7 @@ class Cluster:
         self.base = base
         self.broker = broker
         self.inputs = inputs  # the collector's
-        tag = uuid.uuid4().hex[:8]
+        tag = self.tag = uuid.uuid4().hex[:8]  # topics ev.<tag>, m.<tag>, al.<tag>, st.<tag>; groups g?.<tag>
         base.mkdir(parents=True)
         if isinstance(rules, Path):
             self.rules = rules
@@ -34,6 +34,12 @@ class Cluster:
             f'[kafka.topics]\nevents = "ev.{tag}"\nmatches = "m.{tag}"\nalerts = "al.{tag}"\nstate = "st.{tag}"\n'
             f'[kafka.groups]\nmatcher = "gm.{tag}"\ncorrelator = "gc.{tag}"\nnotifier = "gn.{tag}"\n')
         self.procs: dict[str, subprocess.Popen] = {}
+
+    def restart(self, name: str) -> None:
+        """Start `name` again on its own config and state (after a kill)."""
+        d = self.base / name
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "siem", "run", "--config", str(d / "siem.toml")],
+                                            stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "ab"))
 
     def start(self, name: str, role: str, **daemon: object) -> None:
         d = self.base / name
@@ -53,9 +59,12 @@ class Cluster:
     def notifiers(self) -> list[str]:
         return [n for n in self.procs if (self.base / n / "siem.toml").read_text().count('role = "notifier"')]
 
+    def alert_records_of(self, name: str) -> list[dict]:
+        return DaemonProc(self.base / name, self.base / name / "siem.toml", {}).alerts()
+
     def alert_records(self) -> list[dict]:
         """Every alert record of every notifier's alert log."""
-        return [a for n in self.notifiers() for a in DaemonProc(self.base / n, self.base / n / "siem.toml", {}).alerts()]
+        return [a for n in self.notifiers() for a in self.alert_records_of(n)]
 
     def alerts(self) -> list[str]:
         return [a["id"] for a in self.alert_records()]

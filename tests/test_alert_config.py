@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
-from siem.alert.config import RateLimitConfig, config_from_toml, resolve_route_urls
+from siem.alert.config import RateLimitConfig, Timers, config_from_toml, resolve_route_urls
 
 FULL = """
 [alerting]
@@ -19,9 +19,22 @@ default_route = "oncall"
 fallback_route = "mail"
 max_retry_age = "30m"
 
+link_template = "https://grafana.example.org/explore?rule=$rule_url&from=$first_ms&to=$last_ms"
+
+[alerting.by_severity.high]
+group_wait = "5s"
+
 [alerting.rate_limit]
 max_notifications = 5
 per = "10m"
+by = "severity"
+exempt = ["critical", "high"]
+
+[alerting.alertmanager]
+resolve_timeout = "10m"
+resend_interval = "2m"
+firing_for = "2h"
+timeout = "5s"
 
 [alerting.retry]
 initial = "2s"
@@ -40,6 +53,11 @@ tags = ["attack.*"]
 schedule = { days = ["mon-fri"], hours = ["09:00-18:00"], timezone = "Europe/Berlin" }
 title_template = "[$severity] $title$where"
 rate_limit = { max_notifications = 2, per = "1m" }
+group_by = ["rule", "source.ip"]
+group_wait = "0s"
+group_interval = "1m"
+repeat_interval = "2h"
+link_template = "https://kibana.example.org/app/discover#/?q=$group_source_ip_url"
 
 [[alerting.routes]]
 name = "mail"
@@ -57,7 +75,7 @@ def test_full_example_is_accepted():
     cfg, issues = load(FULL)
     assert issues == []
     assert cfg.group_wait_ms == 10_000 and cfg.group_interval_ms == 120_000 and cfg.repeat_interval_ms == 3_600_000
-    assert cfg.rate_limit == RateLimitConfig(5, 600_000)
+    assert cfg.rate_limit == RateLimitConfig(5, 600_000, frozenset({"critical", "high"}), "severity")
     assert cfg.route("oncall").rate_limit == RateLimitConfig(2, 60_000)
     assert cfg.route("oncall").schedule.days == frozenset(range(5))
     assert cfg.route("oncall").schedule.hours == ((540, 1080),)
@@ -138,3 +156,36 @@ def test_missing_secret_sources_are_reported(tmp_path):
     assert urls == []
     msgs = [p.message for p in problems]
     assert any("SIEM_UNSET is not set" in m for m in msgs) and any("cannot read" in m for m in msgs)
+
+
+def test_new_timing_grouping_and_alertmanager_keys_are_typed():
+    """by_severity, group_by, per-route timers, rate_limit.by/exempt and [alerting.alertmanager] load typed;
+    a route's timers win over by_severity, which wins over the global ones."""
+    cfg, issues = load(FULL)
+    assert issues == []
+    oncall, mail = cfg.routes  # type: ignore[attr-defined]
+    assert oncall.group_by == ("rule", "source.ip") and mail.group_by == ("...",)
+    assert cfg.timers(oncall, "high") == Timers(0, 60_000, 7_200_000)  # type: ignore[attr-defined]
+    assert cfg.timers(mail, "high") == Timers(5_000, 120_000, 3_600_000)  # type: ignore[attr-defined]
+    assert cfg.timers(mail, "critical") == Timers(0, 0, 3_600_000)  # type: ignore[attr-defined]
+    assert cfg.timers(mail, "low") == Timers(10_000, 120_000, 3_600_000)  # type: ignore[attr-defined]
+    assert (cfg.alertmanager.resolve_timeout_ms, cfg.alertmanager.resend_interval_ms,  # type: ignore[attr-defined]
+            cfg.alertmanager.firing_for_ms) == (600_000, 120_000, 7_200_000)  # type: ignore[attr-defined]
+
+
+def test_bad_new_keys_are_named_with_their_place():
+    """Unknown severity tables, "..." mixed with fields, a bad scope, resend >= resolve: each an error."""
+    bad = {
+        "by_severity": {"urgent": {"group_wait": "0s"}},
+        "rate_limit": {"by": "host", "exempt": ["sev1"]},
+        "alertmanager": {"resend_interval": "5m", "resolve_timeout": "5m"},
+        "routes": [{"name": "r", "urls": ["json://127.0.0.1:1/x"], "group_by": ["...", "rule"],
+                    "group_wait": 30}],
+    }
+    cfg, issues = config_from_toml(bad)
+    assert cfg is None
+    text = "\n".join(i.render() for i in issues)
+    for place in ("alerting.by_severity.urgent", "alerting.rate_limit.by", "alerting.rate_limit.exempt",
+                  "alerting.alertmanager.resend_interval", "alerting.routes[0].group_by",
+                  "alerting.routes[0].group_wait"):
+        assert place in text, place

@@ -423,7 +423,7 @@ def test_brute_force_of_1000_alerts_over_10_minutes_notifies_once_plus_updates(t
     async def go() -> None:
         for i in range(1000):
             clock.t = T0 + i * 600
-            p.submit(mk(i))
+            p.submit(mk(i, severity="medium"))  # high and critical are not batched by default
             p.tick()
         for _ in range(12):  # one more minute at a time until 11 minutes past the first alert
             clock.advance(M)
@@ -433,7 +433,7 @@ def test_brute_force_of_1000_alerts_over_10_minutes_notifies_once_plus_updates(t
 
     asyncio.run(go())
     titles = [b["title"].split(":")[0] for _, _, b in hook.requests]
-    assert titles == ["[high] NEW", "[high] UPDATE", "[high] UPDATE"]
+    assert titles == ["[medium] NEW", "[medium] UPDATE", "[medium] UPDATE"]
     counts = [int(b["message"].split("\n\n")[1].split()[0]) for _, _, b in hook.requests]
     assert sum(counts) == 1000
 
@@ -459,7 +459,7 @@ def test_alert_storm_gives_at_most_n_notifications_and_one_summary(tmp_path, hoo
     asyncio.run(go())
     titles = [b["title"] for _, _, b in hook.requests]
     assert len(titles) == 6
-    assert titles[-1] == "[siem] +195 more alerts suppressed by the rate limit on route hook"
+    assert titles[-1] == "[siem] +195 more alerts of rule ssh_bruteforce suppressed by the rate limit on route hook"
     assert metrics.value("siem_notifications_throttled_total", route="hook") >= 195
 
 
@@ -671,7 +671,7 @@ def test_rate_limit_window_survives_a_restart(tmp_path, hook):
     asyncio.run(life([mk(0, ip="10.9.0.1"), mk(0, ip="10.9.0.2")]))
     asyncio.run(life([mk(0, ip="10.9.0.3")], advance_ms=10 * M))
     titles = [b["title"] for _, _, b in hook.requests]
-    assert len(titles) == 3 and titles[-1] == "[siem] +1 more alerts suppressed by the rate limit on route hook"
+    assert len(titles) == 3 and titles[-1] == "[siem] +1 more alerts of rule ssh_bruteforce suppressed by the rate limit on route hook"
 
 
 @pytest.mark.timeout(60)

@@ -145,3 +145,12 @@ def test_rate_limit_opens_again_after_the_summary():
         rl.allow("chat", 2, M, _note(i), T0)
     assert len(rl.summaries({"chat": M}, T0 + M)) == 1
     assert [rl.allow("chat", 2, M, _note(10 + i), T0 + M + i) for i in range(3)] == [True, False, False]
+
+
+def test_idle_rate_limit_windows_are_dropped():
+    """A window per rule must not pile up: once its sends are a window old and nothing is owed, it goes."""
+    rl = RateLimiter()
+    for i in range(100):
+        rl.allow("chat", 5, M, _note(i, rule=f"r{i}"), T0, by="rule")
+    assert len(rl.to_json()) == 100
+    assert rl.summaries({"chat": M}, T0 + M) == [] and rl.to_json() == {}

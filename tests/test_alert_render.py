@@ -113,3 +113,34 @@ def test_neutralised_text_never_carries_controls_bidi_or_mentions(text, limit, s
     assert len(out) <= limit + len("... [truncated  chars]") + 7
     if single_line:
         assert "\n" not in out
+
+
+def test_html_links_stop_before_trailing_punctuation_and_stay_escaped():
+    """URLs become links without the list comma or full stop after them; a quote cannot leave the href."""
+    from siem.alert.render import encode_body
+
+    out = encode_body('references: https://a.example/x, https://b.example/y"onmouseover=1.', "html")
+    assert '<a href="https://a.example/x">https://a.example/x</a>, ' in out
+    assert '<a href="https://b.example/y">https://b.example/y</a>&quot;onmouseover=1.' in out
+
+
+def test_link_template_values_are_url_encoded_and_non_http_links_are_dropped():
+    """A key value with spaces and & is encoded; a template that renders to javascript: gives no link."""
+    from siem.alert.render import render_link
+
+    fields = {"rule": "ssh bruteforce", "key": "user.name=a&b", "first_ms": 1000, "last_ms": 2500,
+              "group_user_name": "a&b c"}
+    assert render_link("https://k.example/d?r=$rule_url&k=$key_url&u=$group_user_name_url&t=$first_s-$last_s",
+                       fields) == "https://k.example/d?r=ssh%20bruteforce&k=user.name%3Da%26b&u=a%26b%20c&t=1-3"
+    assert render_link("javascript:alert($rule_url)", fields) == ""
+    assert render_link("", fields) == ""
+
+
+def test_attack_technique_tags_become_reference_links():
+    """attack.t1110.001 and attack.T1078 give their ATT&CK pages after the rule's own references, once."""
+    from siem.alert.render import references_of
+
+    assert references_of(["https://wiki.example.org/x", "https://attack.mitre.org/techniques/T1078/"],
+                         ["attack.credential_access", "attack.t1110.001", "attack.T1078", "attack.t1110.001"]) == [
+        "https://wiki.example.org/x", "https://attack.mitre.org/techniques/T1078/",
+        "https://attack.mitre.org/techniques/T1110/001/"]

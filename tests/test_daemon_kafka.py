@@ -151,3 +151,94 @@ def test_absent_rule_fires_without_traffic_over_kafka(kafka_broker: TansuBroker,
         assert [(a["rule"], a["group"]) for a in alerts] == [("host_silent", {"host.name": "web7"})]  # type: ignore
     finally:
         cluster.stop()
+
+
+@pytest.mark.timeout(300)
+def test_every_role_killed_mid_stream_gives_the_alerts_of_replay(kafka_broker: TansuBroker, tmp_path: Path) -> None:
+    """collector, matcher, a correlator and a notifier are each SIGKILLed once while the log grows (the
+    others restarted on their state): the alert ids are replay's, and no notifier logs one twice."""
+    feed = lines(1500)
+    full = tmp_path / "all.log"
+    full.write_bytes(b"".join(line + b"\n" for line in feed))
+    expected = sorted(replay_ids(_rules(tmp_path), [full]))
+    growing = tmp_path / "growing.log"
+    growing.touch()
+    cluster = Cluster(tmp_path / "k", kafka_broker, _file_input(growing), RULES)
+    kills = {12: ("collector", True), 24: ("matcher", True), 36: ("c1", False), 48: ("n1", True)}
+    done: list[str] = []
+
+    def writer() -> None:
+        with open(growing, "ab", buffering=0) as f:
+            for k, i in enumerate(range(0, len(feed), 25)):
+                if k in kills:
+                    name, again = kills[k]
+                    cluster.procs[name].send_signal(signal.SIGKILL)
+                    cluster.procs[name].wait(10)
+                    done.append(name)
+                    if again:
+                        cluster.restart(name)
+                f.write(b"".join(line + b"\n" for line in feed[i: i + 25]))
+                time.sleep(0.25)
+
+    try:
+        cluster.start_roles(("collector", "collector"), ("matcher", "matcher"), ("c1", "correlator"),
+                            ("c2", "correlator"), ("n1", "notifier"), ("n2", "notifier"))
+        wait_for(lambda: cluster.check_alive() and all(cluster.holds_partitions(c) for c in ("c1", "c2", "n1", "n2")),
+                 60, "both correlators and notifiers to hold partitions")
+        feeder = threading.Thread(target=writer, daemon=True)
+        feeder.start()
+        feeder.join(120)
+        assert done == ["collector", "matcher", "c1", "n1"]
+        got = settle(cluster, len(expected), timeout_s=150)
+        per = {n: [a["id"] for a in cluster.alert_records_of(n)] for n in ("n1", "n2")}
+    finally:
+        cluster.stop()
+    assert sorted(set(got)) == expected
+    for name, ids in per.items():
+        assert len(ids) == len(set(ids)), f"{name} logged an alert twice"
+    both = set(per["n1"]) & set(per["n2"])
+    print(f"alerts {len(expected)}, logged by both notifiers after n1's kill: {len(both)}")
+
+
+@pytest.mark.timeout(180)
+def test_a_crafted_pickle_on_the_state_topic_is_refused_and_runs_nothing(kafka_broker: TansuBroker,
+                                                                          tmp_path: Path) -> None:
+    """What the correlator restored before: a pickle. One is put on siem.state for every matches partition,
+    as the correlator's own snapshot (checksummed, the right key); the correlator refuses each (counted,
+    logged), runs none of it, starts those partitions empty and still gives replay's alerts."""
+    import asyncio
+    import os
+    import pickle
+
+    from siem.log.checkpoint import encode_checkpoint
+    from siem.log.kafka import KafkaProducerLog, build_config, ensure_topics
+
+    class Exploit:
+        def __reduce__(self):  # noqa: ANN204
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    feed = lines(300)
+    full = tmp_path / "all.log"
+    full.write_bytes(b"".join(line + b"\n" for line in feed))
+    expected = sorted(replay_ids(_rules(tmp_path), [full]))
+    cluster = Cluster(tmp_path / "k", kafka_broker, _file_input(full), RULES)
+    config = build_config({"bootstrap_servers": [kafka_broker.bootstrap], "partitions": 4, "replication_factor": 1})
+    tag = cluster.tag
+
+    async def plant() -> None:
+        await ensure_topics(config, [f"m.{tag}", f"st.{tag}"])
+        async with KafkaProducerLog(config) as producer:
+            payload = encode_checkpoint(0, pickle.dumps({"wm": 0, "rules": Exploit()}))
+            await producer.send_many(f"st.{tag}", [(f"gc.{tag}|m.{tag}|{p}".encode(), payload) for p in range(4)])
+
+    asyncio.run(plant())
+    try:
+        cluster.start_roles(("collector", "collector"), ("matcher", "matcher"), ("correlator", "correlator"),
+                            ("notifier", "notifier"))
+        got = settle(cluster, len(expected))
+    finally:
+        cluster.stop()
+    assert not (tmp_path / "pwned").exists()
+    assert sorted(got) == expected
+    log_text = (cluster.base / "correlator" / "stderr.log").read_text()
+    assert log_text.count("refused") >= 4, log_text[-2000:]

@@ -185,3 +185,149 @@ def test_reload_starts_an_input_added_to_the_config(daemon: DaemonProc) -> None:
     assert [a["group"] for a in alerts] == [{"source.ip": "198.51.100.77"}]
     assert sorted(daemon.run_info()["inputs"]) == ["added", "syslog_tcp"]
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_mid_burst_loses_nothing_the_senders_wrote(tmp_path: Path) -> None:
+    """SIGTERM while four TCP senders write as fast as they can (most of what they wrote is still in the
+    kernel's buffers and the intake queue): the daemon stops accepting, reads on until every connection is
+    quiet (within drain_timeout), logs it all and exits 0. Every line whose write returned is in the log;
+    before the drain, what the kernel and the connections held was lost."""
+    import json
+    import socket
+    import threading
+
+    d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "drain_timeout": "20s", "intake_queue_size": 500})
+    d.start()
+    per_conn, written = 12_000, [0, 0, 0, 0]
+    port = d.port("syslog_tcp")
+
+    def send(k: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            for i in range(0, per_conn, 200):
+                chunk = b"".join(b"<38>" + sshd_line(_ts(), f"192.0.2.{k}", j, user=f"u{k}-{j}") + b"\n"
+                                 for j in range(i, i + 200))
+                s.sendall(chunk)
+                written[k] = i + 200
+
+    senders = [threading.Thread(target=send, args=(k,), daemon=True) for k in range(4)]
+    for t in senders:
+        t.start()
+    wait_for(lambda: _metric(d, "siem_events_received_total") >= 4_000, 30, "the burst to be under way")
+    received = _metric(d, "siem_events_received_total")
+    d.signal(signal.SIGTERM)
+    assert received < 4 * per_conn / 2, "the daemon had read most of it before SIGTERM: not a mid-burst test"
+    for t in senders:
+        t.join(30)
+    assert d.proc.wait(40) == 0, d.stderr()[-2000:]
+    dump = _siem("log", "dump", str(d.state_dir))
+    got = {json.loads(line)["event"].get("user.name") for line in dump.stdout.splitlines() if '"event"' in line}
+    assert sum(written) == 4 * per_conn, f"a sender was cut off after {written}"
+    assert len(got) >= 4 * per_conn, f"{4 * per_conn - len(got)} of {4 * per_conn} written lines are not in the log"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_checkpoint_writer_stops_the_watchdog_and_ages_the_checkpoint(tmp_path: Path) -> None:
+    """The forked checkpoint writer is frozen (SIGSTOP) mid-write: the engine stops moving, so the daemon
+    stops feeding systemd's watchdog, says why, shows siem_stage_stalled 1 and a growing
+    siem_checkpoint_age_seconds (what SiemCheckpointStale alerts on). Once the writer dies, it recovers."""
+    import os
+    import threading
+
+    with NotifySocket() as ns:
+        d = DaemonProc.create(tmp_path, SSH_RULES, TCP, env=ns.env(watchdog_usec=1_000_000), daemon={
+            **FAST, "parse_workers": 0, "checkpoint_interval": "100ms", "stall_timeout": "2s"})
+        stop = threading.Event()
+        frozen: list[int] = []
+        try:
+            d.start(wait_ready=False)
+            ns.wait_for("READY", timeout_s=30)
+
+            def traffic() -> None:
+                n = 0
+                while not stop.is_set():
+                    try:
+                        d.send_tcp("syslog_tcp", _failures("203.0.113.9", 50, n))
+                    except OSError:
+                        return
+                    n += 50
+                    time.sleep(0.02)
+
+            threading.Thread(target=traffic, daemon=True).start()
+            deadline = time.monotonic() + 30
+            while not frozen and time.monotonic() < deadline:  # catch a writer while it lives
+                for child in _children(d.proc.pid):  # type: ignore[union-attr]
+                    os.kill(child, signal.SIGSTOP)
+                    frozen.append(child)
+            assert frozen, "no checkpoint writer was seen"
+            wait_for(lambda: _metric(d, "siem_stage_stalled") == 1, 15, "the stall to be noticed")
+            age = _metric(d, "siem_checkpoint_age_seconds")
+            assert age >= 2, age
+            ns.received.clear()
+            time.sleep(2.5)
+            assert not [n for n in ns.received if "WATCHDOG" in n], "still pinging the watchdog while stalled"
+            assert _metric(d, "siem_checkpoint_age_seconds") > age + 2
+            assert "no longer telling systemd's watchdog" in d.stderr()
+            for child in frozen:
+                os.kill(child, signal.SIGKILL)
+            wait_for(lambda: _metric(d, "siem_stage_stalled") == 0, 15, "the engine to move again")
+            ns.wait_for("WATCHDOG", timeout_s=5)
+            stop.set()
+            assert d.terminate() == 0
+        finally:
+            stop.set()
+            for child in frozen:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            d.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_with_the_state_disk_full_exits_within_the_drain_bound(tmp_path: Path) -> None:
+    """The state directory on a 4 MiB tmpfs, filled up while the daemon runs: appends are refused and
+    retried (intake waits, nothing is dropped), and SIGTERM still ends the daemon within drain_timeout,
+    saying how many accepted records did not reach the log."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    state = tmp_path / "state"  # DaemonProc's state directory
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], check=True)
+    try:
+        d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "drain_timeout": "3s"})
+        try:
+            d.start()
+            with open(state / "filler", "wb") as f:  # what is left of the disk
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            d.send_tcp("syslog_tcp", _failures("203.0.113.8", 2000))
+            wait_for(lambda: "cannot append to the log" in d.stderr(), 30, "the full disk to be noticed")
+            started = time.monotonic()
+            d.signal(signal.SIGTERM)
+            code = d.proc.wait(30)  # type: ignore[union-attr]
+            took = time.monotonic() - started
+        finally:
+            d.close()
+        assert took < 3 + 10, f"SIGTERM took {took:.1f}s"
+        assert code in (0, 1), d.stderr()[-2000:]
+        assert "could not be logged within the drain bound" in d.stderr()
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)

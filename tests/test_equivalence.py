@@ -7,6 +7,9 @@ cloudtrail_silent): `siem replay`, `siem run` embedded, and collector + matcher 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,8 +60,14 @@ def test_kafka_mode_with_two_correlators_and_two_notifiers_gives_replays_alerts(
                        "the cluster's alerts")
         per_notifier = {n: [a["id"] for a in DaemonProc(cluster.base / n, Path("-"), {}).alerts()]
                         for n in ("n1", "n2")}
+        run = json.loads((cluster.base / "c1" / "state" / "run.json").read_text())
+        status = subprocess.run([sys.executable, "-m", "siem", "status", "--interval", "0", "--url",
+                                 f"http://127.0.0.1:{run['metrics_port']}/metrics"], capture_output=True, text=True)
     finally:
         cluster.stop()
     assert len(got) == len(set(got)), "an alert reached two notifiers or was logged twice"
     assert sorted(got) == expected
     assert all(per_notifier.values()), f"one notifier got nothing: {[len(v) for v in per_notifier.values()]}"
+    assert status.returncode == 0, status.stderr
+    assert "(role correlator)" in status.stdout.splitlines()[0]
+    assert "kafka     group " in status.stdout and ": lag 0 records over " in status.stdout, status.stdout

@@ -365,12 +365,13 @@ def test_oversized_produce_is_refused_and_counted(kafka_broker: TansuBroker) -> 
 
 # --- configuration -------------------------------------------------------------------------------------
 def test_config_defaults_are_deliberate() -> None:
-    """An empty [kafka] table: acks=all, no idempotence, read_committed, the three topic names."""
+    """An empty [kafka] table: acks=all, idempotence where the broker has it, replication 3, read_committed,
+    the three topic names."""
     config, issues = config_from_toml({}, "kafka")
     assert issues == []
     assert config is not None
-    assert (config.acks, config.enable_idempotence, config.isolation_level, config.topics) == (
-        "all", False, "read_committed", ("siem.events", "siem.matches", "siem.alerts"))
+    assert (config.acks, config.enable_idempotence, config.replication_factor, config.isolation_level,
+            config.topics) == ("all", "auto", 3, "read_committed", ("siem.events", "siem.matches", "siem.alerts"))
     assert config.group_id("correlator") == "siem-correlator"
 
 
@@ -507,3 +508,28 @@ def test_corrupt_snapshot_is_counted_and_treated_as_missing(kafka_broker: TansuB
         assert metrics.value("siem_checkpoint_corrupt_total") - before == 1
 
     run(main)
+
+
+@pytest.mark.timeout(60)
+def test_auto_idempotence_falls_back_on_a_broker_that_refuses_it(kafka_broker) -> None:  # noqa: ANN001
+    """Tansu refuses InitProducerId: "auto" gives a working plain producer and says so in a metric; an
+    explicit `enable_idempotence = true` fails loudly instead."""
+    from aiokafka.errors import KafkaError
+
+    from siem import metrics
+    from siem.log.kafka import KafkaProducerLog, build_config
+
+    async def go() -> None:
+        auto = KafkaProducerLog(build_config({"bootstrap_servers": [kafka_broker.bootstrap]}))
+        await auto.start()
+        try:
+            assert not auto.idempotent and metrics.KAFKA_IDEMPOTENT._value.get() == 0
+            assert (await auto.send_many("idem-fallback", [(b"k", b"v")]))[0] is not None
+        finally:
+            await auto.stop()
+        strict = KafkaProducerLog(build_config({"bootstrap_servers": [kafka_broker.bootstrap],
+                                                "enable_idempotence": True}))
+        with pytest.raises(KafkaError):
+            await strict.start()
+
+    asyncio.run(go())

@@ -157,3 +157,12 @@ def test_integers_beyond_int64_inside_a_record_keep_their_digits(literal: str) -
     """Where digits run long inside a record (next to 12-digit account ids and dates), the value is exact."""
     doc = '{"account": "123456789012", "when": "2024-03-27T13:06:56Z", "big": ' + literal + "}"
     assert loads_exact(doc) == {"account": "123456789012", "when": "2024-03-27T13:06:56Z", "big": literal}
+
+
+@pytest.mark.parametrize("fmt", ["json", "journald"])
+def test_non_ascii_digits_are_not_numbers(fmt: str) -> None:
+    """'²' and '٣' pass str.isdigit(); as a time, a pid or a priority they are text, never a crash."""
+    raw = json.dumps({"@timestamp": "²", "__REALTIME_TIMESTAMP": "²", "_PID": "٣", "PRIORITY": "²",
+                      "MESSAGE": "x", "http.response.status_code": "²"}).encode()
+    ev = parse(fmt, raw, ParseContext(now_ms=1_700_000_000_000), "t")
+    assert type(ev["@timestamp"]) is int

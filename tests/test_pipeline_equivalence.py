@@ -124,3 +124,38 @@ def test_families_split_rules_by_group_fields() -> None:
     assert {f: [r.id for r in rs.rules] for f, rs in fams.items()} == {
         "source.ip": ["brute", "spray", "success_after", "root_ok"], "user.name": ["per_user"],
         "host.name": ["silent"], "": ["any_ok"]}
+
+
+class _Exploit:
+    def __reduce__(self):  # noqa: ANN204 - what a crafted pickle runs when it is loaded
+        import os
+
+        return (os.system, ("touch /tmp/siem-pwned-by-partition-state",))
+
+
+def test_crafted_or_corrupt_partition_state_is_refused_and_runs_nothing(tmp_path) -> None:  # noqa: ANN001
+    """A partition's state is data: a pickle (what siem.state held before) or a truncated, padded or
+    mis-shaped state is refused with StateError and never executed; the partition starts empty."""
+    import os
+    import pickle
+
+    import pytest
+
+    from siem.errors import StateError
+
+    marker = "/tmp/siem-pwned-by-partition-state"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    corr = Correlation(RULESET, future_skew_ms=None)
+    corr.open("p")
+    corr.process([("p", 0, decode_record(raw)) for _, raw in Routing(RULESET).match(
+        [{"@timestamp": 1, "event.dataset": "sshd", "event.outcome": "failure", "source.ip": "198.51.100.1"}])])
+    good = corr.state("p")
+    for bad in (pickle.dumps({"wm": 0, "rules": _Exploit()}), good[:-3], good + b"x", good[:12] + b"\xff" * 8,
+                good.replace(b'"wm":', b'"wx":', 1)):
+        with pytest.raises(StateError):
+            corr.open("q", bad)
+        assert not corr.parts["q"].engines
+    assert not os.path.exists(marker)
+    corr.open("r", good)
+    assert set(corr.parts["r"].engines) == set(corr.parts["p"].engines)

@@ -89,14 +89,14 @@ def test_summary_shows_engine_lag_alerts_and_delivery(scrapes: tuple[str, str]) 
 def test_summary_header(scrapes: tuple[str, str]) -> None:
     """The first line names the version, rules loaded and reloads."""
     head = status.summarize(scrapes[0], now_s=T0).splitlines()[0]
-    assert head.startswith("siem 0.1.0, up ") and ", 12 rules loaded, reloads 2 ok / 0 failed, " in head
+    assert head.startswith("siem 0.1.0 (embedded), up ") and ", 12 rules loaded, reloads 2 ok / 0 failed, " in head
 
 
 def test_summary_of_an_idle_daemon() -> None:
     """A daemon that received nothing yet gets a summary, not an error."""
     text = status.summarize("siem_rules_loaded 3\n", now_s=T0)
     assert _lines(text, "siem", "(no input", "engine") == [
-        "siem ?, 3 rules loaded",
+        "siem ? (embedded), 3 rules loaded",
         "(no input has received anything yet)",
         "engine    0 batches, no batches yet, event-to-alert p95 -, 0 window keys, 0 late",
     ]
@@ -199,3 +199,17 @@ def test_summary_warns_about_the_earliest_tls_expiry() -> None:
             'siem_tls_certificate_expiry_timestamp_seconds{input="tls_b"} %d\n') % (T0 + 90 * 86400, T0 + 10 * 86400)
     assert (_lines(status.summarize(text, now_s=T0), "tls"), _lines(status.summarize(text, now_s=T0 + 13 * 86400), "tls")) == (
         ["tls certificate of tls_b expires in 10.0d"], ["tls certificate of tls_b EXPIRED 3.0d ago"])
+
+
+def test_summary_of_a_kafka_role_names_it_and_shows_its_consumer_lag() -> None:
+    text = "\n".join([
+        'siem_build_info{role="correlator",version="0.1.0"} 1.0',
+        'siem_kafka_consumer_lag_records{group="siem-correlator",partition="0",topic="siem.matches"} 120.0',
+        'siem_kafka_consumer_lag_records{group="siem-correlator",partition="3",topic="siem.matches"} 5.0',
+        'siem_kafka_rebalances_total{change="assigned",group="siem-correlator"} 2.0',
+    ]) + "\n"
+    out = status.summarize(text)
+    assert out.splitlines()[0].startswith("siem 0.1.0 (role correlator)")
+    assert "kafka     group siem-correlator: lag 125 records over 2 partitions (max 120), 2 rebalances" in out
+    matcher = status.summarize(text.replace('role="correlator"', 'role="matcher"'))
+    assert "engine" not in matcher and "delivery" not in matcher

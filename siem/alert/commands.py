@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     outbox_path = Path(cfg.outbox_path)
     if not outbox_path.is_absolute():
         outbox_path = state_dir / outbox_path
-    return _show(args, log_path, outbox_path)
+    return _show(args, log_path, outbox_path, cfg)
 
 
 def _list(args: argparse.Namespace, log_path: Path) -> int:
@@ -152,7 +152,7 @@ def _list(args: argparse.Namespace, log_path: Path) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace, log_path: Path, outbox_path: Path) -> int:
+def _show(args: argparse.Namespace, log_path: Path, outbox_path: Path, cfg: AlertingConfig | None = None) -> int:
     matches = [a for a in iter_log(log_path) if a.id.startswith(args.id)]
     ids = {a.id for a in matches}
     if not matches:
@@ -174,11 +174,34 @@ def _show(args: argparse.Namespace, log_path: Path, outbox_path: Path) -> int:
             return 1
         try:
             rows = ob.rows(alert_id=alert.id)
+            groups = [g for g in ob.load_groups() if alert.id in (g.get("pending_ids") or [])]
         finally:
             ob.close()
         print(f"\nnotifications ({len(rows)}):")
         for r in rows:
-            when = iso_ms(r.done_ms) if r.done_ms else f"next attempt {iso_ms(r.next_attempt_ms)}"
-            err = f"  last error: {neutralise(r.last_error, 200, True)}" if r.last_error else ""
+            if r.state == "pending" and r.done_ms:
+                when = f"delivered {iso_ms(r.done_ms)}, re-sent while firing (next {iso_ms(r.next_attempt_ms)})"
+            else:
+                when = iso_ms(r.done_ms) if r.done_ms else f"next attempt {iso_ms(r.next_attempt_ms)}"
+            label = "reason" if r.state == "held" else "last error"
+            err = f"  {label}: {neutralise(r.last_error, 300, True)}" if r.last_error else ""
             print(f"  {r.state:<7} route={r.route} kind={r.kind} attempts={r.attempts} {when}{err}")
+        for g in groups:  # not notified yet: say what it waits for
+            due = g.get("next_flush_ms")
+            print(f"  waiting route={neutralise(str(g.get('route') or '-'), 80, True)}: in a group of "
+                  f"{g.get('pending', 0)} pending alert(s); its notification is due "
+                  f"{iso_ms(int(due)) if isinstance(due, int) else 'with the next alert of the group'} "
+                  f"(group_wait / group_interval)")
+        if not rows and not groups and cfg_routes_for(alert, cfg) == []:
+            print("  none: no alerting route matches this alert and there is no default_route; it is only in "
+                  "the alert log")
     return 0
+
+
+def cfg_routes_for(alert: Alert, cfg: AlertingConfig | None) -> list[str] | None:
+    """Names of the routes the alert goes to under cfg (None without a config)."""
+    if cfg is None:
+        return None
+    from siem.alert.route import select_routes
+
+    return [r.name for r in select_routes(cfg, alert.rule_id, alert.severity, alert.tags, alert.emitted_ms or wall_ms())]

@@ -8,17 +8,30 @@ Example (all keys optional except the routes' names and URLs)::
     log_keep = 10                          # ... keeping alerts.jsonl.1 .. .10
     log_fsync = true                       # fsync the alert log once per submitted batch
     outbox_path = "alerts/outbox.sqlite"
-    group_wait = "30s"                     # first notification of a new rule+key group waits this long
+    group_wait = "30s"                     # first notification of a new group waits this long
     group_interval = "5m"                  # later alerts of the group: one update per interval at most
     repeat_interval = "4h"                 # a group quiet this long is closed; the next alert opens a new one
+    link_template = "https://grafana.example.org/explore?rule=$rule_url&from=$first_ms&to=$last_ms"
     dedup_retention = "7d"                 # how long alert ids are remembered to drop replays
     default_route = "oncall"               # used when no route matches
     fallback_route = "ops-mail"            # gets notifications that kept failing for max_retry_age
     max_retry_age = "1h"
 
+    [alerting.by_severity.critical]        # timers per severity (defaults: critical and high immediate,
+    group_wait = "0s"                      # every alert its own notification); a route's own timers win
+    group_interval = "0s"
+
     [alerting.rate_limit]                  # per route; a route may override it
     max_notifications = 20
     per = "10m"
+    by = "rule"                            # a window per rule (default), per "severity", or per "route":
+                                           # one noisy rule never holds back the alerts of others
+    exempt = ["critical"]                  # severities never rate limited (default: critical)
+
+    [alerting.alertmanager]                # for alertmanager:// destinations
+    resolve_timeout = "5m"                 # endsAt = now + this on every POST ...
+    resend_interval = "1m"                 # ... re-POSTed this often while the alert fires ...
+    firing_for = "1h"                      # ... which is this long after it was raised
 
     [alerting.retry]
     initial = "10s"
@@ -32,7 +45,7 @@ Example (all keys optional except the routes' names and URLs)::
 
     [[alerting.routes]]
     name = "oncall"
-    urls = ["json://hooks.example.org/siem"]
+    urls = ["json://hooks.example.org/siem", "alertmanager://127.0.0.1:9093"]
     urls_env = "SIEM_ONCALL_URLS"          # or urls_file = "/run/credentials/siem.service/oncall"
     severity = "high"                      # minimum, or a list: ["high", "critical"]
     tags = ["attack.t1110*"]               # any of, glob
@@ -41,6 +54,11 @@ Example (all keys optional except the routes' names and URLs)::
     continue = false
     title_template = "[$severity] $title$where"
     body_template = "$message"
+    group_by = ["rule"]                    # "..." (default): rule and every key field; or rule, title,
+                                           # key field names: alerts agreeing on these share a group
+    group_wait = "10s"                     # this route's timers (over by_severity and the global ones)
+    group_interval = "2m"
+    repeat_interval = "1h"
 """
 
 from __future__ import annotations
@@ -62,8 +80,14 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TEMPLATE_FIELDS = frozenset(
     {
         "id", "rule", "title", "severity", "tags", "key", "where", "message", "status", "alerts", "total",
-        "events", "first", "last", "route", "group_id", "aggregates", "alert_ids", "kind",
+        "events", "first", "last", "route", "group_id", "aggregates", "alert_ids", "kind", "keys", "samples",
+        "link", "runbook", "references", "rules",
     }
+)
+# Placeholders of link_template: URL-encoded values (rule_url, key_url, group_<field>_url) and times.
+LINK_FIELDS = frozenset(
+    {"rule", "rule_url", "key_url", "id", "group_id", "severity", "first", "last", "first_ms", "last_ms",
+     "first_s", "last_s"}
 )
 DEFAULT_TITLE = "[$severity] $status: $title$where"
 DEFAULT_BODY = (
@@ -71,9 +95,16 @@ DEFAULT_BODY = (
     "$alerts new alert(s) of rule $rule ($total in this group so far, $events events)\n"
     "first event: $first, last event: $last\n"
     "key: $key\n"
+    "keys: $keys\n"
     "tags: $tags\n"
-    "alert id: $id"
+    "link: $link\n"
+    "runbook: $runbook\n"
+    "references: $references\n"
+    "alert id: $id\n\n"
+    "$samples"
 )
+RATE_LIMIT_SCOPES = ("rule", "severity", "route")
+GROUP_BY_ALL = "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +119,47 @@ class ScheduleConfig:
 
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
+    """At most max_notifications per sliding window per route and `by` scope; exempt severities pass."""
+
     max_notifications: int
     per_ms: int
+    exempt: frozenset[str] = frozenset({"critical"})
+    by: str = "rule"  # "rule": a window per rule; "severity": per severity; "route": one for the route
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """Grouping timers of one group (see siem.alert.noise). group_interval 0: every alert notifies at once."""
+
+    group_wait_ms: int
+    group_interval_ms: int
+    repeat_interval_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeverityTimers:
+    """`[alerting.by_severity.<severity>]`: timer defaults for one severity (None: the global value)."""
+
+    group_wait_ms: int | None = None
+    group_interval_ms: int | None = None
+    repeat_interval_ms: int | None = None
+
+
+# Critical and high alerts are never batched behind a timer unless the user says so.
+DEFAULT_BY_SEVERITY: dict[str, SeverityTimers] = {
+    "critical": SeverityTimers(0, 0),
+    "high": SeverityTimers(0, 0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerConfig:
+    """How alertmanager:// destinations are fed (Alertmanager's client contract: resend while firing)."""
+
+    resolve_timeout_ms: int = 300_000
+    resend_interval_ms: int = 60_000
+    firing_for_ms: int = 3_600_000
+    timeout_ms: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +176,11 @@ class RouteConfig:
     title_template: str = DEFAULT_TITLE
     body_template: str = DEFAULT_BODY
     rate_limit: RateLimitConfig | None = None  # None: the global one
+    group_by: tuple[str, ...] = (GROUP_BY_ALL,)  # "rule", "title" or key field names; "..." = rule + all keys
+    group_wait_ms: int | None = None  # None: by_severity, else the global value
+    group_interval_ms: int | None = None
+    repeat_interval_ms: int | None = None
+    link_template: str | None = None  # None: the global one
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +219,28 @@ class AlertingConfig:
     heartbeat: HeartbeatConfig | None = None
     field_max_chars: int = 2_000
     body_max_chars: int = 8_000
+    by_severity: dict[str, SeverityTimers] = field(default_factory=lambda: dict(DEFAULT_BY_SEVERITY))
+    link_template: str = ""  # "" : notifications carry no link
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
 
     def route(self, name: str) -> RouteConfig | None:
         for r in self.routes:
             if r.name == name:
                 return r
         return None
+
+    def timers(self, route: RouteConfig | None, severity: str) -> Timers:
+        """The timers of a group: the route's own, else the severity's, else the global ones."""
+        sev = self.by_severity.get(severity, SeverityTimers())
+
+        def pick(own: int | None, by_sev: int | None, glob: int) -> int:
+            return own if own is not None else by_sev if by_sev is not None else glob
+
+        return Timers(
+            pick(route.group_wait_ms if route else None, sev.group_wait_ms, self.group_wait_ms),
+            pick(route.group_interval_ms if route else None, sev.group_interval_ms, self.group_interval_ms),
+            pick(route.repeat_interval_ms if route else None, sev.repeat_interval_ms, self.repeat_interval_ms),
+        )
 
 
 # --- validation helpers ---------------------------------------------------------------------------
@@ -282,14 +373,73 @@ def _schedule(t: dict[str, object], where: str, c: _Checker) -> ScheduleConfig |
     return ScheduleConfig(days=days, hours=hours, timezone=tz, outside=c.boolean(t, "outside", where, False))
 
 
+def _severities(t: dict[str, object], key: str, where: str, c: _Checker, default: frozenset[str]) -> frozenset[str]:
+    if key not in t:
+        return default
+    items = c.str_list(t, key, where)
+    bad = [x for x in items if x not in SEVERITIES]
+    if bad:
+        c.err(f"{where}.{key}", f"unknown severities {bad!r} (one of {', '.join(SEVERITIES)})")
+    return frozenset(x for x in items if x in SEVERITIES)
+
+
 def _rate_limit(t: dict[str, object], where: str, c: _Checker) -> RateLimitConfig | None:
-    c.unknown(t, {"max_notifications", "per", "enabled"}, where)
+    c.unknown(t, {"max_notifications", "per", "enabled", "exempt", "by"}, where)
     if not c.boolean(t, "enabled", where, True):
         return None
+    by = c.string(t, "by", where, "rule") or "rule"
+    if by not in RATE_LIMIT_SCOPES:
+        c.err(f"{where}.by", f"expected one of {', '.join(RATE_LIMIT_SCOPES)}, got {by[:40]!r}")
     return RateLimitConfig(
+        by=by,
         max_notifications=c.integer(t, "max_notifications", where, 20, minimum=1),
         per_ms=c.duration(t, "per", where, 600_000, minimum_ms=1000),
+        exempt=_severities(t, "exempt", where, c, frozenset({"critical"})),
     )
+
+
+def _opt_duration(t: dict[str, object], key: str, where: str, c: _Checker, minimum_ms: int = 0) -> int | None:
+    return c.duration(t, key, where, -1, minimum_ms) if key in t else None
+
+
+def _by_severity(t: dict[str, object], where: str, c: _Checker) -> dict[str, SeverityTimers]:
+    out = dict(DEFAULT_BY_SEVERITY)
+    for sev, st in t.items():
+        w = f"{where}.{sev}"
+        if sev not in SEVERITIES:
+            c.err(w, f"unknown severity {sev!r} (one of {', '.join(SEVERITIES)})", "unknown-key")
+            continue
+        if not isinstance(st, dict):
+            c.err(w, f"expected a table, got {type(st).__name__}", "wrong-type")
+            continue
+        c.unknown(st, {"group_wait", "group_interval", "repeat_interval"}, w)
+        # Keys left out fall back to the global value, not to the built-in severity default.
+        out[sev] = SeverityTimers(_opt_duration(st, "group_wait", w, c), _opt_duration(st, "group_interval", w, c),
+                                  _opt_duration(st, "repeat_interval", w, c, 1000))
+    return out
+
+
+def _group_by(t: dict[str, object], where: str, c: _Checker) -> tuple[str, ...]:
+    if "group_by" not in t:
+        return (GROUP_BY_ALL,)
+    items = c.str_list(t, "group_by", where)
+    if GROUP_BY_ALL in items and len(items) > 1:
+        c.err(f"{where}.group_by", f"\"{GROUP_BY_ALL}\" (rule and every key field) stands alone")
+    for x in items:
+        if x != GROUP_BY_ALL and not re.fullmatch(r"[A-Za-z_@][A-Za-z0-9_.@-]{0,127}", x):
+            c.err(f"{where}.group_by", f"not a field name: {x[:60]!r} (use rule, title, or a rule's `by` field)")
+    return tuple(items)
+
+
+def _check_link(text: str, where: str, c: _Checker) -> None:
+    tpl = string.Template(text)
+    if not tpl.is_valid():
+        c.err(where, "invalid template: use $name or ${name}, and $$ for a literal dollar sign")
+        return
+    for name in tpl.get_identifiers():
+        if name not in LINK_FIELDS and not (name.startswith("group_") and name.endswith("_url")):
+            c.warn(where, f"unknown placeholder ${name} is left as written "
+                          f"(known: {', '.join(sorted(LINK_FIELDS))}, group_<field>_url)")
 
 
 def _check_template(text: str, where: str, c: _Checker) -> None:
@@ -304,6 +454,13 @@ def _check_template(text: str, where: str, c: _Checker) -> None:
 
 
 def _check_url(url: str, where: str, c: _Checker) -> None:
+    from siem.alert.alertmanager import SCHEMES, check_url
+
+    if url.split("://", 1)[0].lower() in SCHEMES:
+        problem = check_url(url)
+        if problem:
+            c.err(where, problem)
+        return
     import apprise  # slow to import; only when there are routes to check
 
     if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
@@ -314,7 +471,8 @@ def _check_url(url: str, where: str, c: _Checker) -> None:
 
 _ROUTE_KEYS = {
     "name", "urls", "urls_env", "urls_file", "severity", "tags", "rules", "schedule", "continue",
-    "title_template", "body_template", "rate_limit",
+    "title_template", "body_template", "rate_limit", "group_by", "group_wait", "group_interval",
+    "repeat_interval", "link_template",
 }
 
 
@@ -355,6 +513,9 @@ def _route(t: dict[str, object], where: str, c: _Checker) -> RouteConfig | None:
     _check_template(title, f"{where}.title_template", c)
     _check_template(body, f"{where}.body_template", c)
     rl = c.table(t, "rate_limit", where)
+    link = c.string(t, "link_template", where, None)
+    if link is not None:
+        _check_link(link, f"{where}.link_template", c)
     return RouteConfig(
         name=name,
         urls=urls,
@@ -368,6 +529,11 @@ def _route(t: dict[str, object], where: str, c: _Checker) -> RouteConfig | None:
         title_template=title,
         body_template=body,
         rate_limit=_rate_limit(rl, f"{where}.rate_limit", c) if rl is not None else None,
+        group_by=_group_by(t, where, c),
+        group_wait_ms=_opt_duration(t, "group_wait", where, c),
+        group_interval_ms=_opt_duration(t, "group_interval", where, c),
+        repeat_interval_ms=_opt_duration(t, "repeat_interval", where, c, 1000),
+        link_template=link,
     )
 
 
@@ -375,6 +541,7 @@ _TOP_KEYS = {
     "routes", "default_route", "fallback_route", "log_path", "log_max_bytes", "log_keep", "log_fsync",
     "outbox_path", "group_wait", "group_interval", "repeat_interval", "max_groups", "dedup_retention",
     "sent_retention", "rate_limit", "retry", "max_retry_age", "heartbeat", "field_max_chars", "body_max_chars",
+    "by_severity", "link_template", "alertmanager",
 }
 
 
@@ -443,6 +610,27 @@ def config_from_toml(table: dict[str, object], where: str = "alerting") -> tuple
             c.err(f"{w}.route", f"no route named {hr!r}")
         if c.boolean(ht, "enabled", w, True) and hr:
             heartbeat = HeartbeatConfig(route=hr, interval_ms=c.duration(ht, "interval", w, 300_000, minimum_ms=1000))
+    by_severity = dict(DEFAULT_BY_SEVERITY)
+    bst = c.table(table, "by_severity", where)
+    if bst is not None:
+        by_severity = _by_severity(bst, f"{where}.by_severity", c)
+    link = c.string(table, "link_template", where, "") or ""
+    if link:
+        _check_link(link, f"{where}.link_template", c)
+    am = AlertmanagerConfig()
+    amt = c.table(table, "alertmanager", where)
+    if amt is not None:
+        w = f"{where}.alertmanager"
+        c.unknown(amt, {"resolve_timeout", "resend_interval", "firing_for", "timeout"}, w)
+        am = AlertmanagerConfig(
+            resolve_timeout_ms=c.duration(amt, "resolve_timeout", w, 300_000, minimum_ms=1000),
+            resend_interval_ms=c.duration(amt, "resend_interval", w, 60_000, minimum_ms=1000),
+            firing_for_ms=c.duration(amt, "firing_for", w, 3_600_000, minimum_ms=0),
+            timeout_ms=c.duration(amt, "timeout", w, 10_000, minimum_ms=100),
+        )
+        if am.resend_interval_ms >= am.resolve_timeout_ms:
+            c.err(f"{w}.resend_interval", "must be shorter than resolve_timeout, or Alertmanager resolves an alert "
+                                          "between two resends")
     log_path = c.string(table, "log_path", where, "alerts/alerts.jsonl") or "alerts/alerts.jsonl"
     outbox_path = c.string(table, "outbox_path", where, "alerts/outbox.sqlite") or "alerts/outbox.sqlite"
     cfg = AlertingConfig(
@@ -455,7 +643,7 @@ def config_from_toml(table: dict[str, object], where: str = "alerting") -> tuple
         log_fsync=c.boolean(table, "log_fsync", where, True),
         outbox_path=outbox_path,
         group_wait_ms=c.duration(table, "group_wait", where, 30_000),
-        group_interval_ms=c.duration(table, "group_interval", where, 300_000, minimum_ms=1000),
+        group_interval_ms=c.duration(table, "group_interval", where, 300_000, minimum_ms=0),
         repeat_interval_ms=c.duration(table, "repeat_interval", where, 4 * 3_600_000, minimum_ms=1000),
         max_groups=c.integer(table, "max_groups", where, 10_000, minimum=1),
         dedup_retention_ms=c.duration(table, "dedup_retention", where, 7 * 86_400_000, minimum_ms=60_000),
@@ -466,6 +654,9 @@ def config_from_toml(table: dict[str, object], where: str = "alerting") -> tuple
         heartbeat=heartbeat,
         field_max_chars=c.integer(table, "field_max_chars", where, 2_000, minimum=16),
         body_max_chars=c.integer(table, "body_max_chars", where, 8_000, minimum=64),
+        by_severity=by_severity,
+        link_template=link,
+        alertmanager=am,
     )
     if cfg.retry.max_ms < cfg.retry.initial_ms:
         c.err(f"{where}.retry.max", "must not be smaller than retry.initial")

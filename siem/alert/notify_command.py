@@ -2,7 +2,9 @@
 
 Reads the route from the `[alerting]` table of the config file, resolves its URLs (inline, urls_env,
 urls_file) and sends synchronously through apprise, bypassing the outbox, grouping and rate limit.
-Prints one line per destination with apprise's privacy form of the URL (tokens masked).
+Prints one line per destination with apprise's privacy form of the URL (tokens masked). An alertmanager://
+destination gets a test alert (alertname="siem_test_notification", severity="info") that resolves after 5
+minutes; silence it in Alertmanager if its routing would page someone.
 Exit status: 0 all delivered, 1 some failed, 2 configuration errors.
 """
 
@@ -12,6 +14,9 @@ import argparse
 import socket
 import sys
 
+import orjson
+
+from siem.alert import alertmanager
 from siem.alert.commands import load_alerting
 from siem.alert.config import resolve_route_urls
 from siem.alert.notify import redact, send
@@ -50,11 +55,20 @@ def run(args: argparse.Namespace) -> int:
             f"`siem notify test {route.name}`. If you can read it, route {route.name!r} reaches you.")
     failed = 0
     for url in urls:
-        fmt = body_format(url)
-        res = send(url, title, encode_body(text, fmt), fmt)
+        if alertmanager.is_alertmanager(url):
+            doc = {"labels": {"alertname": "siem_test_notification", "severity": "info", "siem": "siem",
+                              "route": route.name},
+                   "annotations": {"summary": title, "description": text},
+                   "startsAt": iso_ms(now), "endsAt": iso_ms(now + 300_000)}
+            res = alertmanager.post(url, orjson.dumps([doc]), cfg.alertmanager.timeout_ms)
+            shown = alertmanager.redact(url)
+        else:
+            fmt = body_format(url)
+            res = send(url, title, encode_body(text, fmt, title), fmt)
+            shown = redact(url)
         if res.ok:
-            print(f"OK      {redact(url)}")
+            print(f"OK      {shown}")
         else:
             failed += 1
-            print(f"FAILED  {redact(url)}: {res.error}")
+            print(f"FAILED  {shown}: {res.error}")
     return 1 if failed else 0

@@ -3,7 +3,8 @@
 Tables:
   seen(id, ts_ms)          alert ids already taken in, to drop replays (kept ``dedup_retention``)
   groups(key, state)       open groups of the noise control (JSON), so a restart keeps their timers
-  outbox(...)              one row per (notification, route, destination URL); state pending|sent|dead
+  outbox(...)              one row per (notification, route, destination URL); state pending|sent|dead|held
+                           (held: kept back by the rate limit, never sent; last_error says why)
   meta(k, v)               schema version, alert-log position committed, heartbeat slot
 
 Durability: WAL journal with ``synchronous=FULL``: a committed transaction survives power loss. Each
@@ -63,6 +64,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ms);
 """
+
+
+# Due rows go out most severe first: a critical alert never queues behind a backlog of lower ones to the same
+# destination. A group's rows share one severity, so its NEW still goes before its UPDATEs.
+_SEVERITY_FIRST = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+                   "WHEN 'info' THEN 4 ELSE 5 END")
 
 
 def url_fingerprint(url: str) -> str:
@@ -224,15 +231,17 @@ class Outbox:
 
     def enqueue(self, *, route: str, url_fp: str, kind: str, severity: str, notification: str, alert_id: str, group_id: str,
                 alert_ids: tuple[str, ...], title: str, body: str, body_format: str, now_ms: int,
-                fallback_of: str | None = None) -> tuple[str, bool]:
-        """Insert a pending row; (row id, inserted). Idempotent by row id."""
+                fallback_of: str | None = None, held: str | None = None) -> tuple[str, bool]:
+        """Insert a pending row (or, with ``held`` = the reason, a held one that is never sent, kept so
+        `siem alerts show` can say why); (row id, inserted). Idempotent by row id."""
         rid = row_id(notification, route, url_fp)
         cur = self._db.execute(
             "INSERT OR IGNORE INTO outbox (id, route, url_fp, kind, severity, notification, alert_id, group_id, "
-            "alert_ids, title, body, body_format, created_ms, next_attempt_ms, fallback_of) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "alert_ids, title, body, body_format, created_ms, next_attempt_ms, fallback_of, state, last_error, "
+            "done_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rid, route, url_fp, kind, severity, notification, alert_id, group_id, orjson.dumps(list(alert_ids)).decode(),
-             title, body, body_format, now_ms, now_ms, fallback_of),
+             title, body, body_format, now_ms, now_ms, fallback_of, "held" if held else "pending", held or "",
+             now_ms if held else None),
         )
         return rid, cur.rowcount == 1
 
@@ -255,7 +264,7 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLS} FROM outbox WHERE state='pending' AND next_attempt_ms <= ? "
-                "ORDER BY next_attempt_ms, created_ms, id LIMIT ?",
+                f"ORDER BY {_SEVERITY_FIRST}, next_attempt_ms, created_ms, id LIMIT ?",
                 (now_ms, limit + len(exclude)),
             ).fetchall()
         return [r for r in map(_row, rows) if r.id not in exclude][:limit]
@@ -271,6 +280,16 @@ class Outbox:
                 "UPDATE outbox SET state='sent', done_ms=?, attempts=attempts+1, "
                 "first_attempt_ms=coalesce(first_attempt_ms, ?) WHERE id=?",
                 (now_ms, now_ms, rid),
+            )
+
+    def mark_resend(self, rid: str, now_ms: int, next_ms: int) -> None:
+        """Delivered, but to be sent again at next_ms (Alertmanager: re-POST while the alert fires); the
+        row stays pending with done_ms = its first delivery, and a fresh retry budget."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET attempts=0, first_attempt_ms=NULL, next_attempt_ms=?, last_error='', "
+                "done_ms=coalesce(done_ms, ?) WHERE id=?",
+                (next_ms, now_ms, rid),
             )
 
     def mark_failed(self, rid: str, now_ms: int, next_ms: int, error: str) -> None:
@@ -291,8 +310,10 @@ class Outbox:
     # --- reading -----------------------------------------------------------------------------------
 
     def depth(self) -> int:
+        """Pending rows not yet delivered (rows delivered and waiting only for a resend do not count)."""
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()[0])
+            return int(self._db.execute(
+                "SELECT count(*) FROM outbox WHERE state='pending' AND done_ms IS NULL").fetchone()[0])
 
     def rows(self, state: str | None = None, alert_id: str | None = None) -> list[Row]:
         q = f"SELECT {_COLS} FROM outbox"

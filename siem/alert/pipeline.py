@@ -1,5 +1,11 @@
-"""AlertPipeline: the facade the daemon uses. Alert in -> alert log -> dedup -> grouping -> routing ->
-rate limit -> outbox -> apprise (off the event loop).
+"""AlertPipeline: the facade the daemon uses. Alert in -> alert log -> dedup -> routing -> grouping per
+route -> rate limit per route and rule (or severity, or route) -> outbox -> apprise or Alertmanager (off
+the event loop).
+
+An alert is routed when it is taken in; on each of its routes it joins a group of that route (the route's
+``group_by`` and timers; critical and high default to immediate). Alertmanager destinations of a route get
+every alert on its own (Alertmanager groups, silences and throttles), the other destinations get the
+group's notifications. A notification the rate limit keeps back is stored as a ``held`` row saying why.
 
     pipeline = AlertPipeline(config, state_dir)          # opens the log and the outbox, recovers
     pipeline.submit(alert)                               # sync, fast, never touches the network
@@ -31,9 +37,10 @@ from pathlib import Path
 import orjson
 
 from siem import metrics
+from siem.alert import alertmanager
 from siem.alert.alertlog import AlertLog, log_files, read_alerts
 from siem.alert.config import AlertingConfig, RouteConfig, resolve_route_urls
-from siem.alert.noise import GroupState, Grouper, Notification, RateLimiter, Summary
+from siem.alert.noise import GroupState, Grouper, Notification, RateLimiter, Summary, scope_of
 from siem.alert.notify import SendResult, send
 from siem.alert.outbox import Outbox, Row, url_fingerprint
 from siem.alert.record import Alert
@@ -81,7 +88,7 @@ class AlertPipeline:
         self._rng = rng or random.Random()
         self._core = threading.RLock()  # grouper, limiter and log: submit may come from another thread
         self._environ = environ
-        self._dest, self._per_ms = self._destinations(config)
+        self._dest, self._am, self._per_ms = self._destinations(config)
         self.log = AlertLog(self._path(config.log_path), config.log_max_bytes, config.log_keep, config.log_fsync)
         try:
             self.outbox = Outbox(self._path(config.outbox_path))
@@ -119,13 +126,17 @@ class AlertPipeline:
             raise
         metrics.OUTBOX_DEPTH.set(self.outbox.depth())
 
-    def _destinations(self, config: AlertingConfig) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+    def _destinations(self, config: AlertingConfig) -> tuple[
+            dict[str, dict[str, str]], dict[str, dict[str, str]], dict[str, int]]:
+        """Per route: apprise destinations, Alertmanager destinations (by URL fingerprint), rate-limit window."""
         dest: dict[str, dict[str, str]] = {}
+        am: dict[str, dict[str, str]] = {}
         for r in config.routes:
             urls, issues = resolve_route_urls(r, self._environ)
             for issue in issues:
                 log.error("%s", issue.message)
-            dest[r.name] = {url_fingerprint(u): u for u in urls}
+            dest[r.name] = {url_fingerprint(u): u for u in urls if not alertmanager.is_alertmanager(u)}
+            am[r.name] = {url_fingerprint(u): u for u in urls if alertmanager.is_alertmanager(u)}
             if not urls:
                 log.error("alerting route %r has no usable destination: its notifications go to the fallback "
                           "route", r.name)
@@ -134,7 +145,7 @@ class AlertPipeline:
             rl = r.rate_limit or config.rate_limit
             if rl is not None:
                 per_ms[r.name] = rl.per_ms
-        return dest, per_ms
+        return dest, am, per_ms
 
     def reconfigure(self, config: AlertingConfig) -> list[str]:
         """Apply a reloaded (already validated) config: routes, URLs (secrets re-read), templates, timers,
@@ -142,15 +153,23 @@ class AlertPipeline:
         alert log and outbox paths cannot move while running: returns a note for each such key."""
         notes = [f"alerting.{k} changes after a restart" for k in ("log_path", "outbox_path")
                  if getattr(config, k) != getattr(self.config, k)]
-        dest, per_ms = self._destinations(config)
+        dest, am, per_ms = self._destinations(config)
         with self._core:
             self.config = config if not notes else dataclasses.replace(
                 config, log_path=self.config.log_path, outbox_path=self.config.outbox_path)
-            self._dest, self._per_ms = dest, per_ms
+            self._dest, self._am, self._per_ms = dest, am, per_ms
             self.grouper.group_wait_ms = config.group_wait_ms
             self.grouper.group_interval_ms = config.group_interval_ms
             self.grouper.repeat_interval_ms = config.repeat_interval_ms
             self.grouper.max_groups = config.max_groups
+            for key, g in self.grouper.groups.items():  # open groups take the new timers of their route
+                if g.route:
+                    t = config.timers(config.route(g.route), g.severity)
+                    g.interval_ms, g.repeat_ms = t.group_interval_ms, t.repeat_interval_ms
+                    if g.next_flush_ms is not None:  # a flush already scheduled moves with its timer
+                        g.next_flush_ms = (g.opened_ms + t.group_wait_ms if g.last_notified_ms is None
+                                           else g.last_notified_ms + t.group_interval_ms)
+                    self.grouper.dirty.add(key)
             self.log.max_bytes, self.log.keep, self.log.fsync = config.log_max_bytes, config.log_keep, config.log_fsync
         self._wake_worker()
         return notes
@@ -196,12 +215,45 @@ class AlertPipeline:
 
     def _take_in(self, alerts: list[Alert], now: int, pos: tuple[int, int]) -> None:
         notes: list[Notification] = []
+        direct: list[tuple[RouteConfig, Alert]] = []
         for a in alerts:
-            notes.extend(self.grouper.add(a, now))
-        self._commit(now, notes, [], seen=[a.id for a in alerts], pos=pos)
+            routes = select_routes(self.config, a.rule_id, a.severity, a.tags, now)
+            if not routes:
+                self._unrouted_alert(a)
+            for r in routes:
+                if self._am.get(r.name):
+                    direct.append((r, a))
+                if self._dest.get(r.name) or not self._am.get(r.name):  # no destination at all: the fallback
+                    notes.extend(self.grouper.add(a, now, r.name, self.config.timers(r, a.severity), r.group_by))
+        self._commit(now, notes, [], seen=[a.id for a in alerts], pos=pos, direct=direct)
+
+    def _unrouted_alert(self, a: Alert) -> None:
+        metrics.ALERTS_HELD.labels(route="", severity=a.severity, reason="no_route").inc()
+        if a.rule_id not in self._unrouted:  # once per rule: without routes every alert would repeat it
+            self._unrouted.add(a.rule_id)
+            log.warning("no alerting route matches rule %r (severity %s) and there is no default route; "
+                        "its alerts are only in the alert log", a.rule_id, a.severity)
+
+    def _enqueue_alertmanager(self, route: RouteConfig, a: Alert, now: int) -> None:
+        """One row per Alertmanager destination for one alert (no grouping, no rate limit: Alertmanager's)."""
+        fields = notification_fields(
+            {"rule": a.rule_id, "severity": a.severity, "alert_id": a.id, "group_id": a.id, "group": a.group,
+             "first_ms": a.first_ms, "last_ms": a.last_ms}, route.name, self._link_template(route))
+        doc = alertmanager.alert_document(a, now, runbook=a.runbook, references=a.references,
+                                          link=str(fields["link"]), field_max=self.config.field_max_chars)
+        body = orjson.dumps(doc).decode()
+        title = str(dict(doc["annotations"]).get("summary", a.title))  # type: ignore[call-overload]
+        for fp in self._am.get(route.name, {}):
+            self.outbox.enqueue(route=route.name, url_fp=fp, kind=alertmanager.KIND, severity=a.severity,
+                                notification=f"am:{a.id}", alert_id=a.id, group_id=a.id, alert_ids=(a.id,),
+                                title=title, body=body, body_format="json", now_ms=now)
+
+    def _link_template(self, route: RouteConfig) -> str:
+        return route.link_template if route.link_template is not None else self.config.link_template
 
     def _commit(self, now: int, notes: list[Notification], summaries: list[Summary], seen: Iterable[str] = (),
-                pos: tuple[int, int] | None = None, heartbeat_slot: int | None = None, prune: bool = False) -> None:
+                pos: tuple[int, int] | None = None, heartbeat_slot: int | None = None, prune: bool = False,
+                direct: Iterable[tuple[RouteConfig, Alert]] = ()) -> None:
         try:
             self.outbox.begin()
         except Exception as exc:
@@ -209,6 +261,8 @@ class AlertPipeline:
         try:
             if seen:
                 self.outbox.add_seen(list(seen), now)
+            for route, a in direct:
+                self._enqueue_alertmanager(route, a, now)
             for n in notes:
                 self._route_notification(n, now)
             for s in summaries:
@@ -288,26 +342,39 @@ class AlertPipeline:
     # --- routing and enqueueing (inside a transaction) --------------------------------------------
 
     def _route_notification(self, n: Notification, now: int) -> None:
-        routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
+        if n.route:
+            route = self.config.route(n.route)
+            if route is None:  # the route went away in a reload: its open groups go where routing says now
+                routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
+            else:
+                routes = [route]
+        else:  # a group saved by an older version, routed when it notifies
+            routes = select_routes(self.config, n.rule, n.severity, n.tags, now)
         if not routes:
-            if n.rule not in self._unrouted:  # once per rule: without routes every alert would repeat it
-                self._unrouted.add(n.rule)
-                log.warning("no alerting route matches rule %r (severity %s) and there is no default route; "
-                            "its alerts are only in the alert log", n.rule, n.severity)
+            metrics.ALERTS_HELD.labels(route="", severity=n.severity, reason="no_route").inc(n.alerts)
             return
         fields_src = n.to_json()
         for r in routes:
+            fields = notification_fields(fields_src, r.name, self._link_template(r), self.config.field_max_chars)
             rl = r.rate_limit or self.config.rate_limit
-            if rl is not None and not self.limiter.allow(r.name, rl.max_notifications, rl.per_ms, n, now):
+            if (rl is not None and n.severity not in rl.exempt
+                    and not self.limiter.allow(r.name, rl.max_notifications, rl.per_ms, n, now, rl.by)):
                 metrics.NOTIFICATIONS_THROTTLED.labels(route=r.name).inc()
+                metrics.ALERTS_HELD.labels(route=r.name, severity=n.severity, reason="rate_limit").inc(n.alerts)
+                scope = scope_of(n, rl.by)
+                reason = (f"held by the rate limit of route {r.name!r} ({rl.max_notifications} notifications "
+                          f"{'of ' + scope + ' ' if scope else ''}per {rl.per_ms // 1000}s); counted in the "
+                          f"summary sent when the window frees up")
+                self._enqueue(r, n.key, n.kind, fields, n.alert_id, n.group_id, n.alert_ids, now, held=reason)
                 continue
-            fields = notification_fields(fields_src, r.name)
             self._enqueue(r, n.key, n.kind, fields, n.alert_id, n.group_id, n.alert_ids, now)
 
     def _enqueue(self, route: RouteConfig, key: str, kind: str, fields: dict[str, object], alert_id: str,
                  group_id: str, alert_ids: tuple[str, ...], now: int, *, title_tpl: str | None = None,
-                 body_tpl: str | None = None, fallback_of: str | None = None) -> int:
+                 body_tpl: str | None = None, fallback_of: str | None = None, held: str | None = None) -> int:
         dests = self._dest.get(route.name, {})
+        if not dests and held:
+            return 0
         if not dests:
             metrics.NOTIFICATIONS_DEAD.labels(route=route.name).inc()
             fb = self.config.route(self.config.fallback_route) if self.config.fallback_route else None
@@ -327,7 +394,7 @@ class AlertPipeline:
             _, inserted = self.outbox.enqueue(
                 route=route.name, url_fp=fp, kind=kind, severity=str(fields.get("severity", "")), notification=key, alert_id=alert_id, group_id=group_id,
                 alert_ids=alert_ids, title=title, body=body, body_format=body_format(url), now_ms=now,
-                fallback_of=fallback_of,
+                fallback_of=fallback_of, held=held,
             )
             n += inserted
         return n
@@ -338,12 +405,13 @@ class AlertPipeline:
             return
         lines = "\n".join(f"  {rule}: {count}" for rule, count in s.by_rule)
         fields: dict[str, object] = {"route": s.route, "alerts": s.alerts, "notifications": s.notifications,
-                                     "rules": lines, "now": iso_ms(now)}
+                                     "rules": lines, "now": iso_ms(now),
+                                     "scope": f" of {s.scope}" if s.scope else ""}
         self._enqueue(
             route, s.key, "summary", fields, "", s.key, (), now,
-            title_tpl="[siem] +$alerts more alerts suppressed by the rate limit on route $route",
-            body_tpl="+$alerts more alerts ($notifications notifications) were suppressed by the rate limit of "
-                     "route $route up to $now.\nBy rule:\n$rules\n\nSee them with: siem alerts list",
+            title_tpl="[siem] +$alerts more alerts$scope suppressed by the rate limit on route $route",
+            body_tpl="+$alerts more alerts$scope ($notifications notifications) were suppressed by the rate "
+                     "limit of route $route up to $now.\nBy rule:\n$rules\n\nSee them with: siem alerts list",
         )
 
     def _enqueue_heartbeat(self, slot: int, now: int) -> None:
@@ -354,9 +422,28 @@ class AlertPipeline:
         self.outbox.supersede(route.name, "heartbeat", now)  # only the newest heartbeat is worth sending
         fields: dict[str, object] = {"host": socket.gethostname(), "now": iso_ms(now),
                                      "depth": self.outbox.depth(), "groups": len(self.grouper.groups)}
+        if self._am.get(route.name):
+            self._enqueue_am_heartbeat(route, slot, now, hb.interval_ms if hb else 0, str(fields["host"]))
+            if not self._dest.get(route.name):
+                return
         self._enqueue(route, f"heartbeat:{slot}", "heartbeat", fields, "", f"heartbeat:{slot}", (), now,
                       title_tpl="[siem] heartbeat from $host",
                       body_tpl="siem on $host is running at $now. Outbox depth: $depth, open alert groups: $groups.")
+
+    def _enqueue_am_heartbeat(self, route: RouteConfig, slot: int, now: int, interval_ms: int, host: str) -> None:
+        """The dead man's switch for Alertmanager: an always-firing ``SiemHeartbeat`` alert (like Prometheus'
+        Watchdog), re-POSTed every heartbeat interval with endsAt two intervals ahead; when siem stops it
+        resolves, which a dead-man receiver behind Alertmanager notices."""
+        doc = {"labels": {"alertname": "SiemHeartbeat", "severity": "none", "siem": "siem",
+                          "instance": neutralise(host, 200, single_line=True)},
+               "annotations": {"summary": f"siem on {host} is running",
+                               "description": "Always firing while siem runs; its absence means siem is down."},
+               "startsAt": iso_ms(now), "raised_ms": now, "ends_after_ms": 2 * interval_ms}
+        for fp in self._am.get(route.name, {}):
+            self.outbox.enqueue(route=route.name, url_fp=fp, kind="heartbeat", severity="",
+                                notification=f"am-heartbeat:{slot}", alert_id="", group_id=f"heartbeat:{slot}",
+                                alert_ids=(), title="SiemHeartbeat", body=orjson.dumps(doc).decode(),
+                                body_format="json", now_ms=now)
 
     # --- timers ------------------------------------------------------------------------------------
 
@@ -413,29 +500,46 @@ class AlertPipeline:
             url = self._dest.get(row.route, {}).get(row.url_fp)
             if row.attempts > 0:
                 metrics.NOTIFICATIONS_RETRIED.labels(route=row.route).inc()
-            if url is None:
+            am_url = self._am.get(row.route, {}).get(row.url_fp)
+            last = True
+            if am_url is not None:  # alerts (kind alertmanager) and heartbeats for an Alertmanager
+                am = self.config.alertmanager
+                body, last = alertmanager.payload(row.body, self.now_ms(), am.resolve_timeout_ms, am.firing_for_ms)
+                res = await asyncio.to_thread(alertmanager.post, am_url, body, am.timeout_ms)
+            elif url is None:
                 res = SendResult(False, True, "destination is no longer in the configuration")
             else:
                 target = augment_url(url, row.id, row.alert_id, row.group_id)
-                res = await asyncio.to_thread(send, target, row.title, encode_body(row.body, row.body_format),
+                res = await asyncio.to_thread(send, target, row.title,
+                                              encode_body(row.body, row.body_format, row.title),
                                               row.body_format, row.severity)
             if not self._closed:
                 # The database update fsyncs (synchronous=FULL): keep it off the event loop as well.
-                await asyncio.to_thread(self._record, row, res, self.now_ms())
+                await asyncio.to_thread(self._record, row, res, self.now_ms(), last)
         finally:
             self._inflight.discard(row.id)
             self._busy_dests.discard(row.url_fp)
 
-    def _record(self, row: Row, res: SendResult, now: int) -> None:
+    def _record(self, row: Row, res: SendResult, now: int, last: bool = True) -> None:
+        """Book one attempt. ``last`` False: a delivered Alertmanager alert is re-POSTed after resend_interval."""
         if self._closed:
             return  # closing: the row stays pending and is sent again after the next start
         if res.ok:
-            self.outbox.mark_sent(row.id, now)
+            if last:
+                self.outbox.mark_sent(row.id, now)
+            else:
+                self.outbox.mark_resend(row.id, now, now + self.config.alertmanager.resend_interval_ms)
             metrics.NOTIFICATIONS_SENT.labels(route=row.route).inc()
         else:
             metrics.NOTIFICATIONS_FAILED.labels(route=row.route).inc()
             first = row.first_attempt_ms if row.first_attempt_ms is not None else now
-            if res.permanent or now - first >= self.config.max_retry_age_ms:
+            if row.done_ms is not None and (res.permanent or now - first >= self.config.max_retry_age_ms):
+                # A resend: Alertmanager had the alert, which now resolves at its last endsAt.
+                log.warning("alert %s: re-sending it to Alertmanager (route %r) failed for %.0fs (%s); it "
+                            "resolves there at its last endsAt", row.alert_id, row.route, (now - first) / 1000,
+                            res.error)
+                self.outbox.mark_sent(row.id, now)
+            elif res.permanent or now - first >= self.config.max_retry_age_ms:
                 self._give_up(row, res.error, now)
             else:
                 r = self.config.retry
@@ -462,13 +566,17 @@ class AlertPipeline:
                               "%.0fs over %d attempts (last error: %s); sending it to fallback route %r",
                               row.id, row.kind, row.alert_id, row.route, age_s, row.attempts + 1, error, fb.name)
                     dests = self._dest.get(fb.name, {})
+                    kind, body = row.kind, row.body
+                    if kind == alertmanager.KIND:  # the fallback gets it as text, through apprise
+                        ann = alertmanager.annotations_of(row.body)
+                        kind, body = "first", "\n".join(f"{k}: {v}" for k, v in ann.items())
                     for fp, url in dests.items():
                         self.outbox.enqueue(
-                            route=fb.name, url_fp=fp, kind=row.kind, severity=row.severity,
+                            route=fb.name, url_fp=fp, kind=kind, severity=row.severity,
                             notification=row.id + ":fallback",
                             alert_id=row.alert_id, group_id=row.group_id, alert_ids=row.alert_ids,
                             title=neutralise(f"[undeliverable via {row.route}] {row.title}", 250, single_line=True),
-                            body=row.body, body_format=body_format(url), now_ms=now, fallback_of=row.id,
+                            body=body, body_format=body_format(url), now_ms=now, fallback_of=row.id,
                         )
                     if not dests:
                         log.error("fallback route %r has no usable destination either: %s is NOT delivered",

@@ -51,6 +51,8 @@ class Alert:
     aggregates: dict[str, object] = field(default_factory=dict)  # e.g. {"distinct(user.name)": 7}
     events: tuple[dict[str, object], ...] = ()  # a sample (at most 10) of contributing events
     emitted_ms: int = 0  # wall clock when the engine emitted it (not part of identity)
+    references: tuple[str, ...] = ()  # the rule's `references` (not part of identity)
+    runbook: str = ""  # the rule's `runbook` URL
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -69,6 +71,8 @@ class Alert:
             "message": self.message,
             "events": list(self.events),
             "emitted_ms": self.emitted_ms,
+            **({"references": list(self.references)} if self.references else {}),
+            **({"runbook": self.runbook} if self.runbook else {}),
         }
 
     def dumps(self) -> bytes:
@@ -96,4 +100,6 @@ class Alert:
             aggregates=dict(aggregates) if isinstance(aggregates := d.get("aggregates"), dict) else {},
             events=tuple(e for e in _seq(d.get("events")) if isinstance(e, dict)),
             emitted_ms=_int(d.get("emitted_ms", 0) or 0),
+            references=tuple(str(r) for r in _seq(d.get("references"))),
+            runbook=str(d.get("runbook", "") or ""),
         )

@@ -78,6 +78,7 @@ Framing = Literal["auto", "lf", "octet"]
 
 DEFAULT_PORTS: dict[str, int] = {"udp": 5514, "tcp": 5514, "tls": 6514}
 READ_CHUNK = 64 * 1024
+DRAIN_QUIET_S = 0.3  # stop(drain_s): a connection with nothing arriving for this long is drained
 HEADER_SLACK = 16  # bytes a stream may hold beyond max_message_bytes: an unfinished octet-count header, a CR
 _MAX_COUNT_DIGITS = 10
 
@@ -451,6 +452,7 @@ _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12; Python does no
 _SK_MEMINFO_DROPS = 8  # index of the socket's drop counter in the u32 array SO_MEMINFO returns
 _UDP_BUFSIZE = 65536  # above the largest UDP payload, so the kernel never truncates a datagram for us
 _UDP_BATCH = 256  # datagrams read per wakeup before other tasks get the loop
+_UDP_DRAIN_BATCHES = 64  # stop(drain_s): at most this many batches read from a socket's buffer
 
 
 def build_ssl_context(config: SyslogConfig) -> ssl.SSLContext:
@@ -498,6 +500,20 @@ def peer_names(peercert: dict) -> set[str]:
     return {n.lower() for n in names}
 
 
+def _unread_bytes(transport: object) -> int:
+    """Bytes the kernel holds for this connection that were not read (FIONREAD); 0 when unknown."""
+    sock = getattr(transport, "get_extra_info", lambda _n: None)("socket")
+    if sock is None:
+        return 0
+    try:
+        import fcntl  # noqa: PLC0415
+        import termios  # noqa: PLC0415
+
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"), "little")
+    except (OSError, ValueError):
+        return 0
+
+
 def _origin(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         host, port = peer[0], peer[1]
@@ -526,6 +542,7 @@ class SyslogServer:
         self._clock = clock
         self._stop_grace_s = stop_grace_s
         self._stopping = False
+        self._drain_deadline: float | None = None  # stop(drain_s): connections read on until then
         self._ssl = build_ssl_context(config) if config.protocol == "tls" else None
         self._set_cert_expiry()
         self._peers = frozenset(p.lower() for p in config.permitted_peers)
@@ -578,16 +595,38 @@ class SyslogServer:
         if self.config.protocol == "udp":
             self._consumer = asyncio.create_task(self._consume_udp(), name=f"syslog-udp-{self.name}")
 
-    async def stop(self) -> None:
-        """Stop accepting and reading; what was already read is handed to the sink for up to
-        ``stop_grace_s`` (the sink must still be running), then every connection is closed. Messages
-        that could not be handed over in time, and unfinished frames, are counted as reason="shutdown"."""
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting; with ``drain_s``, first read on: every connection until it has been quiet for
+        DRAIN_QUIET_S (its sender has nothing more in flight) or ``drain_s`` has passed, and every UDP
+        socket until its buffer is empty, handing what arrives to the sink (which must still be running).
+        Then stop reading: what was already read is handed over for up to ``stop_grace_s``, then every
+        connection is closed. Messages that could not be handed over in time, and unfinished frames, are
+        counted as reason="shutdown"; bytes a sender still had in flight when the drain ran out as
+        siem_input_dropped_total{reason="shutdown_unread"} (one per connection)."""
+        loop = asyncio.get_running_loop()
+        if drain_s > 0:
+            for server in self._servers:
+                server.close()  # a sender that reconnects now is refused and keeps its messages queued
+            self._drain_deadline = loop.time() + drain_s
+            for sock in self._udp:
+                loop.remove_reader(sock.fileno())
+                for _ in range(1 + _UDP_DRAIN_BATCHES):
+                    if not self._read_datagrams(sock):
+                        break
+            waiting = [c.task for c in self._conns if c.task is not None]
+            if self._consumer is not None and self._queue is not None:
+                waiting.append(asyncio.ensure_future(self._drained(self._queue)))
+            if waiting:
+                await asyncio.wait(waiting, timeout=drain_s + 1.0)
+            for conn in self._conns:
+                if _unread_bytes(conn.transport):
+                    self._drop("shutdown_unread")
         self._stopping = True
         for server in self._servers:
             server.close()
-        loop = asyncio.get_running_loop()
         for sock in self._udp:
-            loop.remove_reader(sock.fileno())
+            if drain_s <= 0:
+                loop.remove_reader(sock.fileno())
             self._count_kernel_drops(sock)
             sock.close()
         for conn in list(self._conns):
@@ -612,6 +651,7 @@ class SyslogServer:
         if self._queue is not None and self._queue.qsize():
             self._drop("shutdown", self._queue.qsize())
         self._servers, self._udp, self._consumer, self._queue = [], [], None, None
+        self._drain_deadline = None
         self._kernel_drops.clear()
         self._connections.set(0)
 
@@ -691,8 +731,9 @@ class SyslogServer:
         self._udp.append(sock)
         return sock.getsockname()[1]
 
-    def _read_datagrams(self, sock: socket.socket) -> None:
-        """Reader callback: drain up to a bounded batch of datagrams (asyncio's own reads one per wakeup)."""
+    def _read_datagrams(self, sock: socket.socket) -> bool:
+        """Reader callback: drain up to a bounded batch of datagrams (asyncio's own reads one per wakeup).
+        True when the batch was full (there may be more)."""
         for _ in range(_UDP_BATCH):
             try:
                 data, addr = sock.recvfrom(_UDP_BUFSIZE)
@@ -700,12 +741,13 @@ class SyslogServer:
                 # Drained. The kernel drops only while the buffer is full, i.e. while there is still
                 # something to read, so looking here catches every drop.
                 self._count_kernel_drops(sock)
-                return
+                return False
             except OSError:
                 self._error("udp")
-                return
+                return False
             self._on_datagram(data, addr)
         self._count_kernel_drops(sock)  # a full batch: under a steady flood the socket may never drain
+        return True
 
     def _count_kernel_drops(self, sock: socket.socket) -> None:
         total = _kernel_drop_counter(sock)
@@ -824,11 +866,21 @@ class SyslogServer:
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, origin: str) -> None:
         framer = conn.framer = Framer(self.config.max_message_bytes, self.config.framing)
         idle_s = self.config.idle_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            timeout = idle_s
+            if self._drain_deadline is not None:  # draining: read on until quiet or out of time
+                left = self._drain_deadline - loop.time()
+                if left <= 0:  # out of time: an unfinished frame is not a message
+                    if framer.buffered:
+                        self._drop("shutdown")
+                    return
+                timeout = min(DRAIN_QUIET_S, left)
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_s)
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
             except (TimeoutError, asyncio.TimeoutError):
-                self._error("idle_timeout")
+                if self._drain_deadline is None:
+                    self._error("idle_timeout")
                 framed = framer.close()
                 break
             except (ConnectionError, ssl.SSLError, OSError):

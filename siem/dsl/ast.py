@@ -288,8 +288,9 @@ class RuleSpec:
     tests: tuple[TestCase, ...]
     loc: Location | None = _loc()
     clause_locs: tuple[tuple[str, Location], ...] = field(default=(), compare=False, hash=False, repr=False)
+    references: tuple[str, ...] = ()  # URLs or citations for the reader of an alert
+    runbook: str = ""  # URL of what on-call should do
     # attribution kept from where the rule came from (a converted Sigma rule, a vendor pack)
-    references: tuple[str, ...] = ()
     author: str = ""
     falsepositives: tuple[str, ...] = ()
     license: str = ""

@@ -7,9 +7,9 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     macro      = "macro" IDENT "=" expr ;
     rule       = "rule" IDENT "{" { clause } "}" ;
     clause     = "title" STRING | "severity" SEVERITY | "tags" "[" TAG { "," TAG } "]"
+               | "references" "[" STRING { "," STRING } "]" | "runbook" STRING
                | "when" expr | "message" STRING | correlation | suppress | test
-               | "references" strings | "author" STRING | "falsepositives" strings | "license" STRING
-               | "sigma_id" STRING ;
+               | "author" STRING | "falsepositives" strings | "license" STRING | "sigma_id" STRING ;
     strings    = "[" [ STRING { "," STRING } [","] ] "]" ;
     correlation= threshold | sequence | absent | first_seen | spike ;
     threshold  = measure { "and" measure } "within" DURATION [ by ] ;
@@ -73,7 +73,8 @@ KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
     "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains all "
     "avg median percentile any "
-    "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x"
+    "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x "
+    "references runbook"
 ).split()
 
 _RESERVED = frozenset(KEYWORDS)
@@ -297,9 +298,10 @@ CLAUSE = (
     _clause("title", STRING)
     | _clause("severity", SEVERITY)
     | _clause("tags", S("[") + pp.Group(pp.DelimitedList(TAG, allow_trailing_delim=True)) + S("]"))
+    | _clause("references", S("[") + pp.Group(pp.DelimitedList(STRING, allow_trailing_delim=True)) + S("]"))
+    | _clause("runbook", STRING)
     | _clause("when", expr)
     | _clause("message", STRING)
-    | _clause("references", STRINGS)
     | _clause("author", STRING)
     | _clause("falsepositives", STRINGS)
     | _clause("license", STRING)
@@ -307,7 +309,7 @@ CLAUSE = (
     | CORRELATION.copy().add_parse_action(lambda t: ("clause", "correlation", t[0], t[0].loc))
     | SUPPRESS.copy().add_parse_action(lambda t: ("clause", "suppress", t[0], t[0].loc))
     | TEST.copy().add_parse_action(lambda t: ("clause", "test", t[0], t[0].loc))
-).set_name("rule clause (title, severity, tags, when, message, a correlation, suppress, expect, references, author, ...)")
+).set_name("rule clause (title, severity, tags, references, runbook, when, message, a correlation, suppress, expect, author, ...)")
 
 RULE = _with_loc(S(K("rule")) - IDENT - S("{") - pp.Group(pp.ZeroOrMore(CLAUSE)) - S("}")).set_parse_action(
     lambda t: ("rule", t[1], list(t[2]), t[0])

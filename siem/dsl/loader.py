@@ -271,11 +271,14 @@ class _Resolver:
             loc=loc,
             clause_locs=tuple(clause_locs),
             references=tuple(fields.get("references", ())),
+            runbook=fields.get("runbook", ""),
             author=fields.get("author", ""),
             falsepositives=tuple(fields.get("falsepositives", ())),
             license=fields.get("license", ""),
             sigma_id=fields.get("sigma_id", ""),
         )
+        if rule.runbook and not rule.runbook.startswith(("https://", "http://")):
+            self.error("bad-runbook", "runbook must be an http:// or https:// URL", dict(clause_locs).get("runbook", loc))
         self.check_rule(rule, dict(clause_locs))
         return rule
 

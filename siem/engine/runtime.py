@@ -163,11 +163,13 @@ class Engine:
         future_skew_ms: int | None = 3_600_000,
         clock: Callable[[], int] = wall_ms,
         sample_size: int = 3,
+        max_pending: int | None = None,
     ) -> None:
         self.lateness_ms = lateness_ms
         self.future_skew_ms = future_skew_ms
         self.clock = clock
         self.sample_size = sample_size
+        self.max_pending = max_pending  # events held for the watermark at most; the oldest beyond go early
         self.rules = [compile_rule(r) for r in ruleset.rules]
         self._attach([])
         self.max_ts = _MIN_TS
@@ -193,7 +195,6 @@ class Engine:
             limit = self.clock() + self.future_skew_ms
             future = ts > limit
             if future.any():  # a forged future time must not drag the watermark forward
-                metrics.EVENTS_FUTURE.inc(int(future.sum()))
                 ts[future] = limit
         maxes = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))
         wms = np.maximum(maxes - self.lateness_ms, self.wm)
@@ -217,6 +218,12 @@ class Engine:
         order = np.lexsort((all_seq, all_ts, all_phase, all_step))
         order = order[released[order]]
         keep = np.flatnonzero(~released)
+        if self.max_pending is not None and len(keep) > self.max_pending:  # memory budget: the oldest go now
+            by_time = keep[np.lexsort((all_seq[keep], all_ts[keep]))]
+            excess = len(keep) - self.max_pending
+            order = np.concatenate([order, by_time[:excess]])
+            keep = np.sort(by_time[excess:])
+            metrics.EVENTS_RELEASED_EARLY.inc(excess)
         self.pending_events = [all_events[i] for i in keep.tolist()]
         self.pending_ts, self.pending_seq = all_ts[keep], all_seq[keep]
         self.seq += n
@@ -367,6 +374,8 @@ class Engine:
             aggregates=aggregates,
             events=tuple(fire.samples),
             emitted_ms=self.clock(),
+            references=spec.references,
+            runbook=spec.runbook,
         )
 
     # --- state ------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 * ``siem.log.local``      LocalLog: append-only segment files with checksums (the embedded default)
 * ``siem.log.checkpoint`` engine window state + log offset in one atomically written file
 * ``siem.log.codec``      events <-> log records (orjson, one event per record)
-* ``siem.log.embedded``   EmbeddedStore: log + checkpoint opened and advanced together (the daemon's API)
 * ``siem.log.kafka``      KafkaLog: the same role over Kafka topics, for scale-out
 
 Guarantee: at-least-once. Every record appended before a crash is read again after a restart from the
@@ -14,13 +13,11 @@ from __future__ import annotations
 
 from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from siem.log.codec import decode_events, encode_events
-from siem.log.embedded import EmbeddedStore
 from siem.log.local import DirLock, LocalLog, LocalLogConfig
 
 __all__ = [
     "Checkpoint",
     "DirLock",
-    "EmbeddedStore",
     "LocalLog",
     "LocalLogConfig",
     "decode_events",

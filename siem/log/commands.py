@@ -1,7 +1,9 @@
 """``siem log``: look at the durable log and the engine checkpoint without touching them.
 
     siem log verify STATE_DIR          every segment scanned; exit 1 when anything is corrupt or missing
-    siem log dump STATE_DIR [--from N] [--limit M]   records as JSON lines {"offset": N, "event": {...}}
+    siem log dump STATE_DIR [--from N] [--limit M]   records as JSON lines: {"offset": N, "event": {...}},
+                                                     {"offset": N, "positions": {...}, "input": ...} or
+                                                     {"offset": N, "watermark": ms, "origin": ...}
     siem log checkpoint STATE_DIR      the checkpoint's offset and state size, or what is wrong with it
 
 Read-only and lock-free, so it is safe while the daemon runs (a record being appended may show up as a
@@ -19,6 +21,7 @@ import orjson
 from siem.errors import StateError
 from siem.log.checkpoint import load_checkpoint
 from siem.log.local import inspect_log, read_log_readonly
+from siem.pipeline.records import Match, Positions, Watermark, decode_record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,11 +74,17 @@ def _dump(directory: Path, from_offset: int, limit: int | None) -> int:
     for n, (offset, payload) in enumerate(read_log_readonly(directory, from_offset)):
         if limit is not None and n >= limit:
             break
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            event = {"undecodable_bytes": len(payload)}
-        out.write(orjson.dumps({"offset": offset, "event": event}) + b"\n")
+        rec = decode_record(payload)
+        line: dict[str, object] = {"offset": offset}
+        if isinstance(rec, Positions):
+            line.update(input=rec.input, positions=rec.positions)
+        elif isinstance(rec, Watermark):
+            line.update(watermark=rec.ts_ms, origin=rec.origin)
+        elif rec is None or isinstance(rec, Match):
+            line.update(event={"undecodable_bytes": len(payload)})
+        else:
+            line.update(event=rec)
+        out.write(orjson.dumps(line) + b"\n")
     out.flush()
     return 0
 

@@ -62,6 +62,7 @@ from aiokafka.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from siem import metrics
 from siem.errors import ConfigError, Issue, StateError
@@ -77,6 +78,7 @@ ROLES = ("matcher", "correlator", "notifier")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
+_INVALID_REPLICATION_FACTOR = 38
 _TOPIC_EXISTS = 36
 
 
@@ -124,10 +126,10 @@ class KafkaConfig:
     group_correlator: str = "siem-correlator"
     group_notifier: str = "siem-notifier"
     partitions: int = 6
-    replication_factor: int = 1
+    replication_factor: int = 3  # of the topics siem creates; min.insync.replicas = min(2, this)
     # producer
     acks: str = "all"
-    enable_idempotence: bool = False
+    enable_idempotence: bool | str = "auto"  # True, False, or "auto": on where the broker supports it
     linger_ms: int = 20
     max_batch_size: int = 256 * 1024
     compression: str = "none"
@@ -203,7 +205,10 @@ def config_from_toml(table: dict, where: str) -> tuple[KafkaConfig | None, list[
     if acks not in ("all", -1, 1):
         r.bad("acks", "bad-value", f"expected \"all\" (recommended) or 1, got {acks!r}")
         acks = d.acks
-    idem = r.get("enable_idempotence", bool, d.enable_idempotence)
+    idem = r.get("enable_idempotence", (bool, str), d.enable_idempotence)
+    if isinstance(idem, str) and idem != "auto":
+        r.bad("enable_idempotence", "bad-value", f"expected true, false or \"auto\", got {idem!r}")
+        idem = d.enable_idempotence
     linger = r.int_range("linger_ms", d.linger_ms, 0, 60_000)
     batch = r.int_range("max_batch_size", d.max_batch_size, 1024, 64 << 20)
     compression = r.choice("compression", d.compression, COMPRESSION)
@@ -242,7 +247,7 @@ def config_from_toml(table: dict, where: str) -> tuple[KafkaConfig | None, list[
     return KafkaConfig(
         tuple(servers), client_id, topics[0], topics[1], topics[2], topics[3], dead, groups[0], groups[1],
         groups[2],
-        partitions, replication, "all" if acks in ("all", -1) else "1", bool(idem), linger, batch, compression,
+        partitions, replication, "all" if acks in ("all", -1) else "1", idem, linger, batch, compression,
         max_msg, req_timeout, poll, fetch_wait, session, heartbeat, poll_interval, isolation, security,
     ), []
 
@@ -278,9 +283,10 @@ async def ensure_topics(config: KafkaConfig, topics: Sequence[str] | None = None
     admin = AIOKafkaAdminClient(**config._common())
     await admin.start()
     try:
+        isr = {"min.insync.replicas": str(min(2, config.replication_factor))}
         response = await admin.create_topics([
             NewTopic(n, partitions or config.partitions, config.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if n == config.topic_state else None)
+                     topic_configs={**isr, "cleanup.policy": "compact"} if n == config.topic_state else isr)
             for n in names])
     finally:
         await admin.close()
@@ -290,6 +296,9 @@ async def ensure_topics(config: KafkaConfig, topics: Sequence[str] | None = None
         message = entry[2] if len(entry) > 2 else ""
         if code == 0:
             created.append(name)
+        elif code == _INVALID_REPLICATION_FACTOR:
+            problems.append(f"{name}: replication factor {config.replication_factor} is more than the brokers "
+                            f"available (set [kafka] replication_factor; 1 only for a test cluster)")
         elif code != _TOPIC_EXISTS:
             problems.append(f"{name}: error {code} {message or ''}".strip())
     if problems:
@@ -303,10 +312,15 @@ class KafkaProducerLog:
 
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
-        self._producer = AIOKafkaProducer(
+        self.idempotent = config.enable_idempotence is not False
+        self._producer = self._build(self.idempotent)
+
+    def _build(self, idempotent: bool) -> AIOKafkaProducer:
+        config = self.config
+        return AIOKafkaProducer(
             **config._common(),
-            acks="all" if config.acks == "all" else 1,
-            enable_idempotence=config.enable_idempotence,
+            acks="all" if config.acks == "all" or idempotent else 1,
+            enable_idempotence=idempotent,
             linger_ms=config.linger_ms,
             max_batch_size=config.max_batch_size,
             max_request_size=config.max_message_bytes + 64 * 1024,
@@ -314,7 +328,20 @@ class KafkaProducerLog:
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Start; with ``enable_idempotence = "auto"`` a broker that refuses producer ids (InitProducerId:
+        Tansu, old brokers) gets a plain producer, said once and shown by siem_kafka_idempotent_producer."""
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            if self.config.enable_idempotence != "auto" or not self.idempotent:
+                raise
+            await self._producer.stop()
+            log.warning("kafka: the broker refuses the idempotent producer (%s); a retried send may duplicate "
+                        "a record (absorbed by deterministic alert ids, see README 'Scale-out')", exc)
+            self.idempotent = False
+            self._producer = self._build(False)
+            await self._producer.start()
+        metrics.KAFKA_IDEMPOTENT.set(1 if self.idempotent else 0)
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -422,6 +449,7 @@ class KafkaConsumerLog:
         self.listener = listener
         self.dead_letter = dead_letter if config.dead_letter_topic else None
         self._assignment: set[TopicPartition] = set()
+        self._read_to: dict[TopicPartition, int] = {}  # the next offset to read, per partition polled
         self._generation = 0  # bumped by every revocation and assignment
         self._consumer = AIOKafkaConsumer(
             **config._common(),
@@ -467,6 +495,12 @@ class KafkaConsumerLog:
         log.info("kafka group %s: partitions revoked: %s", self.group, _fmt(partitions))
         self._generation += 1
         self._assignment -= partitions
+        for tp in partitions:  # another member reports these now
+            if self._read_to.pop(tp, None) is not None:
+                try:
+                    metrics.KAFKA_LAG.remove(self.group, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
         if self.listener is not None:
             await _call_hook(self.listener.on_partitions_revoked, partitions, "on_partitions_revoked")
 
@@ -506,6 +540,7 @@ class KafkaConsumerLog:
                 log.error("kafka %s[%d]@%d: skipping poison message (%s)", tp.topic, tp.partition, m.offset, reason)
                 if self.dead_letter is not None and self.config.dead_letter_topic:
                     await self._to_dead_letter(m, reason)
+        self._update_lag(positions)
         if generation != self._generation:
             # a rebalance ran while we were copying to the dead-letter topic: these records may belong to
             # a partition we lost, or precede the offset a restored snapshot seeked to. Drop them; the
@@ -513,6 +548,19 @@ class KafkaConsumerLog:
             log.info("kafka group %s: dropping %d records polled before a rebalance", self.group, len(records))
             return KafkaBatch([], {})
         return KafkaBatch(records, positions)
+
+    def _update_lag(self, polled: dict[TopicPartition, int]) -> None:
+        """siem_kafka_consumer_lag_records per held partition: its high-water mark minus what was read."""
+        for tp in self._assignment:
+            if tp in polled:
+                self._read_to[tp] = polled[tp]
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            pos = self._read_to.get(tp)
+            if pos is not None:
+                metrics.KAFKA_LAG.labels(group=self.group, topic=tp.topic, partition=str(tp.partition)).set(
+                    max(high - pos, 0))
 
     def _decode(self, m: object) -> tuple[KafkaRecord | None, str]:
         value = getattr(m, "value")
@@ -581,6 +629,42 @@ class KafkaConsumerLog:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read tp from offset next (e.g. from a restored snapshot's offset in on_partitions_assigned)."""
         self._consumer.seek(tp, offset)
+
+
+async def read_partition_tail(config: KafkaConfig, topic: str, key: bytes, records: int) -> list[bytes]:
+    """The values of the last `records` messages (at most) of the partition `key` maps to, oldest first
+    (how a collector finds the positions it last logged). Empty when the topic does not exist yet."""
+    consumer = AIOKafkaConsumer(**config._common(), group_id=None, enable_auto_commit=False,
+                                isolation_level=config.isolation_level,
+                                max_partition_fetch_bytes=max(config.max_message_bytes + 64 * 1024, 1024 * 1024))
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return []
+        ordered = sorted(parts)
+        tp = TopicPartition(topic, DefaultPartitioner()(key, ordered, ordered))
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        start = max(begin, end - records)
+        if start >= end:
+            return []
+        consumer.seek(tp, start)
+        out: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.request_timeout_ms / 1000
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise StateError(f"timed out reading the tail of {topic}[{tp.partition}]")
+            data = await consumer.getmany(tp, timeout_ms=200)
+            out += [m.value for m in data.get(tp, []) if m.key == key and m.value is not None]
+        return out
+    finally:
+        await consumer.stop()
 
 
 # --- per-partition state snapshots ----------------------------------------------------------------------

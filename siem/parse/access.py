@@ -90,11 +90,11 @@ def _request(ev: Event, req: str) -> None:
 
 
 def _status_bytes(ev: Event, status: str, size: str) -> None:
-    if status.isdigit() and len(status) <= 3:
+    if status.isascii() and status.isdigit() and len(status) <= 3:
         ev["http.response.status_code"] = int(status)
     elif status != "-":
         note(ev, f"invalid status code {clip(status, 20)!r}")
-    if size.isdigit() and len(size) < 19:
+    if size.isascii() and size.isdigit() and len(size) < 19:
         ev["http.response.body.bytes"] = int(size)
     elif size != "-":
         note(ev, f"invalid body size {clip(size, 20)!r}")
@@ -169,9 +169,9 @@ def _first(obj: dict[str, object], keys: tuple[str, ...]) -> str | None:
 def _json_time(v: str, ctx: ParseContext) -> int | str:
     if "/" in v:
         return ts.clf_ms(v)
-    if v[:1].isdigit() and "-" not in v[:5]:
+    if v[:1].isascii() and v[:1].isdigit() and "-" not in v[:5]:
         sec, _, frac = v.partition(".")
-        if sec.isdigit() and len(sec) <= 11 and (not frac or frac.isdigit()):  # nginx $msec: seconds.millis
+        if sec.isascii() and sec.isdigit() and len(sec) <= 11 and (not frac or frac.isascii() and frac.isdigit()):  # nginx $msec: seconds.millis
             return int(sec) * 1000 + (int((frac + "00")[:3]) if frac else 0)
         return f"not a time: {clip(v, 40)!r}"
     return ts.iso_ms(v, ctx.tz)

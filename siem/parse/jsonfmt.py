@@ -190,7 +190,7 @@ def timestamp_value(v: object, ctx: ParseContext) -> int | str:
     if isinstance(v, (int, float)):
         return ts.epoch_number_ms(v)
     if isinstance(v, str):
-        if v.isdigit() and len(v) < 19:
+        if v.isascii() and v.isdigit() and len(v) < 19:
             return ts.epoch_number_ms(int(v))
         return ts.iso_ms(v, ctx.tz)
     return f"@timestamp has type {type(v).__name__}"
@@ -212,7 +212,7 @@ def parse_json(text: str, ctx: ParseContext) -> Event:
     ev: Event = {}
     fl.into(ev)
     for key, value in list(ev.items()):
-        if isinstance(value, str) and FIELDS.get(key) == LONG and value.isdigit() and len(value) < 19:
+        if isinstance(value, str) and FIELDS.get(key) == LONG and value.isascii() and value.isdigit() and len(value) < 19:
             ev[key] = int(value)
     stamp = ev.get("@timestamp")
     got = timestamp_value(stamp, ctx) if stamp is not None else "missing @timestamp; reference time used"
@@ -267,7 +267,7 @@ def parse_journald(text: str, ctx: ParseContext) -> Event:
         return error_event(text, "journald", f"JSON value is a {type(obj).__name__}, not an object", ctx)
     ev: Event = {"@timestamp": 0, "event.original": text}
     rt = _jstr(obj.get("__REALTIME_TIMESTAMP"))
-    if rt is not None and rt.isdigit() and len(rt) < 19:
+    if rt is not None and rt.isascii() and rt.isdigit() and len(rt) < 19:
         ev["@timestamp"] = int(rt) // 1000
     else:
         ev["@timestamp"] = now_ms(ctx)
@@ -280,7 +280,7 @@ def parse_journald(text: str, ctx: ParseContext) -> Event:
     prog = _jstr(obj.get("SYSLOG_IDENTIFIER")) or _jstr(obj.get("_COMM"))
     pid = _jstr(obj.get("_PID")) or _jstr(obj.get("SYSLOG_PID"))
     if pid:
-        if pid.isdigit() and len(pid) <= 10:
+        if pid.isascii() and pid.isdigit() and len(pid) <= 10:
             ev["process.pid"] = int(pid)
         else:
             ev["log.syslog.procid"] = pid
@@ -291,8 +291,8 @@ def parse_journald(text: str, ctx: ParseContext) -> Event:
     ev["message"] = msg
     prio = _jstr(obj.get("PRIORITY"))
     fac = _jstr(obj.get("SYSLOG_FACILITY"))
-    if prio is not None and prio.isdigit() and int(prio) < 8:
-        f = int(fac) if fac is not None and fac.isdigit() and int(fac) < 24 else 1
+    if prio is not None and prio.isascii() and prio.isdigit() and int(prio) < 8:
+        f = int(fac) if fac is not None and fac.isascii() and fac.isdigit() and int(fac) < 24 else 1
         ev.update(PRI_FIELDS[f * 8 + int(prio)])
     for src, dst in _JOURNALD_EXTRA.items():
         v = _jstr(obj.get(src))

@@ -66,14 +66,14 @@ def _wall_ms() -> int:
 
 def _set_pri(ev: Event, pri: str) -> None:
     """Validate a PRI (the text between < and >) and add its fields, or note the problem."""
-    if pri.isdigit() and len(pri) <= 3 and (pri == "0" or pri[0] != "0") and int(pri) < 192:
+    if pri.isascii() and pri.isdigit() and len(pri) <= 3 and (pri == "0" or pri[0] != "0") and int(pri) < 192:
         ev.update(PRI_FIELDS[int(pri)])
     else:
         note(ev, f"invalid PRI <{pri[:8]}>")
 
 
 def _set_pid(ev: Event, pid: str) -> None:
-    if pid.isdigit() and len(pid) <= 10:
+    if pid.isascii() and pid.isdigit() and len(pid) <= 10:
         ev["process.pid"] = int(pid)
     else:
         ev["log.syslog.procid"] = pid

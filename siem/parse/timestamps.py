@@ -206,7 +206,7 @@ def clf_ms(text: str) -> int | str:
         base = _clf_minutes.get(text[:17] + text[20:])
         if type(base) is int:
             ss = text[18:20]
-            if ss.isdigit() and ss <= "60":
+            if ss.isascii() and ss.isdigit() and ss <= "60":
                 return base + int(ss) * 1000
     m = _CLF_MATCH(text)
     if m is None:

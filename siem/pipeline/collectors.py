@@ -46,9 +46,14 @@ async def start_input(spec: InputSpec, state_dir: Path, sink: Sink, positions: d
     return RunningInput(spec, collector, task=task)
 
 
-async def stop_input(inp: RunningInput) -> None:
+async def stop_input(inp: RunningInput, drain_s: float = 0.0) -> None:
+    """Stop one collector; network inputs first read on for up to `drain_s` (what their senders still
+    have in flight), the others finish the record in hand."""
     try:
-        await inp.collector.stop()
+        if inp.spec.type == "syslog":
+            await inp.collector.stop(drain_s)
+        else:
+            await inp.collector.stop()
         if inp.task is not None:
             if not inp.task.done():
                 inp.task.cancel()

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-import orjson
 
 from siem import metrics
 from siem.alert.record import Alert
@@ -36,7 +35,7 @@ from siem.engine.runtime import Engine
 from siem.errors import StateError
 from siem.log.checkpoint import ForkedCheckpoint
 from siem.log.local import LocalLog
-from siem.pipeline.records import Positions, Watermark, decode_record
+from siem.pipeline.records import Positions, Watermark, decode_record, split_header, with_header
 from siem.pipeline.stores import LocalStateStore
 from siem.schema import Event
 from siem.timeutil import monotonic_ms, wall_ms
@@ -44,6 +43,7 @@ from siem.timeutil import monotonic_ms, wall_ms
 log = logging.getLogger(__name__)
 
 UNBOUNDED_LATENESS_MS = 10**15
+FIRST_CHECKPOINT_MS = 2_000  # after the start, the first checkpoint is due this soon (then every interval)
 _STATE_MAGIC = b"SIEMD1\n"
 MIN_TS = -(2**62)
 
@@ -66,20 +66,14 @@ class Cadence:
 
 def wrap_state(engine_state: bytes, positions: dict[str, dict]) -> bytes:
     """The checkpoint's state: the input positions it covers, then the engine snapshot."""
-    head = orjson.dumps(positions)
-    return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + engine_state
+    return with_header(_STATE_MAGIC, positions, engine_state)
 
 
 def unwrap_state(state: bytes) -> tuple[bytes, dict[str, dict]]:
     if not state.startswith(_STATE_MAGIC):
         return state, {}
-    n = int.from_bytes(state[len(_STATE_MAGIC): len(_STATE_MAGIC) + 4], "big")
-    start = len(_STATE_MAGIC) + 4
-    try:
-        positions = orjson.loads(state[start: start + n])
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"checkpoint input positions are corrupt: {exc}") from exc
-    return state[start + n:], positions if isinstance(positions, dict) else {}
+    positions, engine_state = split_header(_STATE_MAGIC, state, "checkpoint input positions")
+    return engine_state, positions if isinstance(positions, dict) else {}  # type: ignore[return-value]
 
 
 def scan_tail(lg: LocalLog, from_offset: int, chunk: int = 4096) -> tuple[dict[str, dict], int, int]:
@@ -108,13 +102,15 @@ class LocalEvaluator:
     """The embedded evaluator: reads the local log from the checkpoint on, evaluates, checkpoints."""
 
     def __init__(self, state_dir: Path, lg: LocalLog, ruleset: RuleSet, sink: AlertSink, cadence: Cadence,
-                 future_skew_ms: int, *, on_alerts: Callable[[list[Alert]], None] | None = None) -> None:
+                 future_skew_ms: int, *, on_alerts: Callable[[list[Alert]], None] | None = None,
+                 max_pending: int | None = None) -> None:
         self.state_dir = state_dir
         self.log = lg
         self.sink = sink
         self.cadence = cadence
         self.on_alerts = on_alerts  # new alerts, e.g. printed by `siem run --print-alerts`
-        self.engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=future_skew_ms)
+        self.engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=future_skew_ms,
+                             max_pending=max_pending)
         self.store = LocalStateStore(state_dir)
         self.next_offset = lg.start_offset
         self.positions: dict[str, dict] = {}  # input -> positions covering the log below next_offset
@@ -122,6 +118,13 @@ class LocalEvaluator:
         self.reload_rules: RuleSet | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_offset = -1
+        self.beat_ms = monotonic_ms()  # the loop's last turn: a stalled engine or checkpoint writer stops it
+        self.checkpointed_ms = monotonic_ms()  # when the last checkpoint was written (or the start)
+        metrics.CHECKPOINT_AGE.set_function(lambda: (monotonic_ms() - self.checkpointed_ms) / 1000)
+
+    def stalled_ms(self) -> int:
+        """How long the loop has not turned (0 while it turns); read by the watchdog."""
+        return monotonic_ms() - self.beat_ms
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -129,6 +132,13 @@ class LocalEvaluator:
         """Restore the checkpoint (blocking); returns what the log says beyond it (see scan_tail), with the
         checkpoint's positions under the tail's."""
         ck = self.store.read()
+        if ck is not None and ck.offset < self.log.start_offset:
+            # retention only deletes checkpointed segments, so this checkpoint is older than the log
+            # (restored from a backup?): resuming would silently skip the records in between
+            raise StateError(
+                f"checkpoint in {self.state_dir} is at log offset {ck.offset} but the log starts at "
+                f"{self.log.start_offset}: the checkpoint is older than the log; move it aside to start with "
+                f"empty windows from the oldest record")
         if ck is not None:
             engine_state, self.positions = unwrap_state(ck.state)
             self.engine.restore(engine_state)
@@ -154,9 +164,11 @@ class LocalEvaluator:
         batch_end = self.next_offset
         first_read_ms = 0
         since_ckpt = 0
-        last_ckpt_ms = monotonic_ms()
+        # the first checkpoint comes soon after the start, so a crash early on does not replay the whole log
+        last_ckpt_ms = monotonic_ms() - c.checkpoint_interval_ms + min(FIRST_CHECKPOINT_MS, c.checkpoint_interval_ms)
         advance_to: int | None = None
         while True:
+            self.beat_ms = monotonic_ms()
             if self.reload_rules is not None:
                 rules, self.reload_rules = self.reload_rules, None
                 await asyncio.to_thread(engine.replace_rules, rules)
@@ -191,7 +203,6 @@ class LocalEvaluator:
                     since_ckpt >= c.checkpoint_records or now - last_ckpt_ms >= c.checkpoint_interval_ms):
                 await self.checkpoint_in_background()
                 since_ckpt, last_ckpt_ms = 0, now
-            metrics.CHECKPOINT_AGE.set((now - last_ckpt_ms) / 1000)
             if intake_done.is_set() and caught_up and not batch and batch_end >= lg.end_offset:
                 return
             if caught_up and not batch:
@@ -260,6 +271,7 @@ class LocalEvaluator:
     def _checkpoint_written(self, offset: int) -> None:
         self.log.commit(offset)
         self._ckpt_offset = offset
+        self.checkpointed_ms = monotonic_ms()
         log.debug("checkpoint", extra={"offset": offset})
 
     async def checkpoint_in_background(self) -> None:

@@ -14,9 +14,8 @@ loop: a collector is then either between records (its positions cover exactly wh
 queue) or suspended inside a ``put`` (that record is neither queued nor covered). So each append ends
 with positions that cover exactly the records before them: a log that keeps them (LocalLog) lets the
 inputs resume from the last positions in the log after a crash, neither re-reading nor skipping a line.
-The positions are also written to the inputs' own state files once the append is durable (the only
-resume point when the log cannot keep them, as on Kafka: a crash between the broker's acknowledgement
-and that write sends those records again).
+The positions are also written to the inputs' own state files once the append is durable, so a lost log
+does not mean reading every file again; the log's positions win at a restart.
 
 Watermark. Every append that carries events, and every quiet interval, may end with a Watermark record
 from :class:`~siem.pipeline.watermark.SourceWatermark`: the engine moves only with those.
@@ -37,7 +36,7 @@ from siem import metrics
 from siem.collect import INPUT_TYPES, RawRecord
 from siem.config import DaemonConfig, InputSpec
 from siem.errors import SiemError
-from siem.pipeline.collectors import RunningInput
+from siem.pipeline.collectors import RunningInput, stop_input
 from siem.pipeline.records import Positions, Watermark, encode_record
 from siem.pipeline.watermark import SourceWatermark
 from siem.timeutil import monotonic_ms, wall_ms
@@ -63,12 +62,15 @@ class EventLog(Protocol):
 
     async def idle(self) -> None: ...  # nothing to append for a while: the log's own timed work (fsync policy)
 
+    def give_up(self) -> None: ...  # stop retrying a refused append: it raises StateError instead (shutdown)
+
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
     events: list[bytes]  # encoded event records
     times: dict[tuple[str, str], int]  # newest event time per source (input, origin)
     counts: dict[tuple[str, str], tuple[int, int]]  # (input, format) -> (parsed, failed)
+    future: int = 0  # events dated ahead of the wall clock by more than the allowed lateness
 
 
 def parse_context(daemon: DaemonConfig) -> object:
@@ -80,12 +82,16 @@ def parse_context(daemon: DaemonConfig) -> object:
     return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None)
 
 
-def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
-    """Parse raw records into encoded events (runs in a thread or a parse worker process)."""
+def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
+                  ahead_ms: int = 2**62) -> Parsed:
+    """Parse raw records into encoded events (runs in a thread or a parse worker process). A source's
+    event time counts for the watermark up to `limit_ms` (now + future_skew); events dated after
+    `ahead_ms` (now + lateness) are counted as dated in the future."""
     from siem.parse import parse  # noqa: PLC0415
     events: list[bytes] = []
     times: dict[tuple[str, str], int] = {}
     counts: dict[tuple[str, str], tuple[int, int]] = {}
+    future = 0
     for rec in items:
         ev = parse(rec.format, rec.data, ctx, rec.input)  # type: ignore[arg-type]
         ev["event.ingested"] = rec.received_ms
@@ -98,7 +104,8 @@ def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_input
         if type(ts) is int:
             key = (rec.input, rec.origin)
             times[key] = max(times.get(key, ts), min(ts, limit_ms))  # type: ignore[type-var]
-    return Parsed(events, times, counts)
+            future += ts > ahead_ms  # type: ignore[operator]
+    return Parsed(events, times, counts, future)
 
 
 def _worker_init() -> None:
@@ -126,16 +133,18 @@ class ParsePool:
         self._pool = (ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                           initializer=_worker_init) if self.workers else None)
 
-    async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str]) -> Parsed:
+    async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
+                    ahead_ms: int = 2**62) -> Parsed:
         if self._pool is None or len(items) < POOL_MIN_BATCH:
-            parsed = await asyncio.to_thread(parse_records, items, ctx, limit_ms, file_inputs)
+            parsed = await asyncio.to_thread(parse_records, items, ctx, limit_ms, file_inputs, ahead_ms)
         else:
             loop = asyncio.get_running_loop()
             step = -(-len(items) // self.workers)
             parts = await asyncio.gather(*(
-                loop.run_in_executor(self._pool, parse_records, items[i: i + step], ctx, limit_ms, file_inputs)
+                loop.run_in_executor(self._pool, parse_records, items[i: i + step], ctx, limit_ms, file_inputs,
+                                     ahead_ms)
                 for i in range(0, len(items), step)))
-            parsed = Parsed([e for p in parts for e in p.events], {}, {})
+            parsed = Parsed([e for p in parts for e in p.events], {}, {}, sum(p.future for p in parts))
             for p in parts:
                 for key, ts in p.times.items():
                     parsed.times[key] = max(parsed.times.get(key, ts), ts)
@@ -187,10 +196,18 @@ class Intake:
     def idle(self) -> bool:
         return self.queue.empty() and self.written == self.enqueued
 
-    async def finish(self) -> None:
-        """After the inputs stopped: write everything still queued, the final positions, then return."""
+    async def finish(self, timeout_s: float | None = None) -> int:
+        """After the inputs stopped: write everything still queued and the final positions. With a
+        timeout (the drain bound), a log that still refuses appends then (a full disk) is given up:
+        returns the number of records that were accepted by the collectors but not logged."""
         await self.queue.put(None)
-        await self.done.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done.wait()), timeout_s)
+            return 0
+        except TimeoutError:
+            self.log.give_up()
+            await self.done.wait()
+            return self.enqueued - self.written
 
     async def run(self) -> None:
         """Take everything queued, parse it, append it with the positions and the watermark it makes."""
@@ -241,7 +258,11 @@ class Intake:
 
     async def _append(self, items: list[RawRecord], positions: list[Positions], wm: int | None = None) -> None:
         file_inputs = frozenset(n for n, i in self.inputs.items() if i.spec.type == "files")
-        parsed = await self.pool.parse(items, self.ctx, wall_ms() + self.future_skew_ms, file_inputs)
+        now = wall_ms()
+        parsed = await self.pool.parse(items, self.ctx, now + self.future_skew_ms, file_inputs,
+                                       now + self.watermark.policy.lateness_ms)
+        if parsed.future:
+            metrics.EVENTS_FUTURE.inc(parsed.future)
         self.watermark.observe(parsed.times)
         if items:
             wm = self.watermark.next()
@@ -284,3 +305,18 @@ class Intake:
         while self.last_positions.get(name) != final and monotonic_ms() < deadline:
             await asyncio.sleep(0.05)
         await self._commit_files(force=True)
+
+
+async def drain(intake: Intake, drain_timeout_ms: int) -> None:
+    """SIGTERM: stop accepting; network inputs read what their senders still have in flight (until each
+    connection is quiet), then everything queued is logged, all within `drain_timeout_ms`. A log that
+    refuses appends past the bound (a full disk) is given up on: what it did not take is logged as lost."""
+    started = monotonic_ms()
+    log.info("stopping: draining inputs and queues", extra={"bound_ms": drain_timeout_ms})
+    await asyncio.gather(*(stop_input(inp, drain_timeout_ms / 1000) for inp in list(intake.inputs.values())))
+    left_s = max(drain_timeout_ms - (monotonic_ms() - started), 1000) / 1000
+    lost = await intake.finish(left_s)
+    if lost:
+        metrics.INPUT_DROPPED.labels(input="log", reason="shutdown").inc(lost)
+        log.error("stopping: %d accepted records could not be logged within the drain bound", lost)
+    log.info("drained", extra={"ms": monotonic_ms() - started, "records": intake.written})

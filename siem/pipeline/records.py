@@ -109,3 +109,25 @@ def _legacy(doc: object) -> LogRecord | None:
         ts = doc[_LEGACY_ADVANCE]
         return Watermark("", ts) if type(ts) is int else None
     return doc
+
+
+def with_header(magic: bytes, head: object, body: bytes) -> bytes:
+    """State as data: ``magic``, a 4-byte length, a JSON header, then opaque ``body`` bytes."""
+    raw = orjson.dumps(head)
+    return magic + len(raw).to_bytes(4, "big") + raw + body
+
+
+def split_header(magic: bytes, raw: bytes, what: str) -> tuple[object, bytes]:
+    """(header, body) of :func:`with_header` output; StateError naming `what` for anything else."""
+    from siem.errors import StateError  # noqa: PLC0415
+
+    start = len(magic) + 4
+    if not raw.startswith(magic) or len(raw) < start:
+        raise StateError(f"{what}: not such a state (bad magic)")
+    n = int.from_bytes(raw[len(magic): start], "big")
+    if start + n > len(raw):
+        raise StateError(f"{what}: header runs past the end")
+    try:
+        return orjson.loads(raw[start: start + n]), raw[start + n:]
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{what}: header is corrupt: {exc}") from exc

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 import numpy as np
-import orjson
 
 from siem.alert.record import Alert
 from siem.dsl import ast
@@ -28,7 +27,7 @@ from siem.engine.batch import Batch
 from siem.engine.runtime import Engine, compile_rule, matching_rows
 from siem.errors import StateError
 from siem.pipeline.evaluator import UNBOUNDED_LATENESS_MS
-from siem.pipeline.records import Match, Watermark, encode_record
+from siem.pipeline.records import Match, Watermark, encode_record, split_header, with_header
 from siem.pipeline.watermark import MIN_TS, MergedWatermark
 from siem.schema import Event
 
@@ -95,32 +94,24 @@ class _Partition:
 def encode_partition_state(part: _Partition) -> bytes:
     """A partition's state as data: a JSON header (watermark merge, family sizes) + engine snapshots."""
     blobs = {f: e.snapshot() for f, e in sorted(part.engines.items())}
-    head = orjson.dumps({"wm": part.wm, "latest": part.merged.latest,
-                         "seen": part.merged.seen_ts, "newest": part.merged.newest_ts,
-                         "families": [[f, len(b)] for f, b in blobs.items()]})
-    return _STATE_MAGIC + len(head).to_bytes(4, "big") + head + b"".join(blobs.values())
+    head = {"wm": part.wm, "latest": part.merged.latest, "seen": part.merged.seen_ts,
+            "newest": part.merged.newest_ts, "families": [[f, len(b)] for f, b in blobs.items()]}
+    return with_header(_STATE_MAGIC, head, b"".join(blobs.values()))
 
 
 def decode_partition_state(raw: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(header, family -> engine snapshot); StateError for anything that is not such a state."""
-    if not raw.startswith(_STATE_MAGIC) or len(raw) < len(_STATE_MAGIC) + 4:
-        raise StateError("not a partition state (bad magic)")
-    n = int.from_bytes(raw[len(_STATE_MAGIC): len(_STATE_MAGIC) + 4], "big")
-    start = len(_STATE_MAGIC) + 4
-    try:
-        head = orjson.loads(raw[start: start + n])
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"partition state header is corrupt: {exc}") from exc
+    head, body = split_header(_STATE_MAGIC, raw, "partition state")
     if not isinstance(head, dict) or type(head.get("wm")) is not int or not isinstance(head.get("families"), list):
         raise StateError("partition state header has the wrong shape")
-    pos, blobs = start + n, {}
+    pos, blobs = 0, {}
     for item in head["families"]:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int
-                and 0 <= item[1] <= len(raw) - pos):
+                and 0 <= item[1] <= len(body) - pos):
             raise StateError("partition state lists a family it does not hold")
-        blobs[item[0]] = raw[pos: pos + item[1]]
+        blobs[item[0]] = body[pos: pos + item[1]]
         pos += item[1]
-    if pos != len(raw):
+    if pos != len(body):
         raise StateError("partition state has trailing bytes")
     return head, blobs
 
@@ -129,9 +120,10 @@ class Correlation:
     """The correlator's pure core: per partition, one Engine per group-by family, moved by the merged
     watermark of the matchers. Records are (partition, record time, Match | Watermark) in partition order."""
 
-    def __init__(self, ruleset: RuleSet, future_skew_ms: int | None) -> None:
+    def __init__(self, ruleset: RuleSet, future_skew_ms: int | None, max_pending: int | None = None) -> None:
         self.families = families(ruleset)
         self.future_skew_ms = future_skew_ms
+        self.max_pending = max_pending  # per engine
         self.parts: dict[Hashable, _Partition] = {}
 
     def open(self, partition: Hashable, state: bytes | None = None) -> None:
@@ -157,7 +149,7 @@ class Correlation:
             if rules is None:
                 return None
             eng = part.engines[family] = Engine(rules, lateness_ms=UNBOUNDED_LATENESS_MS,
-                                                future_skew_ms=self.future_skew_ms)
+                                                future_skew_ms=self.future_skew_ms, max_pending=self.max_pending)
             if part.wm > MIN_TS:
                 eng.advance(part.wm)
         return eng

@@ -3,9 +3,8 @@
 ================  ==========================================  =============================================
 protocol          embedded (one process)                      scale-out (roles over Kafka)
 ================  ==========================================  =============================================
-EventLog          :class:`LocalEventLog`: siem.log.local       :class:`KafkaEventLog`:
-                  segments; Positions kept in-band             ``siem.events``; positions in the inputs'
-                                                               state files after the broker's ack
+EventLog          :class:`LocalEventLog`: siem.log.local       :class:`KafkaEventLog`: the collector's
+                  segments; Positions kept in-band             ``siem.events`` partition; Positions in-band
 StateStore        :class:`LocalStateStore`: the checkpoint     :class:`siem.log.kafka.KafkaStateStore`:
                   file (siem.log.checkpoint), one partition    compacted ``siem.state``, one per partition
 ================  ==========================================  =============================================
@@ -27,9 +26,9 @@ from aiokafka.errors import KafkaError
 from siem import metrics
 from siem.errors import InputError, StateError
 from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from siem.log.kafka import KafkaProducerLog
+from siem.log.kafka import KafkaProducerLog, read_partition_tail
 from siem.log.local import LocalLog
-from siem.pipeline.records import Positions, Watermark, encode_record
+from siem.pipeline.records import Positions, Watermark, decode_record, encode_record
 
 log = logging.getLogger(__name__)
 _RETRY_S = 1.0
@@ -48,6 +47,10 @@ class LocalEventLog:
 
     def __init__(self, local: LocalLog) -> None:
         self.local = local
+        self._give_up = False
+
+    def give_up(self) -> None:
+        self._give_up = True
 
     async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
         """Append events then control records in one write. A record above max_record_bytes is dropped
@@ -64,6 +67,8 @@ class LocalEventLog:
                     sum(1 for p in payloads if len(p) > limit))
                 payloads = [p for p in payloads if len(p) <= limit]
             except StateError as exc:
+                if self._give_up:
+                    raise
                 log.error("cannot append to the log, retrying: %s", exc)
                 await asyncio.sleep(_RETRY_S)
 
@@ -98,27 +103,44 @@ class LocalStateStore:
 
 class KafkaEventLog:
     """The EventLog of the collector role: every record of one collector on one ``siem.events`` partition
-    (keyed by the collector's name), events then its Watermark records, so the matcher reads them in
-    exactly the order embedded mode logs them: per key, late events meet the engine in the same order in
-    both modes. Kafka keeps no positions: intake writes them to the inputs' state files once the broker
-    has acknowledged the records they cover."""
+    (keyed by the collector's name): events, then the Positions that cover them and its Watermark, in one
+    send, so the matcher reads them in exactly the order embedded mode logs them (per key, late events
+    meet the engine in the same order in both modes), and a restarted collector resumes from the last
+    Positions on its partition (:meth:`last_positions`), as the embedded daemon resumes from its log.
 
-    keeps_positions = False
+    Without transactions a send is not atomic: a crash while the producer has written part of a send
+    sends that part again after the restart (at most one send: ``intake_queue_size`` records)."""
+
+    keeps_positions = True
 
     def __init__(self, producer: KafkaProducerLog, topic: str, origin: str) -> None:
         self.producer = producer
         self.topic = topic
         self.key = origin.encode()
+        self._give_up = False
+
+    def give_up(self) -> None:
+        self._give_up = True
+
+    async def last_positions(self, scan_records: int = 10_000) -> dict[str, dict]:
+        """The last Positions per input on this collector's partition (within its last `scan_records`)."""
+        out: dict[str, dict] = {}
+        for raw in await read_partition_tail(self.producer.config, self.topic, self.key, scan_records):
+            rec = decode_record(raw)
+            if isinstance(rec, Positions):
+                out[rec.input] = rec.positions
+        return out
 
     async def append(self, events: list[bytes], control: list[Positions | Watermark]) -> None:
-        items = [(self.key, p) for p in events] + [(self.key, encode_record(c)) for c in control
-                                                   if isinstance(c, Watermark)]
+        items = [(self.key, p) for p in events] + [(self.key, encode_record(c)) for c in control]
         while True:
             try:
                 if items:
                     await self.producer.send_many(self.topic, items)  # type: ignore[arg-type]
                 return
             except KafkaError as exc:  # broker away: the whole batch again (duplicates absorbed downstream)
+                if self._give_up:
+                    raise StateError(f"cannot send to {self.topic}: {exc}") from exc
                 log.error("cannot send to %s, retrying: %s", self.topic, exc)
                 await asyncio.sleep(_RETRY_S)
 
