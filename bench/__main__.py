@@ -10,6 +10,7 @@ Sections (README "Benchmark" explains each figure):
   multicore  the daemon backfilling a file with parse_workers = 0 and = one per CPU
   sec        SEC vs our engine, 1 and 50 SSH brute-force rules, same sshd file, same detections?
   memory     1,000,000 live window keys: RSS
+  snapshot   Engine.snapshot()/restore() of 200,000 threshold keys: the data format vs the pickle it replaced
   daemon     the real daemon: max sustained rate over syslog TCP, latency at 50% of it
   profile    cProfile of the end-to-end replay of the sshd file: hottest stage and functions
 Figures are medians of --runs runs (CPU time of the measuring process unless marked wall).
@@ -37,7 +38,7 @@ from bench.rulegen import shipped_pack
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SECTIONS = ("formats", "scaling", "multicore", "sec", "memory", "daemon", "profile")
+SECTIONS = ("formats", "scaling", "multicore", "sec", "memory", "snapshot", "daemon", "profile")
 FORMATS = (("syslog", "sshd"), ("nginx", "nginx"), ("cloudtrail", "cloudtrail"))
 TARGET_RATE = {"syslog": 150_000, "nginx": 150_000, "cloudtrail": 60_000}
 
@@ -55,6 +56,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sec-lines", type=int, default=None, help="sshd file for SEC and profile")
     ap.add_argument("--sources", type=int, default=50_000, help="key cardinality: distinct sshd sources")
     ap.add_argument("--memory-keys", type=int, default=None)
+    ap.add_argument("--snapshot-keys", type=int, default=None)
     ap.add_argument("--daemon-seconds", type=float, default=None)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=None)
     ap.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # set by _isolated()
@@ -66,6 +68,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.cloudtrail_lines = a.cloudtrail_lines or (1_000 if q else 60_000)
     a.sec_lines = a.sec_lines or (3_000 if q else 100_000)
     a.memory_keys = a.memory_keys or (20_000 if q else 1_000_000)
+    a.snapshot_keys = a.snapshot_keys or (5_000 if q else 200_000)
     a.daemon_seconds = a.daemon_seconds or (2.0 if q else 20.0)
     a.sources = min(a.sources, 2_000) if q else a.sources
     return a
@@ -254,6 +257,14 @@ def print_table(res: dict) -> None:
     if mem and "live_keys" in mem:
         p(f"\nMemory: {mem['live_keys']:,} live window keys, RSS {mem['rss_after_mib']:,.0f} MiB "
           f"(before {mem['rss_before_mib']:.0f} MiB, {mem['bytes_per_key']:.0f} bytes/key)")
+    sn = res.get("snapshot")
+    if sn and "keys" in sn:
+        p(f"\nSnapshot of {sn['keys']:,} window keys: data {sn['data_bytes'] / 2**20:.1f} MiB, encode "
+          f"{sn['data_encode_s']:.2f}s, restore {sn['data_decode_s']:.2f}s (checks included); pickle "
+          f"{sn['pickle_bytes'] / 2**20:.1f} MiB, {sn['pickle_encode_s']:.2f}s, {sn['pickle_decode_s']:.2f}s; "
+          f"data/pickle: size {sn['size_ratio']:.2f}x, encode {sn['encode_ratio']:.2f}x, decode {sn['decode_ratio']:.2f}x")
+    elif sn:
+        p(f"\nSnapshot: {sn.get('error')}")
     d = res.get("daemon")
     if d and "max_sustained_events_per_s" in d:
         lat = (f"p50 {d['p50_s']:.3f}s p95 {d['p95_s']:.3f}s p99 {d['p99_s']:.3f}s "
@@ -276,7 +287,7 @@ def print_table(res: dict) -> None:
           + ", ".join(f"{k} {v:.0%}" for k, v in pr["stage_share"].items()))
         sn = pr["snapshot_after_replay"]
         p(f"  Engine.snapshot() after it: {sn['window_keys']:,} window keys, {sn['bytes'] / 2**20:.1f} MiB "
-          f"in {sn['seconds']:.2f}s (what a forked checkpoint writer pickles while the daemon goes on)")
+          f"in {sn['seconds']:.2f}s (what a forked checkpoint writer encodes while the daemon goes on)")
         for r in pr["top"][:10]:
             p(f"  {r['own_share']:6.1%}  {r['calls']:>9,}  {r['function']}")
         en = pr.get("engine_1000_rules")
@@ -346,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
             res["memory"] = run_module("bench.memory", "--keys", str(a.memory_keys))
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             res["memory"] = {"error": str(exc)}
+    if "snapshot" in sections:
+        log(f"snapshot: {a.snapshot_keys:,} threshold keys, data format vs pickle")
+        try:
+            res["snapshot"] = run_module("bench.snapshot", "--keys", str(a.snapshot_keys), "--runs", str(a.runs))
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            res["snapshot"] = {"error": str(exc)}
     if "daemon" in sections:
         from bench import daemon_latency  # noqa: PLC0415
 

@@ -22,7 +22,7 @@ def profile_e2e(fmt: str, path: Path, ruleset: RuleSet, top: int = 15) -> dict:
     engines: list = []
     with tempfile.TemporaryFile() as out:
         result = prof.runcall(end_to_end, fmt, path, ruleset, out, keep=engines)
-    # what a daemon checkpoint costs with this state: Engine.snapshot() (pickle of all window state)
+    # what a daemon checkpoint costs with this state: Engine.snapshot() (all window state, encoded)
     t0 = time.perf_counter()
     blob = engines[0].snapshot()
     snap_s = time.perf_counter() - t0

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("reload", "siem.ctl.reload", "reload rules and config of the running daemon (SIGHUP)"),
     ("status", "siem.ctl.status", "summary of the running daemon from its metrics"),
     ("log", "siem.log.commands", "verify or dump the durable log, show the engine checkpoint (read-only)"),
+    ("state", "siem.ctl.state", "check the engine checkpoint, or convert one an earlier release pickled"),
 ]
 
 

@@ -59,8 +59,9 @@ PID_FILE = "siem.pid"
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: bool = False) -> None:
+                 print_alerts: bool = False, start_fresh: bool = False) -> None:
         self.config = config
+        self.start_fresh = start_fresh  # a refused checkpoint is set aside instead of stopping the start
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
         self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
@@ -93,7 +94,7 @@ class Daemon:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
                                         d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
-                                        max_pending=d.max_pending_events)
+                                        max_pending=d.max_pending_events, start_fresh=self.start_fresh)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
         watermark.sent, watermark.newest = last_wm, newest
@@ -284,9 +285,10 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None, print_alerts: bool = False) -> int:
+def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None, print_alerts: bool = False,
+               start_fresh: bool = False) -> int:
     """`siem run` in embedded mode: serve until SIGTERM. Exit codes: 0 clean, 1 state or runtime failure."""
-    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts)
+    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, start_fresh=start_fresh)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except (StateError, OSError) as exc:

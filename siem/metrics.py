@@ -142,6 +142,13 @@ CHECKPOINT_CORRUPT = Counter(
     "siem_checkpoint_corrupt_total", "Corrupt or wrong-version checkpoints discarded on a fresh start.",
     registry=REGISTRY,
 )
+STATE_REFUSED = Counter(
+    "siem_state_refused_total",
+    "State snapshots and checkpoints refused on load (reason: legacy_pickle, not_a_snapshot, version, truncated, "
+    "zero_filled, checksum, malformed).",
+    ["reason"],
+    registry=REGISTRY,
+)
 KAFKA_POISON = Counter(
     "siem_kafka_poison_messages_total",
     "Kafka messages skipped because they cannot be used (reason: not_json, oversized, bad_header, ...).",

@@ -104,14 +104,14 @@ class DaemonProc:
         config = write_config(base / "siem.toml", settings, inputs, extra)
         return cls(base, config, {**os.environ, **(env or {})})
 
-    def start(self, wait_ready: bool = True) -> DaemonProc:
+    def start(self, wait_ready: bool = True, args: tuple[str, ...] = ()) -> DaemonProc:
         self.starts += 1
         self.stderr_path = self.base / f"daemon-{self.starts}.log"
         run_file = self.state_dir / "run.json"
         if run_file.exists():
             run_file.unlink()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "siem", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "siem", "run", "--config", str(self.config), *args],
             cwd=self.base, env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"),
         )
         if wait_ready:

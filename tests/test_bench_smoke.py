@@ -33,6 +33,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert [r["rules"] for r in res["sec"]["rows"]] == [1, 50]
     assert all(r["same_sources"] and r["sources_equal_attackers"] for r in res["sec"]["rows"])
     assert res["memory"]["live_keys"] == res["memory"]["keys_fed"]
+    assert res["snapshot"]["keys"] == 5_000 and res["snapshot"]["data_bytes"] > 0 and res["snapshot"]["decode_ratio"] > 0
     assert res["daemon"]["probes"] > 0 and res["daemon"]["probes_alerted"] == res["daemon"]["probes"]
     assert res["profile"]["top"] and res["profile"]["hottest_stage"] in res["profile"]["stage_share"]
     assert {t["status"] for t in res["targets"]} <= {"PASS", "MISS", "n/a"} and len(res["targets"]) >= 10

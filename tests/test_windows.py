@@ -381,49 +381,6 @@ def test_shared_state_survives_snapshot_and_reload_per_rule() -> None:
     assert [(a.rule_id, a.count) for a in second.process(fails("1.1.1.1", [3]))] == [("bf_strict", 2)]
 
 
-def test_version_4_snapshot_with_per_rule_state_is_restored() -> None:
-    """Snapshots written before state was shared (version 4: one state per rule, windows pickled as
-    [ts, vals, samples]) are read: each rule continues its own window."""
-    import pickle
-
-    import numpy as np
-
-    from siem.engine.windows import _Window
-    from tests.engine_support import engine
-
-    eng = engine(TUNED)
-    fp = {r.id: r.fingerprint for r in eng.rules}
-    two = fails("1.1.1.1", [0, 1])
-    old_window = _Window.__new__(_Window)
-    old_window.__setstate__((None, {"ts": [e["@timestamp"] for e in two], "vals": {"user.name": ["root", "root"]},
-                                    "samples": two}))  # how the slotted dataclass of version 4 pickled
-    state = {
-        "version": 4, "max_ts": T0 + S, "wm": T0 + S, "seq": 2,
-        "pending": ([], np.empty(0, np.int64), np.empty(0, np.int64)),
-        "rules": {"bf": (fp["bf"], {"state": {"1.1.1.1": old_window}}, {}),
-                  "bf_strict": (fp["bf_strict"], {"state": {"1.1.1.1": (T0 + S, (), two[1])}}, {})},
-    }
-    eng.restore(pickle.dumps(state))
-    # bf held 0s and 1s, bf_strict only 1s
-    assert [(a.rule_id, a.count) for a in eng.process(fails("1.1.1.1", [2, 3]))] == [("bf", 3)]
-    assert [(a.rule_id, a.count) for a in eng.process(fails("1.1.1.1", [4, 5]))] == [("bf_strict", 4), ("bf", 3)]
-    assert len(eng.correlators()) == 2  # states restored per rule stay apart
-
-
-def test_a_snapshot_written_by_version_4_continues_its_windows() -> None:
-    """tests/data/engine/snapshot-v4-bf.pickle was written by the engine before state was shared (rule BF,
-    1.1.1.1 failed at 0s and 1s, 2.2.2.2 at 0s): after an upgrade both windows go on."""
-    from pathlib import Path
-
-    from tests.engine_support import engine
-
-    eng = engine(BF)
-    eng.restore((Path(__file__).parent / "data" / "engine" / "snapshot-v4-bf.pickle").read_bytes())
-    alerts = eng.process(fails("1.1.1.1", [2]) + fails("2.2.2.2", [1, 2]))
-    assert [(a.count, a.first_ms - T0, a.group) for a in alerts] == [
-        (3, 0, (("source.ip", "1.1.1.1"),)), (3, 0, (("source.ip", "2.2.2.2"),))]
-
-
 def test_a_reload_that_parts_rules_sharing_state_gives_each_its_own_copy() -> None:
     """Two identical `absent` rules share one state; a reload that changes one's message (not its logic,
     so its state is kept) puts them in different correlators, which must not share the saved state."""

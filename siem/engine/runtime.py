@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import re
 from dataclasses import dataclass
 from itertools import repeat
@@ -30,16 +29,14 @@ from siem.alert.record import Alert, alert_id
 from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.dsl.loader import RuleSet, render_template, template_fields
+from siem.engine import snapshot
 from siem.engine.batch import Batch
+from siem.engine.snapshot import Malformed, SampleTable, StateData, array_data, fields, int_, list_, map_, str_
 from siem.engine.windows import Correlator, Fire, Member, make_correlator, member, share_key
-from siem.errors import StateError
 from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 5  # 2: threshold windows hold plain lists; 3: window state keeps compact samples;
-# 4: a threshold key seen once is a tuple; 5: state per correlator, shared by its member rules
-READABLE_SNAPSHOTS = (3, 4, SNAPSHOT_VERSION)  # 3 and 4: state per rule, each its own correlator
 EXPIRE_EVERY_MS = 60_000  # event time between sweeps of idle window keys
 _MIN_TS = -(2**62)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
@@ -381,31 +378,61 @@ class Engine:
     # --- state ------------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """Everything needed to continue after a restart: pending events, watermark, window state."""
-        state = {
-            "version": SNAPSHOT_VERSION,
+        """Everything needed to continue after a restart: pending events, watermark, window state and
+        suppression, as data in the format of siem.engine.snapshot (kind ENGINE; its schema is there)."""
+        samples = SampleTable()
+        groups = [{"rules": {r.id: r.fingerprint for r in rules}, "kind": corr.KIND, "state": corr.to_data(samples)}
+                  for corr, rules in self.correlators().values()]
+        return snapshot.encode(snapshot.ENGINE, {
             "max_ts": self.max_ts,
             "wm": self.wm,
             "seq": self.seq,
-            "pending": (self.pending_events, self.pending_ts, self.pending_seq),
-            "rules": self._rule_states(),
-        }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            "pending": {"events": snapshot.events_data(self.pending_events), "ts": array_data(self.pending_ts),
+                        "seq": array_data(self.pending_seq)},
+            "samples": snapshot.events_data(samples.events),
+            "groups": groups,
+            "suppress": {r.id: {"fingerprint": r.fingerprint, "until": list(r.suppress.items())} for r in self.rules},
+        })
 
     def restore(self, blob: bytes) -> None:
+        """Continue from a snapshot() of an engine with these or other rules (rules whose fingerprint
+        changed start empty). All or nothing: a blob that is not a valid snapshot (corrupt, crafted, a pickle
+        of an earlier release) raises StateError saying why, counted in siem_state_refused_total, and
+        leaves the engine as it was."""
+        with snapshot.paused_gc():
+            self._restore(blob)
+
+    def _restore(self, blob: bytes) -> None:
+        body = snapshot.decode(blob, snapshot.ENGINE, "engine snapshot")
         try:
-            state = pickle.loads(blob)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt snapshot
-            raise StateError(f"engine snapshot is corrupt: {exc}") from exc
-        if not isinstance(state, dict) or state.get("version") not in READABLE_SNAPSHOTS:
-            raise StateError("engine snapshot has an unknown version")
-        self.max_ts, self.wm, self.seq = state["max_ts"], state["wm"], state["seq"]
-        self.pending_events, self.pending_ts, self.pending_seq = state["pending"]
-        rules = state["rules"]
-        if state["version"] < 5:  # one state per rule: each becomes a correlator of its own
-            rules = {"groups": [({rid: fp}, cs) for rid, (fp, cs, _) in rules.items() if cs is not None],
-                     "suppress": {rid: (fp, sup) for rid, (fp, _, sup) in rules.items()}}
-        self._adopt(rules)
+            top = fields(body, "engine snapshot", ("max_ts", "wm", "seq", "pending", "samples", "groups", "suppress"))
+            clock = [int_(top["max_ts"], "max_ts", _MIN_TS), int_(top["wm"], "wm", _MIN_TS), int_(top["seq"], "seq", 0)]
+            pend = fields(top["pending"], "pending", ("events", "ts", "seq"))
+            events = snapshot.events(pend["events"], "pending.events")
+            pending = (events, snapshot.array(pend["ts"], "pending.ts", len(events)),
+                       snapshot.array(pend["seq"], "pending.seq", len(events)))
+            samples = snapshot.events(top["samples"], "samples")
+            groups: list[tuple[dict[str, str], Any]] = []
+            for i, g in enumerate(list_(top["groups"], "groups")):
+                g = fields(g, f"groups[{i}]", ("rules", "kind", "state"))
+                members = map_(g["rules"], f"groups[{i}].rules")
+                for rid, fp in members.items():
+                    str_(fp, f"groups[{i}].rules[{rid!r}]")
+                where = f"groups[{i}] (rules {', '.join(members)})"
+                groups.append((members, StateData(str_(g["kind"], f"{where}.kind"), map_(g["state"], f"{where}.state"),
+                                                  samples, where)))
+            suppress = {rid: _suppression(s, f"suppress[{rid!r}]")
+                        for rid, s in map_(top["suppress"], "suppress").items()}
+            before = self._rule_states()
+            try:
+                self._adopt({"groups": groups, "suppress": suppress})
+            except Malformed:
+                self._adopt(before)
+                raise
+        except Malformed as exc:
+            raise snapshot.refuse("malformed", f"engine snapshot: {exc}") from None
+        self.max_ts, self.wm, self.seq = clock
+        self.pending_events, self.pending_ts, self.pending_seq = pending
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Hot reload: new rules; window state kept for rules whose computation did not change."""
@@ -441,15 +468,43 @@ class Engine:
         for (_, i), rules in together.items():
             corr = make_correlator([r.member for r in rules if r.member is not None], self.sample_size)
             if i is not None:
-                # a saved state goes to one correlator; members that now differ (a `first_seen` rule whose
-                # message aggregates another field) take copies
-                corr.set_state(saved[i][1] if i not in adopted else corr.copy_of(saved[i][1]))
+                got = saved[i][1]
+                if isinstance(got, StateData):  # from a snapshot: checked against the rules it goes to
+                    if got.kind != corr.KIND:
+                        raise Malformed(f"{got.where}: {got.kind!r} state for {corr.KIND} rules")
+                    try:
+                        corr.set_state(corr.from_data(got))
+                    except Malformed as exc:
+                        raise Malformed(f"{got.where}: {exc}") from None
+                else:
+                    # a saved state goes to one correlator; members that now differ (a `first_seen` rule whose
+                    # message aggregates another field) take copies
+                    corr.set_state(got if i not in adopted else corr.copy_of(got))
                 adopted.add(i)
             for r in rules:
                 r.correlator = corr
 
 
 _NO_ROWS = np.empty(0, np.int64)
+
+
+def _suppression(v: object, what: str) -> tuple[str, dict[Any, int]]:
+    """A rule's saved suppression: (fingerprint, {key: muted until}); a key is a tuple of str or of
+    (field, value) pairs of str (_alert)."""
+    m = fields(v, what, ("fingerprint", "until"))
+    until: dict[Any, int] = {}
+    for i, pair in enumerate(list_(m["until"], f"{what}.until")):
+        key, t = list_(pair, f"{what}.until[{i}]", 2)
+        parts = []
+        for x in list_(key, f"{what}.until[{i}] key"):
+            if type(x) is list and len(x) == 2 and type(x[0]) is str and type(x[1]) is str:
+                parts.append(tuple(x))
+            elif type(x) is str:
+                parts.append(x)
+            else:
+                raise Malformed(f"{what}.until[{i}]: a key part must be a str or a [field, value] pair of str")
+        until[tuple(parts)] = int_(t, f"{what}.until[{i}] time")
+    return str_(m["fingerprint"], f"{what}.fingerprint"), until
 
 
 def matching_rows(rules: list[CompiledRule], batch: Batch) -> list[np.ndarray]:

@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,6 +38,8 @@ import numpy as np
 from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.engine.batch import Batch, sample
+from siem.engine.snapshot import (SCALARS, Malformed, SampleTable, StateData, array, array_data, fields, int_, ints,
+                                  keyed, keys, list_, map_, strs, value)
 from siem.schema import Event
 
 Key = Any  # the value of a single `by` field, or a tuple of values for several
@@ -133,6 +136,7 @@ class Correlator(ABC):
     Members other than a threshold's have identical specs: `spec` and `agg_fields` are theirs."""
 
     STATE = ("state",)  # the attributes that are the correlator's state (snapshots, splits)
+    KIND = ""  # its name in snapshots (siem.engine.snapshot)
 
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         self.members = list(members)
@@ -149,6 +153,16 @@ class Correlator(ABC):
         for name in self.STATE:
             if name in saved:
                 setattr(self, name, saved[name])
+
+    @abstractmethod
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """The state as plain data for a snapshot (siem.engine.snapshot): maps, arrays, scalars, samples as
+        indexes into `samples`. Each kind documents its schema here."""
+
+    @abstractmethod
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        """The inverse of to_data, checked against this correlator's rule: a state for set_state, built from
+        new objects; Malformed (saying where) when the data breaks the schema."""
 
     def split(self, rules: set[str]) -> Correlator:
         """Move the members `rules` to a new correlator with a copy of the state (their rows differ now)."""
@@ -229,14 +243,6 @@ class _Window:
         self.base = base
         self.resets = resets  # member rule -> position of the first event its next window may use
 
-    def __getstate__(self) -> tuple[object, ...]:
-        return (self.ts, self.vals, self.samples, self.base, self.resets)
-
-    def __setstate__(self, state: Any) -> None:
-        if len(state) == 2 and state[0] is None:  # version 3/4 snapshots: (None, {slot: value}), no resets
-            state = (state[1]["ts"], state[1]["vals"], state[1]["samples"], 0, None)
-        self.ts, self.vals, self.samples, self.base, self.resets = state
-
 
 def _aggregates(vals: dict[str, list[object]], lo: int, hi: int, fields: tuple[str, ...]) -> dict[str, object]:
     out: dict[str, object] = {}
@@ -295,6 +301,7 @@ class ThresholdCorrelator(Correlator):
     one pass; several measures, averages and percentiles test every window ending at a new event."""
 
     STATE = ("state", "agg_fields")
+    KIND = "threshold"
 
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
@@ -322,6 +329,72 @@ class ThresholdCorrelator(Correlator):
     def set_state(self, saved: dict[str, Any]) -> None:
         self.state = saved["state"]
         self._conform(tuple(saved.get("agg_fields", self.agg_fields)))
+
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """``{fields: [str], once: {keys: [key], ts: array, vals: [[value per key] per field], samples: array},
+        timelines: [[key, timeline]]}``. `fields` are the aggregated fields, in the order of `vals`. `once`
+        holds the keys seen once, column by column (most keys: a table decodes several times faster than
+        an entry per key). A timeline is ``{ts: [int], vals: {field: [value per ts]}, samples: [sample], base:
+        int, resets: {rule: int} | nil}``: times non-decreasing, a member's reset in (base, base + len(ts)]."""
+        once = [(k, v) for k, v in self.state.items() if type(v) is tuple]
+        timelines = [[k, {"ts": w.ts, "vals": w.vals, "samples": samples.refs(w.samples), "base": w.base,
+                          "resets": w.resets}] for k, w in self.state.items() if isinstance(w, _Window)]
+        entries = [v for _, v in once]
+        cols = [list(c) for c in zip(*[v[1] for v in entries])] if entries else [[] for _ in self.agg_fields]
+        refs = samples.refs([v[2] for v in entries])
+        return {"fields": list(self.agg_fields),
+                "once": {"keys": [k for k, _ in once], "ts": array_data(np.array([v[0] for v in entries], np.int64)),
+                         "vals": cols, "samples": array_data(np.array(refs, np.int64))},
+                "timelines": timelines}
+
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        d = fields(saved.data, "state", ("fields", "once", "timelines"))
+        had = tuple(strs(d["fields"], "fields"))
+        if len(set(had)) != len(had):
+            raise Malformed(f"fields: {list(had)} names a field twice")
+        sample, arity = saved.sample, len(self.spec.by)
+
+        def values(col: object, what: str, count: int) -> list[object]:
+            for x in list_(col, what, count):
+                if type(x) not in SCALARS:
+                    value(x, what)
+            return col  # type: ignore[return-value]
+
+        once = fields(d["once"], "once", ("keys", "ts", "vals", "samples"))
+        ks = keys(once["keys"], "once.keys", arity)
+        n = len(ks)
+        times = array(once["ts"], "once.ts", n).tolist()
+        cols = [values(c, f"once.vals[{had[j]!r}]", n)
+                for j, c in enumerate(list_(once["vals"], "once.vals", len(had)))]
+        smp = saved.sample_list(array(once["samples"], "once.samples", n), "once.samples")
+        state: dict[Key, Any] = dict(zip(ks, zip(times, zip(*cols) if cols else repeat((), n), smp)))
+        if len(state) != n:
+            raise Malformed(f"once.keys: {n - len(state)} duplicate keys")
+
+        def timeline(v: object) -> _Window:
+            w = fields(v, "timeline", ("ts", "vals", "samples", "base", "resets"))
+            ts = ints(w["ts"], "ts")
+            if not ts:
+                raise Malformed("ts: a timeline holds at least one event")
+            if any(a > b for a, b in zip(ts, ts[1:])):
+                raise Malformed("ts: times decrease")
+            vals = map_(w["vals"], "vals")
+            if set(vals) != set(had):
+                raise Malformed(f"vals: fields {sorted(vals)}, expected {sorted(had)}")
+            for f, col in vals.items():
+                values(col, f"vals[{f!r}]", len(ts))
+            base = int_(w["base"], "base", 0)
+            resets = w["resets"]
+            if resets is not None:
+                for r, at in map_(resets, "resets").items():
+                    int_(at, f"resets[{r!r}]", base + 1, base + len(ts))
+            return _Window(ts, vals, [sample(s) for s in list_(w["samples"], "samples")], base, resets or None)
+
+        lines = keyed(d["timelines"], "timelines", arity, timeline)
+        state.update(lines)
+        if len(state) != n + len(lines):
+            raise Malformed("timelines: a key also seen once")
+        return {"state": state, "agg_fields": had}
 
     def _conform(self, had: tuple[str, ...]) -> None:
         """Make the state hold exactly this correlator's fields, in its order (members left or joined,
@@ -583,6 +656,7 @@ class SequenceCorrelator(Correlator):
     """
 
     STATE = ("state", "seq")
+    KIND = "sequence"
 
     @staticmethod
     def _copy_entry(entry: Any) -> Any:
@@ -594,6 +668,31 @@ class SequenceCorrelator(Correlator):
         # key -> per step: list of (ts, seq, event)
         self.state: dict[Key, list[list[tuple[int, int, Event]]]] = {}
         self.seq = 0
+
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """``{seq: int, keys: [[key, [[[time, seq, sample]] per step]]]}``: one list per step of the rule,
+        each entry's seq between 1 and the correlator's."""
+        ref = samples.ref
+        return {"seq": self.seq,
+                "keys": [[k, [[[t, s, ref(e)] for t, s, e in step] for step in steps]]
+                         for k, steps in self.state.items()]}
+
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        d = fields(saved.data, "state", ("seq", "keys"))
+        seq = int_(d["seq"], "seq", 0)
+        n_steps, sample = len(self.spec.steps), saved.sample
+
+        def entry(v: object) -> list[list[tuple[int, int, Event]]]:
+            out = []
+            for j, step in enumerate(list_(v, "steps", n_steps)):
+                got = []
+                for x in list_(step, f"step {j + 1}"):
+                    t, s, e = list_(x, f"step {j + 1} entry", 3)
+                    got.append((int_(t, "time"), int_(s, "seq", 1, seq), sample(e)))
+                out.append(got)
+            return out
+
+        return {"state": keyed(d["keys"], "keys", len(self.spec.by), entry), "seq": seq}
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec
@@ -717,6 +816,22 @@ class SequenceCorrelator(Correlator):
 class AbsentCorrelator(Correlator):
     """Fires when a key that was seen stays silent for longer than W of event time."""
 
+    KIND = "absent"
+
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """``{keys: [[key, [last seen, sample]]]}``."""
+        ref = samples.ref
+        return {"keys": [[k, [t, ref(e)]] for k, (t, e) in self.state.items()]}
+
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        d = fields(saved.data, "state", ("keys",))
+
+        def entry(v: object) -> tuple[int, Event]:
+            t, e = list_(v, "entry", 2)
+            return (int_(t, "last seen"), saved.sample(e))
+
+        return {"state": keyed(d["keys"], "keys", len(self.spec.by), entry)}
+
     @staticmethod
     def _copy_entry(entry: Any) -> Any:
         return entry  # (last seen, sample): replaced, never changed
@@ -762,6 +877,23 @@ class FirstSeenCorrelator(Correlator):
     """A value of `field` never seen for the key before, once the key has a learning history."""
 
     MAX_VALUES_PER_KEY = 10_000
+    KIND = "first_seen"
+
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """``{keys: [[key, [first seen, [value]]]]}``: the values seen (sorted; at most MAX_VALUES_PER_KEY)."""
+        return {"keys": [[k, [t, sorted(seen)]] for k, (t, seen) in self.state.items()]}
+
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        d = fields(saved.data, "state", ("keys",))
+
+        def entry(v: object) -> tuple[int, set[str]]:
+            t, seen = list_(v, "entry", 2)
+            got = set(strs(seen, "values"))
+            if not 0 < len(got) <= self.MAX_VALUES_PER_KEY:
+                raise Malformed(f"values: {len(got)} values, expected 1 to {self.MAX_VALUES_PER_KEY}")
+            return (int_(t, "first seen"), got)
+
+        return {"state": keyed(d["keys"], "keys", len(self.spec.by), entry)}
 
     @staticmethod
     def _copy_entry(entry: Any) -> Any:
@@ -800,6 +932,27 @@ class FirstSeenCorrelator(Correlator):
 
 class SpikeCorrelator(Correlator):
     """Count in the current window-sized bucket exceeds factor x the mean of the baseline buckets."""
+
+    KIND = "spike"
+
+    def to_data(self, samples: SampleTable) -> dict[str, Any]:
+        """``{keys: [[key, [first bucket, [[bucket, count]], bucket fired]]]}`` (buckets are time // window)."""
+        return {"keys": [[k, [first, list(counts.items()), fired]] for k, (first, counts, fired) in self.state.items()]}
+
+    def from_data(self, saved: StateData) -> dict[str, Any]:
+        d = fields(saved.data, "state", ("keys",))
+
+        def entry(v: object) -> tuple[int, dict[int, int], int]:
+            first, pairs, fired = list_(v, "entry", 3)
+            counts: dict[int, int] = {}
+            for p in list_(pairs, "counts"):
+                b, c = list_(p, "count", 2)
+                counts[int_(b, "bucket")] = int_(c, "count", 1)
+            if len(counts) != len(pairs):
+                raise Malformed("counts: a bucket appears twice")
+            return (int_(first, "first bucket"), counts, int_(fired, "bucket fired"))
+
+        return {"state": keyed(d["keys"], "keys", len(self.spec.by), entry)}
 
     @staticmethod
     def _copy_entry(entry: Any) -> Any:

@@ -5,9 +5,9 @@ fsync dir), a restart resumes reading the log exactly after the last event the s
 no event is counted twice into a window and none is skipped.
 
 A running daemon writes its checkpoints from a forked child (``ForkedCheckpoint``): fork() gives the child a
-copy-on-write image of the window state at that instant, the child pickles and writes it while the daemon
+copy-on-write image of the window state at that instant, the child encodes and writes it while the daemon
 goes on evaluating, and the daemon renames the file into place once the child succeeded (and the log is
-fsync'ed up to the offset). Pickling a million window keys takes seconds; fork() takes milliseconds, so a
+fsync'ed up to the offset). Encoding a million window keys takes seconds; fork() takes milliseconds, so a
 checkpoint no longer stalls evaluation (the p99 event-to-alert latency of bench/daemon_latency.py).
 
 File layout (big-endian)::
@@ -17,16 +17,18 @@ File layout (big-endian)::
     offset  u64      next log offset to read (records below it are inside ``state``)
     length  u64      len(state)
     crc     u32      CRC-32 of every byte before it plus the state
-    state   bytes    the engine's snapshot() output, opaque here
+    state   bytes    the engine's snapshot() output (siem.engine.snapshot), opaque here
 
 A checkpoint that is truncated, zero-filled, altered or of another version is refused with StateError
-(the daemon must not silently start with empty windows: that would miss or repeat alerts) unless the
-caller passes ``start_fresh=True``; then the bad file is moved aside to ``checkpoint.bad-<unix ms>`` and
-counted in metrics.CHECKPOINT_CORRUPT, and load returns None.
+(the daemon must not silently start with empty windows: that would miss or repeat alerts), counted in
+siem_state_refused_total{reason}, unless the caller passes ``start_fresh=True``; then the bad file is moved
+aside to ``checkpoint.bad-<unix ms>`` and counted in metrics.CHECKPOINT_CORRUPT, and load returns None.
+restore_checkpoint does the same for a state the engine refuses to restore.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"SIEMCKPT"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint"
+FRESH_HINT = ("to start anyway with empty windows (alerts in progress are lost, the log is evaluated again from "
+              "its oldest record), run `siem run --start-fresh` once: the bad file is kept as checkpoint.bad-<ms>")
 _HEAD = struct.Struct(">8sIQQ")
 _CRC = struct.Struct(">I")
 
@@ -68,27 +72,32 @@ def encode_checkpoint(offset: int, state: bytes) -> bytes:
     return head + _CRC.pack(crc) + state
 
 
+def _refused(reason: str, message: str) -> StateError:
+    metrics.STATE_REFUSED.labels(reason=reason).inc()
+    return StateError(message)
+
+
 def decode_checkpoint(raw: bytes, where: str = "checkpoint") -> Checkpoint:
-    """Parse a checkpoint file's bytes; StateError saying what is wrong otherwise."""
+    """Parse a checkpoint file's bytes; StateError saying what is wrong otherwise (counted)."""
     fixed = _HEAD.size + _CRC.size
     if len(raw) < fixed:
-        raise StateError(f"{where} is truncated ({len(raw)} bytes, a header needs {fixed})")
+        raise _refused("truncated", f"{where} is truncated ({len(raw)} bytes, a header needs {fixed})")
     magic, version, offset, length = _HEAD.unpack_from(raw, 0)
     if magic != MAGIC:
         if not raw.strip(b"\0"):
-            raise StateError(f"{where} is zero-filled (lost in a crash before it reached the disk?)")
-        raise StateError(f"{where} is not a siem checkpoint (bad magic {magic!r})")
+            raise _refused("zero_filled", f"{where} is zero-filled (lost in a crash before it reached the disk?)")
+        raise _refused("not_a_snapshot", f"{where} is not a siem checkpoint (bad magic {magic!r})")
     if version != FORMAT_VERSION:
-        raise StateError(
-            f"{where} has format version {version}, this siem reads version {FORMAT_VERSION}; "
-            "start fresh to discard it (window state is lost)"
+        raise _refused(
+            "version", f"{where} has format version {version}, this siem reads version {FORMAT_VERSION}; "
+            "discard it with `siem run --start-fresh` (window state is lost)"
         )
     if len(raw) != fixed + length:
-        raise StateError(f"{where} is truncated or padded: {len(raw)} bytes, header says {fixed + length}")
+        raise _refused("truncated", f"{where} is truncated or padded: {len(raw)} bytes, header says {fixed + length}")
     (crc,) = _CRC.unpack_from(raw, _HEAD.size)
     state = raw[fixed:]
     if zlib.crc32(state, zlib.crc32(raw[: _HEAD.size])) != crc:
-        raise StateError(f"{where} fails its checksum (corrupted on disk)")
+        raise _refused("checksum", f"{where} fails its checksum (corrupted on disk)")
     return Checkpoint(offset, state)
 
 
@@ -112,14 +121,38 @@ def load_checkpoint(directory: str | Path, *, start_fresh: bool = False) -> Chec
     except StateError as exc:
         if not start_fresh:
             raise
-        metrics.CHECKPOINT_CORRUPT.inc()
-        aside = path.with_name(f"{FILENAME}.bad-{time.time_ns() // 1_000_000}")
-        try:
-            os.replace(path, aside)
-        except OSError as move_exc:
-            raise StateError(f"cannot move bad checkpoint {path} aside: {move_exc.strerror or move_exc}") from exc
-        log.error("%s; starting fresh, the bad file is kept as %s", exc, aside)
+        _set_aside(path, exc)
         return None
+
+
+def restore_checkpoint(directory: str | Path, restore: Callable[[Checkpoint], None], *,
+                       start_fresh: bool = False) -> Checkpoint | None:
+    """Load the checkpoint and give it to `restore` (which raises StateError for one it refuses, changing
+    nothing). Returns the checkpoint restored, None when there is none. A bad checkpoint raises
+    StateError saying what is wrong and what to do, unless start_fresh: then it is moved aside, counted and
+    None is returned."""
+    try:
+        ck = load_checkpoint(directory, start_fresh=start_fresh)
+        if ck is not None:
+            restore(ck)
+    except StateError as exc:
+        if not start_fresh:
+            if "--start-fresh" in str(exc):
+                raise
+            raise StateError(f"{exc}; {FRESH_HINT}") from exc
+        _set_aside(checkpoint_path(directory), exc)
+        return None
+    return ck
+
+
+def _set_aside(path: Path, exc: StateError) -> None:
+    metrics.CHECKPOINT_CORRUPT.inc()
+    aside = path.with_name(f"{FILENAME}.bad-{time.time_ns() // 1_000_000}")
+    try:
+        os.replace(path, aside)
+    except OSError as move_exc:
+        raise StateError(f"cannot move bad checkpoint {path} aside: {move_exc.strerror or move_exc}") from exc
+    log.error("%s; starting fresh, the bad file is kept as %s", exc, aside)
 
 
 class ForkedCheckpoint:
@@ -156,6 +189,7 @@ def _child_write(tmp: Path, offset: int, make_state: Callable[[], bytes]) -> Non
     answers for it."""
     code = 1
     try:
+        gc.disable()  # the child exits when done: a collection would only walk (and so copy) the daemon's pages
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)

@@ -33,7 +33,7 @@ from siem.config import DaemonConfig
 from siem.dsl.loader import RuleSet
 from siem.engine.runtime import Engine
 from siem.errors import StateError
-from siem.log.checkpoint import ForkedCheckpoint
+from siem.log.checkpoint import Checkpoint, ForkedCheckpoint
 from siem.log.local import LocalLog
 from siem.pipeline.records import Positions, Watermark, decode_record, split_header, with_header
 from siem.pipeline.stores import LocalStateStore
@@ -103,7 +103,7 @@ class LocalEvaluator:
 
     def __init__(self, state_dir: Path, lg: LocalLog, ruleset: RuleSet, sink: AlertSink, cadence: Cadence,
                  future_skew_ms: int, *, on_alerts: Callable[[list[Alert]], None] | None = None,
-                 max_pending: int | None = None) -> None:
+                 max_pending: int | None = None, start_fresh: bool = False) -> None:
         self.state_dir = state_dir
         self.log = lg
         self.sink = sink
@@ -111,7 +111,7 @@ class LocalEvaluator:
         self.on_alerts = on_alerts  # new alerts, e.g. printed by `siem run --print-alerts`
         self.engine = Engine(ruleset, lateness_ms=UNBOUNDED_LATENESS_MS, future_skew_ms=future_skew_ms,
                              max_pending=max_pending)
-        self.store = LocalStateStore(state_dir)
+        self.store = LocalStateStore(state_dir, start_fresh=start_fresh)
         self.next_offset = lg.start_offset
         self.positions: dict[str, dict] = {}  # input -> positions covering the log below next_offset
         self.alerts = 0
@@ -131,17 +131,20 @@ class LocalEvaluator:
     def restore(self) -> tuple[dict[str, dict], int, int]:
         """Restore the checkpoint (blocking); returns what the log says beyond it (see scan_tail), with the
         checkpoint's positions under the tail's."""
-        ck = self.store.read()
-        if ck is not None and ck.offset < self.log.start_offset:
-            # retention only deletes checkpointed segments, so this checkpoint is older than the log
-            # (restored from a backup?): resuming would silently skip the records in between
-            raise StateError(
-                f"checkpoint in {self.state_dir} is at log offset {ck.offset} but the log starts at "
-                f"{self.log.start_offset}: the checkpoint is older than the log; move it aside to start with "
-                f"empty windows from the oldest record")
-        if ck is not None:
-            engine_state, self.positions = unwrap_state(ck.state)
+        def restore(ck: Checkpoint) -> None:  # all or nothing: the engine refuses a bad state unchanged
+            if ck.offset < self.log.start_offset:
+                # retention only deletes checkpointed segments, so this checkpoint is older than the log
+                # (restored from a backup?): resuming would silently skip the records in between
+                raise StateError(
+                    f"checkpoint in {self.state_dir} is at log offset {ck.offset} but the log starts at "
+                    f"{self.log.start_offset}: the checkpoint is older than the log; move it aside to start with "
+                    f"empty windows from the oldest record")
+            engine_state, positions = unwrap_state(ck.state)
             self.engine.restore(engine_state)
+            self.positions = positions
+
+        ck = self.store.restore(restore)
+        if ck is not None:
             self.next_offset = ck.offset
             if ck.offset > self.log.end_offset:
                 self.log.advance_to(ck.offset)  # the log lost its unsynced tail in an OS crash

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Hashable, Iterable, Protocol
+from typing import Callable, Hashable, Iterable, Protocol
 
 from aiokafka.errors import KafkaError
 
 from siem import metrics
 from siem.errors import InputError, StateError
-from siem.log.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from siem.log.checkpoint import Checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from siem.log.kafka import KafkaProducerLog, read_partition_tail
 from siem.log.local import LocalLog
 from siem.pipeline.records import Positions, Watermark, decode_record, encode_record
@@ -89,6 +89,11 @@ class LocalStateStore:
 
     def read(self) -> Checkpoint | None:
         return load_checkpoint(self.state_dir, start_fresh=self.start_fresh)
+
+    def restore(self, restore: Callable[[Checkpoint], None]) -> Checkpoint | None:
+        """read(), then restore(checkpoint); one it refuses (StateError) stops the start with what to do, or
+        with start_fresh is set aside like a corrupt file (siem.log.checkpoint.restore_checkpoint)."""
+        return restore_checkpoint(self.state_dir, restore, start_fresh=self.start_fresh)
 
     def write(self, offset: int, state: bytes) -> None:
         save_checkpoint(self.state_dir, offset, state)
