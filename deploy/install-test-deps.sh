@@ -12,6 +12,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
 # rsyslog's OpenSSL stream driver: tests/test_syslog_tls.py forwards from rsyslogd to siem over TLS
 compgen -G "/usr/lib/*/rsyslog/lmnsd_ossl.so" >/dev/null || need+=(rsyslog-openssl)
+# rsyslog's RELP output (omrelp, the real RELP client): tests/test_relp.py forwards from rsyslogd to siem
+compgen -G "/usr/lib/*/rsyslog/omrelp.so" >/dev/null || need+=(rsyslog-relp)
 # systemd-analyze (verify, security) and systemd-sysusers for tests/test_deploy_systemd.py
 command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null || need+=(systemd)
 # systemd-journal-remote writes the real journal files that tests/test_journald.py follows with journalctl

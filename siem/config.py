@@ -3,7 +3,7 @@
 Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
 
     [daemon]           here (DaemonConfig)
-    [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, files, cloudtrail, journald)
+    [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, relp, files, cloudtrail, journald)
     [log]              siem.log.local (the embedded durable log)
     [alerting]         siem.alert.config (alert log, routes, secrets from urls_env / urls_file)
     [kafka]            siem.log.kafka (scale-out roles only)
@@ -309,7 +309,7 @@ def _check_ports(inputs: list[InputSpec], daemon: DaemonConfig | None, issues: l
     """Two listeners on one address, port and transport cannot both bind."""
     seen: dict[tuple[str, str, int], str] = {}
     for spec in inputs:
-        if spec.type != "syslog":
+        if spec.type not in ("syslog", "relp"):
             continue
         cfg = spec.config
         transport = "udp" if getattr(cfg, "protocol", "") == "udp" else "tcp"

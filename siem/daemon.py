@@ -48,7 +48,7 @@ from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
 from siem.service import Notifier, watchdog_loop
-from siem.statefile import write_json_atomic
+from siem.statefile import make_private_dirs, write_atomic, write_json_atomic
 from siem.timeutil import monotonic_ms
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Daemon:
         """Lock the state directory, open the log, restore the checkpoint, build the stages."""
         d = self.config.daemon
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.state_dir)
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.state_dir)
@@ -118,7 +118,8 @@ class Daemon:
     async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
         intake = self._intake()
         for spec in specs:
-            inp = await start_input(spec, self.state_dir, intake.sink, intake.last_positions.get(spec.name))
+            inp = await start_input(spec, self.state_dir, intake.sink, intake.last_positions.get(spec.name),
+                                    durable=intake.durable)
             intake.inputs[spec.name] = inp
             log.info("input started", extra={"input": spec.name, "type": spec.type,
                                              **({"port": inp.port} if inp.port is not None else {})})
@@ -133,7 +134,7 @@ class Daemon:
             "inputs": {n: {"type": i.spec.type, "port": i.port} for n, i in inputs.items()},
             "config": self.config_path,
         })
-        (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        write_atomic(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
     # --- reload -----------------------------------------------------------------------------------
 

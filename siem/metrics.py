@@ -70,6 +70,14 @@ INPUT_ERRORS = Counter(
     "siem_input_errors_total", "Errors an input survived (I/O, TLS, decompression).", ["input", "reason"],
     registry=REGISTRY,
 )
+RELP_UNACKED = Counter(
+    "siem_relp_unacked_total", "RELP messages in the log whose ack was never sent (the connection ended first); "
+    "the client sends each again.", ["input"], registry=REGISTRY,
+)
+RELP_DUPLICATES = Counter(
+    "siem_relp_duplicates_total", "RELP messages of a new session repeating the unacknowledged tail of the "
+    "previous session from the same address (appended again).", ["input"], registry=REGISTRY,
+)
 INPUT_LAST_EVENT = Gauge(
     "siem_input_last_event_timestamp_seconds", "Wall-clock time an input last received data.", ["input"],
     registry=REGISTRY,

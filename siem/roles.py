@@ -60,6 +60,7 @@ from siem.log.kafka import (
 from siem.log.local import DirLock
 from siem.pipeline.collectors import start_input, stop_input
 from siem.pipeline.intake import drain
+from siem.statefile import make_private_dirs, write_atomic
 from siem.pipeline.intake import Intake, ParsePool, parse_context
 from siem.pipeline.records import Watermark, decode_record, encode_record
 from siem.pipeline.routing import ORIGIN_TIMEOUT_MS, Correlation, Routing
@@ -125,7 +126,7 @@ class CollectorRole:
         self.intake.last_positions.update(positions)
         for spec in self.config.inputs:
             self.intake.inputs[spec.name] = await start_input(spec, self.state_dir, self.intake.sink,
-                                                              positions.get(spec.name))
+                                                              positions.get(spec.name), durable=self.intake.durable)
         self._task = asyncio.create_task(self.intake.run(), name="intake")
 
     async def step(self) -> None:
@@ -348,7 +349,7 @@ def build_role(config: Config, ruleset: RuleSet, state_dir: Path) -> Role:
 async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> int:
     role = config.daemon.role
     state_dir = Path(config.daemon.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(state_dir)
     lock = DirLock(state_dir)
     notifier = Notifier.from_env()
     try:
@@ -383,7 +384,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
         write_json_atomic(state_dir / "run.json", {"pid": os.getpid(), "role": role, "metrics_port": metrics_port,
                                                   "metrics_address": config.daemon.metrics_address,
                                                   "inputs": {}, "config": config_path})
-        (state_dir / "siem.pid").write_text(f"{os.getpid()}\n")
+        write_atomic(state_dir / "siem.pid", f"{os.getpid()}\n".encode())
         metrics.RULES_LOADED.set(len(ruleset.rules))
         watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: f"role {role}"))
         notifier.ready(f"role {role} running")

@@ -74,9 +74,11 @@ def errors(server: SyslogServer, reason: str) -> float:
     return metrics.value("siem_input_errors_total", input=server.name, reason=reason)
 
 
-async def send_tcp(port: int, payload: bytes, close: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a TCP connection to 127.0.0.1:port, write payload, optionally close the write side."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send_tcp(port: int, payload: bytes, close: bool = True, local_addr: tuple[str, int] | None = None,
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP connection to 127.0.0.1:port (from local_addr, e.g. another loopback address: another
+    source), write payload, optionally close the write side."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local_addr)
     writer.write(payload)
     await writer.drain()
     if close:

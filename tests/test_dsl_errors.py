@@ -85,6 +85,47 @@ def test_deep_nesting_is_refused() -> None:
     assert {c for *_, c in issues_of(src)} == {"too-deep"}
 
 
+def _deep(kind: str, n: int) -> str:
+    cond = 'user.name == "x"'
+    if kind == "not":
+        return "not " * n + cond
+    if kind == "paren":
+        return "(" * n + cond + ")" * n
+    return "not (" * n + cond + ")" * n
+
+
+@pytest.mark.parametrize("n", [150, 1000, 100_000])
+@pytest.mark.parametrize("kind", ["not", "paren", "mixed"])
+def test_any_nesting_depth_is_a_located_issue_in_rules_check(tmp_path: Path, kind: str, n: int,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """150, 1,000 or 100,000 chained `not`s or parentheses: `rules check` exits 1 with file:line:col, no
+    traceback (the depth scan runs before the recursive parser)."""
+    f = tmp_path / "deep.rules"
+    f.write_text("# deep\nrule r {\n  when " + _deep(kind, n) + "\n}\n")
+    assert main(["rules", "check", str(f)]) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert f"{f}:3:" in text and "error[too-deep]" in text
+    assert "Traceback" not in text and "RecursionError" not in text
+
+
+def test_nesting_at_the_limit_loads() -> None:
+    """32 levels load: 32 nots, 32 parentheses, 16 `not (`; strings, regexes and comments do not count."""
+    for src in (_deep("not", 32), _deep("paren", 32), _deep("mixed", 16)):
+        assert load_texts({"r.rules": f"rule r {{ when {src} }}"}).rules
+    assert load_texts({"r.rules": 'rule r { when user.name == "' + "(" * 40 + '" and url.path matches /'
+                       + "(" * 40 + "a" + ")" * 40 + "/ # " + "(" * 40 + "\n}"}).rules
+    assert {c for *_, c in issues_of("rule r { when " + _deep("not", 33) + " }")} == {"too-deep"}
+
+
+def test_macros_nesting_macros_past_the_limit_are_an_issue_at_the_reference() -> None:
+    """Each macro within the text limit, but 2,000 of them chained: an Issue where the rule uses the
+    outermost one, not a RecursionError while expanding, compiling or evaluating."""
+    src = 'macro m0 = user.name == "x"\n' + "".join(f"macro m{i} = not not m{i - 1}\n" for i in range(1, 2000))
+    src += "rule r {\n  when m1999\n}\n"
+    assert issues_of(src) == [(2002, 8, "too-deep")]
+
+
 def test_sequence_needs_two_steps_and_threshold_at_least_one() -> None:
     """Impossible sequences and thresholds are load-time errors."""
     src = 'rule r { sequence within 5m by source.ip { user.name == "a" count >= 0 } }'

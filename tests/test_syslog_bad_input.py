@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from siem import metrics
-from siem.collect import RawRecord, Sink
+from siem.collect import RawRecord, Sink, syslog
 from siem.collect.syslog import HEADER_SLACK, Protocol, SyslogConfig, SyslogServer
 from syslog_support import dropped, errors, send_tcp, serving, unique_name, wait_until
 
@@ -45,11 +45,12 @@ def test_bad_octet_counts_are_counted_and_kept() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_octet_count_above_max_is_truncated_and_stream_stays_in_sync() -> None:
-    """Case 2: a count above max_message_bytes delivers max bytes, skips the rest, counts oversized."""
+def test_octet_count_above_max_is_refused_and_the_stream_resyncs() -> None:
+    """Case 2: a count above max_message_bytes is refused at once (oversized_count); the frame is read as
+    a line up to the next LF (truncated to max), and what follows the LF is intact."""
     config = SyslogConfig(protocol="tcp", port=0, max_message_bytes=1024)
-    data, counts = run(_stream(b"5000 " + b"O" * 5000 + b"8 <13>next", config))
-    assert (data, counts) == ([b"O" * 1024, b"<13>next"], {"oversized": 1, "truncated": 0, "bad_frame": 0})
+    data, counts = run(_stream(b"5000 " + b"O" * 5000 + b"\n8 <13>next", config))
+    assert (data, counts) == ([b"5000 " + b"O" * 1019, b"<13>next"], {"oversized": 1, "truncated": 0, "bad_frame": 0})
 
 
 @pytest.mark.timeout(30)
@@ -91,7 +92,7 @@ def test_ten_mib_line_without_delimiter_keeps_memory_bounded() -> None:
 
 
 async def _idle_flood(limit: int, idle: int) -> tuple[list[bytes], float, int, int]:
-    config = SyslogConfig(protocol="tcp", port=0, max_connections=limit)
+    config = SyslogConfig(protocol="tcp", port=0, max_connections=limit, max_connections_per_source=0)
     async with serving(config) as (server, sink):
         idlers = []
         for _ in range(idle):
@@ -379,3 +380,100 @@ async def _stop_with_stuck_sink() -> tuple[float, int]:
 def test_stop_with_stuck_sink_gives_up_after_grace_and_counts() -> None:
     """A sink that never returns: stop() ends after its grace time; the 3 messages are counted as lost."""
     assert asyncio.run(_stop_with_stuck_sink()) == (3, 0)
+
+
+# --- fair sharing (issue 15.8) --------------------------------------------------------------------
+
+
+async def _squatters(distinct_sources: bool) -> tuple[list[bytes], float, float, int]:
+    """200 connections that each send one line and stay open, then a fresh sender from 127.0.0.1."""
+    config = SyslogConfig(protocol="tcp", port=0)  # the defaults: 200 connections, 32 per source
+    async with serving(config) as (server, sink):
+        squat = []
+        for i in range(200):
+            local = f"127.0.{1 + i // 250}.{2 + i % 250}" if distinct_sources else "127.0.0.2"
+            try:
+                squat.append(await send_tcp(server.port, b"<13>squat %d\n" % i, close=False,
+                                            local_addr=(local, 0)))
+            except ConnectionError:
+                pass
+        await wait_until(lambda: errors(server, "source_limit") + len(sink.records) >= 200)
+        await asyncio.sleep(0.7)  # > EVICT_SILENT_S as patched by the test
+        before = len(sink.records)
+        _, writer = await send_tcp(server.port, b"<13>fresh sender\n", close=False)
+        await wait_until(lambda: b"<13>fresh sender" in sink.data)
+        data = sink.data[before:]
+        result = data, errors(server, "source_limit"), errors(server, "evicted"), server.connection_count
+        writer.close()
+        for _, w in squat:
+            w.close()
+        return result
+
+
+@pytest.mark.timeout(60)
+def test_200_squatters_from_one_host_do_not_lock_out_a_fresh_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-source limit on by default: one host keeps 32 connections, the other 168 are refused at once."""
+    monkeypatch.setattr(syslog, "EVICT_SILENT_S", 0.5)
+    data, source_limit, evicted, conns = run(_squatters(distinct_sources=False))
+    assert data == [b"<13>fresh sender"]
+    assert (source_limit, evicted, conns) == (168, 0, 33)
+
+
+@pytest.mark.timeout(60)
+def test_200_squatters_from_200_hosts_do_not_lock_out_a_fresh_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slot taken by a connection that sent one line and went silent: the one silent longest is
+    evicted for the fresh sender."""
+    monkeypatch.setattr(syslog, "EVICT_SILENT_S", 0.5)
+    data, source_limit, evicted, conns = run(_squatters(distinct_sources=True))
+    assert data == [b"<13>fresh sender"]
+    assert (source_limit, evicted, conns) == (0, 1, 200)
+
+
+async def _lying_count() -> tuple[list[bytes], list[bytes], float]:
+    async with serving(TCP) as (server, sink):
+        _, liar = await send_tcp(server.port, b"9999999999 x\n", close=False)
+        _, honest = await send_tcp(server.port, b"", close=False)
+        lines = [b"<13>line %d" % i for i in range(10_000)]
+        for i in range(0, 10_000, 1000):
+            chunk = b"".join(ln + b"\n" for ln in lines[i:i + 1000])
+            liar.write(chunk)
+            honest.write(chunk)
+            await asyncio.gather(liar.drain(), honest.drain())
+        await wait_until(lambda: len(sink.records) >= 20_001)
+        by_origin: dict[str, list[bytes]] = {}
+        for r in sink.records:
+            by_origin.setdefault(r.origin, []).append(r.data)
+        liar_port = liar.get_extra_info("sockname")[1]
+        mine = by_origin.pop(f"127.0.0.1:{liar_port}")
+        (theirs,) = by_origin.values()
+        liar.close()
+        honest.close()
+        return mine, theirs, errors(server, "oversized_count")
+
+
+@pytest.mark.timeout(60)
+def test_a_lying_octet_count_costs_only_its_own_line(caplog: pytest.LogCaptureFixture) -> None:
+    """`9999999999 x` then 10,000 lines: the liar's own lines all arrive, and so do those of another
+    connection sending at the same time; counted, and logged naming the peer."""
+    with caplog.at_level("WARNING", logger="siem.collect.syslog"):
+        mine, theirs, count = run(_lying_count())
+    lines = [b"<13>line %d" % i for i in range(10_000)]
+    assert mine == [b"9999999999 x"] + lines
+    assert theirs == lines
+    assert count == 1
+    assert [r.getMessage() for r in caplog.records if "octet count" in r.getMessage()][0].endswith(
+        ")") and "peer 127.0.0.1:" in caplog.text
+
+
+def test_peer_log_is_rate_limited_and_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    peer_log = syslog.PeerLog("t", every_s=10, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="siem.collect.syslog"):
+        logged = [peer_log("evicted", f"10.0.0.{i}:1") for i in range(5)]
+        now[0] = 10.0
+        logged.append(peer_log("evicted", "10.0.0.9:1"))
+        logged.append(peer_log("source_limit", "10.0.0.9:2"))
+    assert logged == [True, False, False, False, False, True, True]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "peer 10.0.0.0:1" in msgs[0] and msgs[1].endswith("(peer 10.0.0.9:1); 4 more since the last such line")
+    assert "max_connections_per_source" in msgs[2]

@@ -86,10 +86,20 @@ def test_eleven_digit_count_is_read_as_lf_frame() -> None:
     assert out == Framed([b"12345678901"], ["bad_frame"])
 
 
-def test_count_larger_than_max_is_truncated_and_skipped_exactly() -> None:
-    """A count above max: max bytes delivered, the rest skipped exactly, the next frame intact."""
+def test_count_larger_than_max_is_refused_and_the_stream_resyncs_at_the_next_lf() -> None:
+    """A count above max is refused at once: the frame is re-read as a line (truncated to max), and the
+    frames after the next LF are intact; the announced length is never trusted."""
     body = b"A" * 150
-    assert frame_all([b"150 " + body + b"5 after"], max_bytes=100) == Framed([b"A" * 100, b"after"], ["oversized"])
+    assert frame_all([b"150 " + body + b"\n5 after"], max_bytes=100) == Framed(
+        [b"150 " + b"A" * 96, b"after"], ["oversized_count", "oversized"])
+
+
+def test_a_lying_count_costs_one_line() -> None:
+    """`9999999999 x` (10 digits, 10 GB announced) then 10,000 good lines: all 10,000 arrive."""
+    lines = b"".join(b"<13>good %d\n" % i for i in range(10_000))
+    out = frame_all([b"9999999999 x\n" + lines[:5000], lines[5000:]], max_bytes=65536)
+    assert out.messages == [b"9999999999 x"] + [b"<13>good %d" % i for i in range(10_000)]
+    assert out.problems == ["oversized_count"]
 
 
 def test_oversized_lf_frame_is_truncated_up_to_next_lf() -> None:

@@ -22,6 +22,7 @@ import orjson
 
 from siem import metrics
 from siem.alert.record import Alert
+from siem.statefile import FILE_MODE, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ class AlertLog:
         self.max_bytes = max_bytes
         self.keep = keep
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         self._repair_tail()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._size = os.fstat(self._fd).st_size
 
     def _repair_tail(self) -> None:
@@ -105,7 +106,7 @@ class AlertLog:
                 if src.exists():
                     os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._size = 0
         _fsync_dir(self.path.parent)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 
 from siem.errors import StateError
+from siem.statefile import create_private, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Outbox:
             except sqlite3.DatabaseError as exc:
                 raise StateError(f"cannot read alerting database {self.path}: {exc}") from exc
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -146,6 +147,7 @@ class Outbox:
                 raise StateError(f"cannot open alerting database {self.path}: {exc2}") from exc2
 
     def _open(self) -> sqlite3.Connection:
+        create_private(self.path)  # sqlite creates its -wal and -shm files with the database's mode
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -28,7 +28,14 @@ class RawRecord(NamedTuple):
     origin: str = ""  # peer address or file path, for provenance (never a metric label)
 
 
-Sink = Callable[[RawRecord], Awaitable[None]]
+Sink = Callable[[RawRecord], Awaitable["int | None"]]
+"""``await sink(record)``: takes the record (waiting while the pipeline is full). The daemon's sink returns
+the record's intake sequence number, which ``durable(seq)`` (:data:`Durable`) waits on; other
+sinks may return None."""
+
+Durable = Callable[[int], Awaitable[None]]
+"""``await durable(seq)`` returns once the record the sink returned ``seq`` for is in the durable event log
+(siem.pipeline.intake.Intake.durable)."""
 
 
 class Collector(Protocol):
@@ -53,6 +60,7 @@ class InputType:
     module: str
     cls: str
     keeps_positions: bool  # built with (config, name, state_dir, autocommit=False); else (config, name)
+    acks: bool = False  # started with start(sink, durable): acknowledges what is durable (siem.collect.relp)
     settle_polls: int = 0  # poll intervals before what is already there is delivered (a file must settle)
 
     def backlog_ms(self, config: object) -> int:
@@ -68,6 +76,7 @@ class InputType:
 
 INPUT_TYPES: dict[str, InputType] = {
     "syslog": InputType("siem.collect.syslog", "SyslogServer", keeps_positions=False),
+    "relp": InputType("siem.collect.relp", "RelpServer", keeps_positions=False, acks=True),
     "files": InputType("siem.collect.files", "FileTailer", keeps_positions=True),
     "cloudtrail": InputType("siem.collect.cloudtrail", "CloudTrailCollector", keeps_positions=True, settle_polls=1),
     "journald": InputType("siem.collect.journald", "JournaldFollower", keeps_positions=True),

@@ -12,7 +12,10 @@ different record type that the cloudtrail parser does not map).
 
 A file is read once its size and mtime were equal in two consecutive scans (so a file still being
 downloaded is not read half-way). Which files are done is remembered as ``path -> (size, mtime_ns)`` in
-``<state_dir>/cloudtrail-<name>.json`` (written atomically): a file that later has another size or mtime
+``<state_dir>/cloudtrail-<name>.json`` (a snapshot, written atomically) plus
+``<state_dir>/cloudtrail-<name>.json.journal`` (what was committed since, one JSON line per commit,
+appended and fsync'ed; folded into a new snapshot once it is larger than the snapshot or 1 MiB, so the
+cost of 100,000 files stays linear): a file that later has another size or mtime
 (re-downloaded, replaced) is read again in full - CloudTrail objects are immutable, so that only happens
 when something rewrote it, and at-least-once is the safer side. Entries for files that disappeared are
 forgotten (unless a scan finds no file at all, e.g. an unmounted directory).
@@ -56,6 +59,19 @@ Delivery: a file's records are handed to the sink in order; the position ``(file
 part of :meth:`CloudTrailCollector.positions`, so a restart after a clean stop continues inside a file
 without repeats. Crash safety follows the same protocol as the file tailer (``autocommit=False``,
 ``positions()`` before making the sink durable, ``commit()`` after): at-least-once end to end.
+
+Positions are a delta of constant size, not the whole set of done files (which made the daemon's log grow
+quadratically: every position record repeated every file read so far)::
+
+    {"version": 2, "done": {path: [size, mtime_ns], ...},   # files finished since the last commit()
+     "current": {"path": ..., "size": ..., "mtime_ns": ..., "records": n} | null}
+
+``commit(positions)`` merges ``done`` into the state (a union: committing an older or repeated delta is
+harmless, so the daemon may commit any positions it has logged, in order, as often as it likes) and takes
+``current`` as is. A delta never holds more than ``MAX_DELTA_FILES`` files: at that size the collector
+waits for a commit before it starts the next file (the daemon commits its logged positions every 0.5 s),
+so a position record stays below ``MAX_DELTA_FILES`` x (path length + 40) bytes. Version 1 positions (the
+whole set in ``done``) merge the same way.
 """
 
 from __future__ import annotations
@@ -76,7 +92,7 @@ from siem import metrics
 from siem.collect import RawRecord, Sink, commit_positions
 from siem.collect.files import BoundedGunzip, GzipError, TableReader, state_file_name
 from siem.errors import Issue, StateError
-from siem.statefile import read_json, write_json_atomic
+from siem.statefile import FILE_MODE, read_json, write_atomic
 from siem.timeutil import Clock, monotonic_ms, wall_ms
 
 log = logging.getLogger(__name__)
@@ -84,8 +100,10 @@ log = logging.getLogger(__name__)
 _IGNORED_DIRS = frozenset({"CloudTrail-Digest", "CloudTrail-Insight"})
 _IGNORED_NAME_PARTS = ("_CloudTrail-Digest_", "_CloudTrail-Insight_")
 COMMIT_EVERY_MS = 1000
+MAX_DELTA_FILES = 256  # files finished and not yet committed before reading pauses (see the docstring)
+_JOURNAL_MIN_COMPACT = 1 << 20
 BATCH_RECORDS = 1000  # records decoded per worker-thread call
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +371,12 @@ class CloudTrailCollector:
         self.config = config
         self.name = name
         self.state_path = Path(state_dir) / state_file_name("cloudtrail", name)
+        self.journal_path = self.state_path.with_name(self.state_path.name + ".journal")
+        self._delta: dict[str, tuple[int, int]] = {}  # done since the last commit: what positions() says
+        self._committed_state: dict[str, tuple[int, int]] = {}  # done as the state files say
+        self._journal_bytes = 0
+        self._snapshot_bytes = 0
+        self._committed = asyncio.Event()
         self.autocommit = autocommit
         self._clock = clock
         self._done: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns)
@@ -402,37 +426,86 @@ class CloudTrailCollector:
             await asyncio.shield(self._running)
 
     def positions(self) -> dict:
-        """A JSON-able snapshot covering exactly the records already handed to the sink."""
+        """What changed since the last commit, covering exactly the records already handed to the sink:
+        the files finished since (at most MAX_DELTA_FILES) and the file being read."""
         current = None
         if self._current is not None:
             rel, size, mtime, n = self._current
             current = {"path": rel, "size": size, "mtime_ns": mtime, "records": n}
-        return {"version": STATE_VERSION, "done": {p: list(v) for p, v in self._done.items()}, "current": current}
+        return {"version": STATE_VERSION, "done": {p: list(v) for p, v in self._delta.items()}, "current": current}
 
     def commit(self, positions: dict) -> None:
-        write_json_atomic(self.state_path, positions)
+        """Persist positions (from positions(), now or earlier): merge their ``done`` into the state and
+        take their ``current``. Raises StateError when the state cannot be written."""
+        self._load()
+        try:
+            done = {str(p): (int(v[0]), int(v[1])) for p, v in positions.get("done", {}).items()}
+            cur = positions.get("current")
+            current = None if not cur else (str(cur["path"]), int(cur["size"]), int(cur["mtime_ns"]),
+                                            int(cur["records"]))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise StateError(f"input {self.name}: positions to commit are malformed: {exc}") from exc
+        line = orjson.dumps({"done": {p: list(v) for p, v in done.items()},
+                             "current": _current_json(current)}) + b"\n"
+        if self._journal_bytes + len(line) > max(self._snapshot_bytes, _JOURNAL_MIN_COMPACT):
+            self._committed_state.update(done)
+            snapshot = orjson.dumps({"version": STATE_VERSION,
+                                     "done": {p: list(v) for p, v in self._committed_state.items()},
+                                     "current": _current_json(current)})
+            write_atomic(self.state_path, snapshot)
+            _truncate(self.journal_path)
+            self._snapshot_bytes, self._journal_bytes = len(snapshot), 0
+        else:
+            _append_synced(self.journal_path, line)
+            self._committed_state.update(done)
+            self._journal_bytes += len(line)
+        for p, sig in done.items():
+            if self._delta.get(p) == sig:
+                del self._delta[p]
+            self._done.setdefault(p, sig)  # a restart commits the log's positions before run()
+        if self._running is None:  # not started: these positions (the log's) say where to resume
+            self._current = current
+        self._committed.set()
 
     # -- state ------------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        """The snapshot, then every complete journal line (a torn last line is ignored: its commit had
+        not returned)."""
         if self._loaded:
             return
         self._loaded = True
+        self._committed_state = {}
         try:
             data = read_json(self.state_path)
-            if data is None:
-                return
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            self._done = {str(p): (int(v[0]), int(v[1])) for p, v in data["done"].items()}
-            cur = data.get("current")
-            if cur:
-                self._current = (str(cur["path"]), int(cur["size"]), int(cur["mtime_ns"]), int(cur["records"]))
-        except (StateError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            if data is not None:
+                if not isinstance(data, dict):
+                    raise TypeError("not a JSON object")
+                self._snapshot_bytes = self.state_path.stat().st_size
+                self._apply_state(data)
+            try:
+                journal = self.journal_path.read_bytes()
+            except FileNotFoundError:
+                journal = b""
+            self._journal_bytes = len(journal)
+            for raw in journal.split(b"\n"):
+                try:
+                    entry = orjson.loads(raw) if raw.strip() else None
+                except orjson.JSONDecodeError:
+                    break
+                if isinstance(entry, dict):
+                    self._apply_state(entry)
+        except (OSError, StateError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             log.error("input %s: state file %s unusable (%s); reading every file again", self.name,
                       self.state_path, exc)
             self._error("corrupt_state")
-            self._done, self._current = {}, None
+            self._committed_state, self._current = {}, None
+        self._done = dict(self._committed_state)
+
+    def _apply_state(self, data: dict) -> None:
+        self._committed_state.update({str(p): (int(v[0]), int(v[1])) for p, v in data["done"].items()})
+        cur = data.get("current")
+        self._current = (str(cur["path"]), int(cur["size"]), int(cur["mtime_ns"]), int(cur["records"])) if cur else None
 
     def _autocommit(self) -> None:
         self._state_problem = commit_positions(self.name, lambda: self.commit(self.positions()), self._state_problem)
@@ -476,6 +549,8 @@ class CloudTrailCollector:
         if found:  # forget files that are gone (not when everything vanished: an unmounted directory)
             for rel in [p for p in self._done if p not in found]:
                 del self._done[rel]
+                self._delta.pop(rel, None)
+                self._committed_state.pop(rel, None)  # left out of the next snapshot
                 self._dirty = True
         ready = []
         for rel, sig in sorted(found.items()):
@@ -487,6 +562,16 @@ class CloudTrailCollector:
             ready.append((rel, sig))
         self._seen = {rel: sig for rel, sig in self._seen.items() if rel in found and self._done.get(rel) != sig}
         for rel, sig in ready:
+            while len(self._delta) >= MAX_DELTA_FILES and not self._stopping.is_set():
+                if self.autocommit:
+                    self._autocommit()
+                    if len(self._delta) < MAX_DELTA_FILES:
+                        break
+                self._committed.clear()
+                try:  # positions stay bounded: wait for the daemon to log and commit them
+                    await asyncio.wait_for(self._committed.wait(), 1.0)
+                except TimeoutError:
+                    pass
             if self._stopping.is_set():
                 return
             await self._read_file(rel, sig, sink)
@@ -536,6 +621,37 @@ class CloudTrailCollector:
 
     def _mark_done(self, rel: str, sig: tuple[int, int]) -> None:
         self._done[rel] = sig
+        self._delta[rel] = sig
         self._current = None
         self._seen.pop(rel, None)
         self._dirty = True
+
+
+def _current_json(current: tuple[str, int, int, int] | None) -> dict | None:
+    if current is None:
+        return None
+    rel, size, mtime, n = current
+    return {"path": rel, "size": size, "mtime_ns": mtime, "records": n}
+
+
+def _append_synced(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
+
+
+def _truncate(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"cannot write state file {path}: {exc.strerror or exc}") from exc

@@ -22,9 +22,11 @@ What happens to bad input (every case is counted, none stops the connection):
 * octet count with a leading zero, a non-digit before the space, or more than 10 digits: counted as
   ``siem_input_errors_total{reason="bad_frame"}`` and the frame is re-read as an LF frame that starts at
   the same byte, so nothing is lost (a plain line such as ``2024-01-01 ...`` arrives whole);
-* octet count larger than ``max_message_bytes``: the first ``max_message_bytes`` bytes are delivered as the
-  message, the rest of the announced length is skipped exactly (the stream stays in sync), counted as
-  ``siem_input_dropped_total{reason="oversized"}``;
+* octet count larger than ``max_message_bytes`` (a lying ``9999999999 x`` as much as a real oversized
+  frame): refused at once, counted as ``siem_input_errors_total{reason="oversized_count"}`` and the frame
+  is re-read as an LF frame that starts at the count, so the connection resynchronises at the next LF or
+  NUL and the count costs at most that one frame (never the lines that follow it). A sender that really
+  sends frames above the limit sees them delivered in LF-separated pieces, truncated as below;
 * an LF frame longer than ``max_message_bytes``: the first ``max_message_bytes`` bytes are delivered, the
   rest up to the next LF/NUL is discarded as it arrives, counted as ``oversized``. A connection never holds
   more than ``max_message_bytes`` + 16 bytes between reads, whatever the sender does;
@@ -39,14 +41,17 @@ UDP: one datagram is one message; trailing LF/CR/NUL are removed; empty datagram
 it drains the socket in batches onto a bounded queue and counts ``reason="queue_full"`` when the pipeline
 cannot keep up, and ``reason="kernel"`` for what the kernel dropped on a full receive buffer (SO_MEMINFO).
 
-Connections (TCP and TLS): at most ``max_connections``. When a new connection arrives at the limit, the
-oldest connection that has not delivered a single message yet (idle, half-open or still in the TLS
-handshake) is closed to make room (``siem_input_errors_total{reason="evicted"}``), so idle or
-never-finishing clients cannot lock healthy senders out; when every connection has delivered something the
-new one is refused (``reason="connection_limit"``). ``max_connections_per_source`` (off by default) caps
-the connections of one client IP address (``reason="source_limit"``). Connections silent for
-``idle_timeout`` are closed (``reason="idle_timeout"``); a TLS handshake must finish within
-``handshake_timeout``. Each connection
+Connections (TCP and TLS): at most ``max_connections``, and at most ``max_connections_per_source`` (32 by
+default; 0 turns it off) from one client IP address (``reason="source_limit"``), so one host cannot take
+the whole server. When a new connection arrives at the limit, one is closed to make room
+(``siem_input_errors_total{reason="evicted"}``): the oldest that has not delivered a single message yet
+(idle, half-open or still in the TLS handshake), else the one silent for longest, if it has been silent for
+at least ``EVICT_SILENT_S`` (5 s) and is not handing a message over. So clients that connect, send a line
+and squat cannot lock healthy senders out. When every connection is busier than that the new one is
+refused (``reason="connection_limit"``). Connections silent for ``idle_timeout`` are closed
+(``reason="idle_timeout"``); a TLS handshake must finish within ``handshake_timeout``. Each of these, and
+each ``oversized_count``, is also logged naming the peer, at most one line per reason every 10 s per input
+(the line says how many more happened meanwhile). Each connection
 awaits the sink for every message, so a slow pipeline slows the reads (and, through the TCP window, the
 sender), never grows memory.
 
@@ -59,19 +64,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import socket
 import ssl
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar, cast
+from typing import Callable, Literal, TypeVar, cast
 
 from siem import metrics
 from siem.collect import RawRecord, Sink
 from siem.errors import ConfigError, Issue
 from siem.timeutil import Clock, parse_duration_ms, wall_ms
 
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Protocol = Literal["udp", "tcp", "tls"]
 Framing = Literal["auto", "lf", "octet"]
@@ -97,11 +104,12 @@ class SyslogConfig:
     framing: Framing = "auto"
     max_message_bytes: int = 65536
     max_connections: int = 200
-    max_connections_per_source: int = 0  # per client IP address; 0 = only max_connections applies
+    max_connections_per_source: int = 32  # per client IP address; 0 = only max_connections applies
     idle_timeout_ms: int = 300_000
     handshake_timeout_ms: int = 10_000
     queue_size: int = 10_000  # UDP: datagrams waiting for the sink
-    receive_buffer_bytes: int = 8 * 1024 * 1024  # UDP: SO_RCVBUF asked for (the kernel may cap it)
+    receive_buffer_bytes: int = 0  # SO_RCVBUF asked for (the kernel may cap it); 0: udp 8 MiB, tcp/tls the
+    # kernel's autotuning. On tcp/tls a small one bounds what a crash can lose (README)
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
@@ -119,7 +127,7 @@ _KEYS = {
 _TLS_KEYS = ("cert_file", "key_file", "ca_file", "verify_client", "min_tls_version", "permitted_peers",
              "handshake_timeout")
 _STREAM_KEYS = ("framing", "max_connections", "max_connections_per_source", "idle_timeout")
-_UDP_KEYS = ("queue_size", "receive_buffer_bytes")
+_UDP_KEYS = ("queue_size",)
 
 
 def _known_formats() -> frozenset[str] | None:
@@ -211,9 +219,9 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
 
     max_bytes = positive("max_message_bytes", 65536, 64, 64 * 1024 * 1024)
     max_conns = positive("max_connections", 200, 1, 1_000_000)
-    per_source = positive("max_connections_per_source", 0, 0, 1_000_000)
+    per_source = positive("max_connections_per_source", 32, 0, 1_000_000)
     queue_size = positive("queue_size", 10_000, 1, 10_000_000)
-    rcvbuf = positive("receive_buffer_bytes", 8 * 1024 * 1024, 4096, 1024 * 1024 * 1024)
+    rcvbuf = positive("receive_buffer_bytes", 0, 4096, 1024 * 1024 * 1024) if "receive_buffer_bytes" in table else 0
 
     def duration(key: str, default: str) -> int:
         text = get(key, str, default)
@@ -297,7 +305,7 @@ def _find_delim(buf: bytearray, start: int) -> int:
     z = buf.find(b"\x00", start, len(buf) if k < 0 else k)
     return z if z >= 0 else k
 
-_START, _HEADER, _OCTET, _SKIP, _LF, _DISCARD = range(6)
+_START, _HEADER, _OCTET, _LF, _DISCARD = range(5)
 _DIGITS = frozenset(b"0123456789")
 _TRAILING = b"\r\n\x00"  # removed from the end of octet frames and datagrams (rsyslog drops a trailing LF too)
 
@@ -307,7 +315,7 @@ class Framed:
     """What one ``feed``/``close`` produced: message payloads, and one reason string per problem met."""
 
     messages: list[bytes] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # "bad_frame", "oversized", "truncated"
+    problems: list[str] = field(default_factory=list)  # "bad_frame", "oversized_count", "oversized", "truncated"
 
 
 class Framer:
@@ -319,7 +327,6 @@ class Framer:
         self._buf = bytearray()
         self._state = _START
         self._need = 0  # _OCTET: payload bytes the current frame delivers (<= max)
-        self._skip = 0  # _OCTET/_SKIP: announced bytes beyond max, to be discarded
         self._scanned = 0  # _LF: bytes of the pending frame already searched for a terminator
         self.peak_buffered = 0
 
@@ -378,13 +385,15 @@ class Framer:
                     j += 1
                 if j == n and j - i <= _MAX_COUNT_DIGITS:
                     break  # header continues in the next read
-                if j < n and buf[j] == 0x20 and 0 < j - i <= _MAX_COUNT_DIGITS and buf[i] != 0x30:
-                    count = int(buf[i:j])
-                    self._need, self._skip = min(count, limit), max(count - limit, 0)
+                count = (int(buf[i:j]) if j < n and buf[j] == 0x20 and 0 < j - i <= _MAX_COUNT_DIGITS and buf[i] != 0x30
+                         else 0)
+                if 0 < count <= limit:
+                    self._need = count
                     self._state = _OCTET
                     i = j + 1
-                else:  # leading zero, non-digit, too many digits: re-read this frame as an LF frame
-                    out.problems.append("bad_frame")
+                else:  # leading zero, non-digit, too many digits, a count above max_message_bytes:
+                    # re-read this frame as an LF frame, so the stream resynchronises at the next LF
+                    out.problems.append("oversized_count" if count else "bad_frame")
                     self._state, self._scanned = _LF, 0
             elif state == _OCTET:
                 if n - i < self._need:
@@ -393,17 +402,7 @@ class Framer:
                 if msg:
                     out.messages.append(msg)
                 i += self._need
-                if self._skip:
-                    out.problems.append("oversized")
-                    self._state = _SKIP
-                else:
-                    self._state = _START
-            elif state == _SKIP:
-                drop = min(self._skip, n - i)
-                i += drop
-                self._skip -= drop
-                if not self._skip:
-                    self._state = _START
+                self._state = _START
             elif state == _LF:
                 k = _find_delim(buf, i + self._scanned)
                 if k < 0:
@@ -448,9 +447,50 @@ def frame_datagram(data: bytes, max_message_bytes: int) -> tuple[bytes | None, s
 # the async shell
 
 _DROP_REASONS = frozenset({"oversized", "truncated", "empty", "queue_full", "shutdown", "kernel"})
+EVICT_SILENT_S = 5.0  # a connection that delivered is evicted at the limit only after this much silence
+_PEER_LOG_EVERY_S = 10.0
+_PEER_REASONS = {  # connection-level problems that are logged with the peer (rate-limited), and how
+    "source_limit": "refused a connection: max_connections_per_source reached",
+    "connection_limit": "refused a connection: max_connections reached and none silent to evict",
+    "evicted": "closed a silent connection to make room for a new one",
+    "idle_timeout": "closed a connection silent for idle_timeout",
+    "oversized_count": "octet count above max_message_bytes; frame re-read as a line",
+    "handshake_timeout": "TLS handshake not finished within handshake_timeout",
+    "tls_handshake": "TLS handshake failed",
+    "peer_not_permitted": "client certificate not in permitted_peers",
+}
+
+
+class PeerLog:
+    """Rate-limited warnings naming the peer: the first problem of a kind is logged at once, later ones
+    of that kind at most every ``every_s`` seconds, each line saying how many were not logged since."""
+
+    def __init__(self, input_name: str, every_s: float = _PEER_LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic, reasons: dict[str, str] | None = None) -> None:
+        self._name = input_name
+        self.reasons = reasons if reasons is not None else _PEER_REASONS  # reason -> what the line says
+        self._every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, reason: str, peer: str) -> bool:
+        """Note one problem; returns whether a line was logged."""
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._every_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return False
+        more = self._suppressed.pop(reason, 0)
+        self._last[reason] = now
+        _log.warning("input %s: %s (peer %s)%s", self._name, self.reasons.get(reason, reason), peer or "?",
+                     f"; {more} more since the last such line" if more else "",
+                     extra={"input": self._name, "reason": reason, "peer": peer, "suppressed": more})
+        return True
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12; Python does not export the name
 _SK_MEMINFO_DROPS = 8  # index of the socket's drop counter in the u32 array SO_MEMINFO returns
 _UDP_BUFSIZE = 65536  # above the largest UDP payload, so the kernel never truncates a datagram for us
+_UDP_RCVBUF = 8 * 1024 * 1024  # receive_buffer_bytes = 0 on UDP
 _UDP_BATCH = 256  # datagrams read per wakeup before other tasks get the loop
 _UDP_DRAIN_BATCHES = 64  # stop(drain_s): at most this many batches read from a socket's buffer
 
@@ -526,6 +566,8 @@ class _Conn:
     transport: asyncio.BaseTransport
     opened_ns: int
     source: str = ""  # the peer's IP address
+    peer: str = ""  # address:port, for log lines
+    active_ns: int = 0  # when it last sent something (monotonic)
     task: asyncio.Task | None = None
     framer: Framer | None = None
     delivered: bool = False  # has handed (or is handing) a message to the sink: never evicted
@@ -558,6 +600,7 @@ class SyslogServer:
         self._bytes = metrics.BYTES_RECEIVED.labels(input=name)
         self._connections = metrics.INPUT_CONNECTIONS.labels(input=name)
         self._last = metrics.INPUT_LAST_EVENT.labels(input=name)
+        self._peer_log = PeerLog(name)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -582,7 +625,7 @@ class SyslogServer:
                     port = await self._bind_udp(address, port)
                 else:
                     server = await asyncio.start_server(
-                        self._on_connection, address, port, reuse_address=True,
+                        self._on_connection, sock=self._stream_socket(address, port),
                         backlog=min(max(self.config.max_connections, 128), 4096),
                         limit=READ_CHUNK,
                     )
@@ -594,6 +637,24 @@ class SyslogServer:
             raise
         if self.config.protocol == "udp":
             self._consumer = asyncio.create_task(self._consume_udp(), name=f"syslog-udp-{self.name}")
+
+    def _stream_socket(self, address: str, port: int) -> socket.socket:
+        """The listening socket; SO_RCVBUF set before listen() so accepted connections inherit it and the
+        window they advertise (scaling included) fits it."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self.config.receive_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop accepting; with ``drain_s``, first read on: every connection until it has been quiet for
@@ -684,15 +745,17 @@ class SyslogServer:
     def _drop(self, reason: str, n: int = 1) -> None:
         metrics.INPUT_DROPPED.labels(input=self.name, reason=reason).inc(n)
 
-    def _error(self, reason: str) -> None:
+    def _error(self, reason: str, peer: str | None = None) -> None:
         metrics.INPUT_ERRORS.labels(input=self.name, reason=reason).inc()
+        if peer is not None and reason in self._peer_log.reasons:
+            self._peer_log(reason, peer)
 
-    def _problems(self, problems: list[str]) -> None:
+    def _problems(self, problems: list[str], peer: str | None = None) -> None:
         for p in problems:
             if p in _DROP_REASONS:
                 self._drop(p)
             else:
-                self._error(p)
+                self._error(p, peer)
 
     async def _deliver(self, messages: list[bytes], origin: str, received_ms: int) -> None:
         sink = self._sink
@@ -720,7 +783,7 @@ class SyslogServer:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes or _UDP_RCVBUF)
             sock.bind((address, port))
             sock.setblocking(False)
         except OSError:
@@ -793,15 +856,14 @@ class SyslogServer:
     def _admit(self, conn: _Conn) -> bool:
         per_source = self.config.max_connections_per_source
         if per_source and sum(1 for c in self._conns if c.source == conn.source) >= per_source:
-            self._error("source_limit")
+            self._error("source_limit", conn.peer)
             return False
         if len(self._conns) >= self.config.max_connections:
-            silent = [c for c in self._conns if not c.delivered]
-            if not silent:
-                self._error("connection_limit")
+            victim = self._victim(conn.opened_ns)
+            if victim is None:
+                self._error("connection_limit", conn.peer)
                 return False
-            victim = min(silent, key=lambda c: c.opened_ns)
-            self._error("evicted")
+            self._error("evicted", victim.peer)
             self._close(victim)
             if victim.task is not None:
                 victim.task.cancel()
@@ -810,6 +872,14 @@ class SyslogServer:
         self._connections.set(len(self._conns))
         return True
 
+    def _victim(self, now_ns: int) -> _Conn | None:
+        """The connection to close for a new one at the limit (see the module docstring), or None."""
+        never = [c for c in self._conns if not c.delivered]
+        if never:
+            return min(never, key=lambda c: c.opened_ns)
+        idle = [c for c in self._conns if not c.delivering and now_ns - c.active_ns >= EVICT_SILENT_S * 1e9]
+        return min(idle, key=lambda c: c.active_ns) if idle else None
+
     def _close(self, conn: _Conn) -> None:
         transport = conn.transport
         if isinstance(transport, asyncio.Transport) and not transport.is_closing():
@@ -817,18 +887,19 @@ class SyslogServer:
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        conn = _Conn(transport=writer.transport, opened_ns=time.monotonic_ns(), task=asyncio.current_task(),
-                     source=str(peer[0]) if isinstance(peer, tuple) and peer else "")
+        origin = _origin(peer)
+        now_ns = time.monotonic_ns()
+        conn = _Conn(transport=writer.transport, opened_ns=now_ns, active_ns=now_ns, task=asyncio.current_task(),
+                     source=str(peer[0]) if isinstance(peer, tuple) and peer else "", peer=origin)
         if not self._admit(conn):
             writer.transport.abort()
             return
-        origin = _origin(peer)
         try:
             if self._ssl is not None:
                 # Straight away, before the first read, so the ClientHello is read by the TLS layer.
                 if not await self._handshake(writer, conn):
                     return
-            await self._read_loop(reader, conn, origin)
+            await self._read_loop(reader, writer, conn, origin)
         except asyncio.CancelledError:
             if self._stopping and conn.framer is not None and conn.framer.buffered:
                 self._drop("shutdown")
@@ -850,20 +921,23 @@ class SyslogServer:
             await writer.start_tls(self._ssl,  # type: ignore[arg-type]
                                    ssl_handshake_timeout=self.config.handshake_timeout_ms / 1000)
         except (TimeoutError, ConnectionAbortedError):
-            self._error("handshake_timeout")
+            self._error("handshake_timeout", conn.peer)
             return False
         except (ssl.SSLError, ConnectionError, OSError, EOFError):
-            self._error("tls_handshake")
+            self._error("tls_handshake", conn.peer)
             return False
         conn.transport = writer.transport
         if self._peers:
             cert = writer.get_extra_info("peercert") or {}
             if not peer_names(cert) & self._peers:
-                self._error("peer_not_permitted")
+                self._error("peer_not_permitted", conn.peer)
                 return False
         return True
 
-    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, origin: str) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,
+                         origin: str) -> None:
+        """One connection's life after admission (and the TLS handshake): read, frame, hand over.
+        Subclasses speaking another protocol on the same listener (siem.collect.relp) replace this."""
         framer = conn.framer = Framer(self.config.max_message_bytes, self.config.framing)
         idle_s = self.config.idle_timeout_ms / 1000
         loop = asyncio.get_running_loop()
@@ -880,7 +954,7 @@ class SyslogServer:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
             except (TimeoutError, asyncio.TimeoutError):
                 if self._drain_deadline is None:
-                    self._error("idle_timeout")
+                    self._error("idle_timeout", conn.peer)
                 framed = framer.close()
                 break
             except (ConnectionError, ssl.SSLError, OSError):
@@ -891,11 +965,12 @@ class SyslogServer:
                 framed = framer.close()
                 break
             self._bytes.inc(len(data))
+            conn.active_ns = time.monotonic_ns()
             framed = framer.feed(data)
             if framer.peak_buffered > self.peak_buffered:
                 self.peak_buffered = framer.peak_buffered
             if framed.problems:
-                self._problems(framed.problems)
+                self._problems(framed.problems, conn.peer)
             if framed.messages:
                 await self._hand_over(conn, framed.messages, origin)
         else:  # stopping: what is left of an unfinished frame is not a message

@@ -28,6 +28,7 @@ from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
 
 MAX_WINDOW_MS = 30 * 86_400_000
+MAX_EXPANDED_DEPTH = 4 * MAX_DEPTH  # an expression with its macros expanded (see _Resolver.resolve)
 MAX_REGEX_LEN = 4096
 MAX_LIST_ITEMS = 1_000_000
 RULE_FILE_SUFFIXES = (".rules", ".siem")
@@ -146,22 +147,53 @@ def _only_comments(chunk: str) -> bool:
     return all(not ln.strip() or ln.lstrip().startswith("#") for ln in chunk.splitlines())
 
 
+# what the depth scan skips (a "(" inside them does not nest) and the one word that nests
+_DEPTH_TOKENS = re.compile(r"""
+    (?P<skip> "(?:[^"\\\n]|\\.)*" | '(?:[^'\\\n]|\\.)*' | `[^`\n]*` | \#[^\n]* )
+  | (?P<regex> \bmatches\s+/(?:[^/\\\n]|\\.)*/ )
+  | (?P<word> [A-Za-z_@][A-Za-z0-9_@.\-]* )
+  | (?P<open> \( ) | (?P<close> \) )
+""", re.X)
+
+
 def _depth_issue(chunk: str, path: str, line_offset: int) -> Issue | None:
-    depth = 0
-    for pos, ch in enumerate(chunk):
-        if ch == "(":
-            depth += 1
-            if depth > MAX_DEPTH:
-                line = chunk.count("\n", 0, pos) + 1
-                col = pos - (chunk.rfind("\n", 0, pos) + 1) + 1
-                return Issue(
-                    "too-deep",
-                    f"expression nests more than {MAX_DEPTH} parentheses deep",
-                    Location(path, line + line_offset, col),
-                    chunk.splitlines()[line - 1],
-                )
-        elif ch == ")":
-            depth = max(depth - 1, 0)
+    """The first place where an expression nests deeper than MAX_DEPTH, before the grammar sees it.
+
+    Each ``(`` and each ``not`` opens a level: ``not not x`` and ``((x))`` are both 2 deep. A run of
+    ``not`` ends at its operand; the levels a parenthesis opened end at its ``)``. Strings, backquoted
+    fields, comments and regex literals are skipped. Linear in the text, no recursion: a rule of any
+    nesting depth gets this Issue instead of a RecursionError inside the parser."""
+    base = 0  # levels opened by the enclosing parentheses (and the nots before each)
+    nots = 0  # consecutive nots waiting for their operand at this level
+    stack: list[int] = []
+    for m in _DEPTH_TOKENS.finditer(chunk):
+        kind = m.lastgroup
+        if kind in ("skip", "regex"):
+            nots = 0
+            continue
+        if kind == "word":
+            if m.group() == "not":
+                nots += 1
+            else:
+                nots = 0
+                continue
+        elif kind == "open":
+            stack.append(base)
+            base, nots = base + nots + 1, 0
+        else:
+            base, nots = (stack.pop() if stack else 0), 0
+            continue
+        if base + nots > MAX_DEPTH:
+            pos = m.start()
+            line = chunk.count("\n", 0, pos) + 1
+            col = pos - (chunk.rfind("\n", 0, pos) + 1) + 1
+            return Issue(
+                "too-deep",
+                f"expression nests more than {MAX_DEPTH} levels deep (parentheses and 'not's); "
+                "split it into macros",
+                Location(path, line + line_offset, col),
+                chunk.splitlines()[line - 1],
+            )
     return None
 
 
@@ -175,6 +207,10 @@ def _syntax_issue(exc: pp.ParseBaseException, path: str, line_offset: int) -> Is
 
 
 # --- 3..5: declare, resolve, check ----------------------------------------------------------------
+
+
+class _TooDeep(Exception):
+    """Internal to _Resolver.resolve: the expansion passed MAX_EXPANDED_DEPTH."""
 
 
 class _Resolver:
@@ -290,9 +326,21 @@ class _Resolver:
             return replace(corr, expr=self.resolve(corr.expr, set()))
         return corr
 
-    def resolve(self, node: ast.Expr, expanding: set[str]) -> ast.Expr:
+    def resolve(self, node: ast.Expr, expanding: set[str], depth: int = 0) -> ast.Expr:
+        """The expression with macros expanded and lists inlined. Macros nesting macros can build a tree
+        deeper than any one text: past MAX_EXPANDED_DEPTH levels that is a ``too-deep`` Issue at the
+        outermost macro reference, never a RecursionError (here, in the compiler or at evaluation)."""
+        if depth > MAX_EXPANDED_DEPTH:
+            raise _TooDeep
         match node:
             case ast.MacroRef(name, loc):
+                if not expanding:  # the outermost reference: where a too-deep expansion is reported
+                    try:
+                        return self.resolve(node, {""}, depth)
+                    except _TooDeep:
+                        self.error("too-deep", f"expanding macro '{name}' nests the expression more than "
+                                   f"{MAX_EXPANDED_DEPTH} levels deep (macros within macros)", loc)
+                        return ast.TrueExpr()
                 if name in expanding:
                     self.error("macro-cycle", f"macro '{name}' refers to itself", loc)
                     return ast.TrueExpr()
@@ -304,15 +352,15 @@ class _Resolver:
                     self.error("unknown-macro", msg, loc)
                     return ast.TrueExpr()
                 self.used.add(name)
-                return self.resolve(macro.expr, expanding | {name})
+                return self.resolve(macro.expr, expanding | {name}, depth)
             case ast.And(args):
-                return ast.And(tuple(self.resolve(a, expanding) for a in args))
+                return ast.And(tuple(self.resolve(a, expanding, depth + 1) for a in args))
             case ast.Or(args):
-                return ast.Or(tuple(self.resolve(a, expanding) for a in args))
+                return ast.Or(tuple(self.resolve(a, expanding, depth + 1) for a in args))
             case ast.Not(arg):
-                return ast.Not(self.resolve(arg, expanding))
+                return ast.Not(self.resolve(arg, expanding, depth + 1))
             case ast.Each():
-                return replace(node, expr=self.resolve(node.expr, expanding))
+                return replace(node, expr=self.resolve(node.expr, expanding, depth + 1))
             case ast.InSet(values=ast.ListRef() as ref) | ast.StrMatch(values=ast.ListRef() as ref):
                 return replace(node, values=self.list_values(ref))  # type: ignore[arg-type]
             case ast.InCidr(networks=ast.ListRef() as ref):

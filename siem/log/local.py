@@ -63,6 +63,7 @@ from pathlib import Path
 from siem import metrics
 from siem.errors import InputError, Issue, StateError
 from siem.log._toml import TableReader
+from siem.statefile import make_private_dirs, write_synced
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class LocalLog:
         self.max_record_bytes = max_record_bytes
         self._mutex = threading.RLock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.directory)
         except OSError as exc:
             raise StateError(f"cannot create log directory {self.directory}: {exc.strerror or exc}") from exc
         self._lock = DirLock(self.directory, "log directory")
@@ -226,7 +227,7 @@ class LocalLog:
             tail = os.pread(fd, cut, pos)
             if tail.strip(b"\0"):
                 quarantine = last.path.with_name(f"{last.path.name}.bad-{pos}")
-                quarantine.write_bytes(tail)
+                write_synced(quarantine, tail)
             try:
                 os.ftruncate(fd, pos)
                 os.fsync(fd)

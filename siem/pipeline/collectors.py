@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from siem.collect import INPUT_TYPES, PositionKeeper, Sink
+from siem.collect import INPUT_TYPES, Durable, PositionKeeper, Sink
 from siem.config import InputSpec
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,18 @@ class RunningInput:
         return self.collector if INPUT_TYPES[self.spec.type].keeps_positions else None
 
 
-async def start_input(spec: InputSpec, state_dir: Path, sink: Sink, positions: dict | None = None) -> RunningInput:
+async def start_input(spec: InputSpec, state_dir: Path, sink: Sink, positions: dict | None = None,
+                      durable: Durable | None = None) -> RunningInput:
     """Build and start one collector; returns once its sockets are bound (network inputs). ``positions``:
-    where a position-keeping input resumes (the last ones in the log), written to its state file first."""
+    where a position-keeping input resumes (the last ones in the log), written to its state file first.
+    ``durable`` (Intake.durable): for inputs that acknowledge (relp), returns once a record is logged."""
     kind = INPUT_TYPES[spec.type]
     collector = kind.build(spec.config, spec.name, state_dir)
     if kind.keeps_positions and positions is not None:
         collector.commit(positions)
     start = getattr(collector, "start", None)
     if start is not None:  # binds before returning, so the port is known (syslog)
-        await start(sink)
+        await (start(sink, durable) if kind.acks else start(sink))
         return RunningInput(spec, collector, port=collector.port)
     task = asyncio.create_task(collector.run(sink), name=f"input-{spec.name}")
     return RunningInput(spec, collector, task=task)
@@ -50,7 +52,7 @@ async def stop_input(inp: RunningInput, drain_s: float = 0.0) -> None:
     """Stop one collector; network inputs first read on for up to `drain_s` (what their senders still
     have in flight), the others finish the record in hand."""
     try:
-        if inp.spec.type == "syslog":
+        if inp.spec.type in ("syslog", "relp"):
             await inp.collector.stop(drain_s)
         else:
             await inp.collector.stop()

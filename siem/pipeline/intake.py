@@ -24,6 +24,7 @@ from :class:`~siem.pipeline.watermark.SourceWatermark`: the engine moves only wi
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import multiprocessing
 import os
@@ -108,18 +109,13 @@ def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_input
     return Parsed(events, times, counts, future)
 
 
-def _worker_init() -> None:
-    """In a parse worker: Ctrl-C is the parent's to handle, and the worker dies with its parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes  # noqa: PLC0415
+def _worker_init(parent_pid: int) -> None:
+    """In a parse worker: Ctrl-C is the parent's to handle, and the worker dies with its parent, even
+    after kill -9 (PR_SET_PDEATHSIG plus a parent-pid watch: siem.orphans.die_with_parent)."""
+    from siem.orphans import die_with_parent  # noqa: PLC0415
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies, even by SIGKILL
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
 
 
 class ParsePool:
@@ -131,7 +127,8 @@ class ParsePool:
             n = 0
         self.workers = max(n, 0)
         self._pool = (ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_worker_init) if self.workers else None)
+                                          initializer=_worker_init, initargs=(os.getpid(),))
+                      if self.workers else None)
 
     async def parse(self, items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],
                     ahead_ms: int = 2**62) -> Parsed:
@@ -176,6 +173,8 @@ class Intake:
         self.inputs: dict[str, RunningInput] = {}
         self.enqueued = 0  # records put on the queue so far
         self.written = 0  # records taken off it and appended
+        self._durable_seq = 0  # every record the sink numbered up to this is appended
+        self._durable_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap: (seq, id, future)
         self.last_positions: dict[str, dict] = dict(last_positions or {})  # input -> positions last appended
         self._file_committed: dict[str, dict] = {}  # input -> positions last written to its state file
         self._last_file_commit_ms = 0
@@ -183,10 +182,31 @@ class Intake:
         self.done = asyncio.Event()
         self._queue_gauge = metrics.QUEUE_DEPTH.labels(queue="intake")
 
-    async def sink(self, record: RawRecord) -> None:
-        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake."""
+    async def sink(self, record: RawRecord) -> int:
+        """What collectors await for each record: a bounded queue, so a slow pipeline slows intake.
+        Returns the record's sequence number, for ``durable``."""
         await self.queue.put(record)
-        self.enqueued += 1
+        self.enqueued += 1  # same step as the put: queue order is sequence order
+        return self.enqueued
+
+    async def durable(self, seq: int) -> None:
+        """Returns once the record ``sink`` numbered ``seq`` has been appended (siem.collect.Durable): in
+        the local log under its fsync policy (fdatasync'ed with the default fsync = "always"), on Kafka
+        acknowledged by the in-sync replicas. RELP acknowledges only then (siem.collect.relp)."""
+        if seq <= self._durable_seq:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._durable_waiters, (seq, id(fut), fut))
+        await fut
+
+    def _set_durable(self, seq: int) -> None:
+        """Every record up to ``seq`` is appended: wake the ``durable`` waiters it covers."""
+        self._durable_seq = seq
+        waiters = self._durable_waiters
+        while waiters and waiters[0][0] <= seq:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
 
     def start_watermark(self, specs: tuple[InputSpec, ...]) -> None:
         """Start event time: once every input had the time to deliver what it found at its start."""
@@ -240,6 +260,7 @@ class Intake:
                 if items or positions:
                     await self._append(items, positions)
                     self.written += len(items)
+                    self._set_durable(self.written)  # relp acks: these records are in the log now
                 await self._commit_files(force=finished)
                 self._queue_gauge.set(self.queue.qsize())
         finally:
