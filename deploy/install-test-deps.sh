@@ -18,6 +18,8 @@ compgen -G "/usr/lib/*/rsyslog/omrelp.so" >/dev/null || need+=(rsyslog-relp)
 command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null || need+=(systemd)
 # systemd-journal-remote writes the real journal files that tests/test_journald.py follows with journalctl
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
+# auditd (auditd -n, auditctl, ausearch): tests/test_auditd_live.py runs a real audit daemon
+command -v auditctl >/dev/null || [ -x /usr/sbin/auditctl ] || [ -x /sbin/auditctl ] || need+=(auditd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "install-test-deps: not root; missing Debian packages: ${need[*]} (tests that need them will fail)" >&2

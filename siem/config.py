@@ -3,7 +3,7 @@
 Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
 
     [daemon]           here (DaemonConfig)
-    [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, relp, files, cloudtrail, journald)
+    [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, relp, files, cloudtrail, journald, auditd)
     [log]              siem.log.local (the embedded durable log)
     [alerting]         siem.alert.config (alert log, routes, secrets from urls_env / urls_file)
     [kafka]            siem.log.kafka (scale-out roles only)
@@ -33,6 +33,7 @@ from typing import Callable
 from siem.alert.config import AlertingConfig, resolve_route_urls
 from siem.alert.config import config_from_toml as alerting_from_toml
 from siem.collect import INPUT_TYPES
+from siem.enrich import GeoSpec
 from siem.errors import ConfigError, Issue, Location
 from siem.log._toml import TableReader
 from siem.log.local import LocalLogConfig
@@ -48,7 +49,7 @@ _DAEMON_KEYS = (
     "state_dir", "rules", "lateness", "future_skew", "timezone", "batch_max_events", "batch_max_wait",
     "intake_queue_size", "checkpoint_interval", "checkpoint_records", "idle_advance", "live_horizon",
     "metrics_address", "role", "log_level", "log_format", "status_interval", "parse_workers", "drain_timeout",
-    "stall_timeout", "max_pending_events",
+    "stall_timeout", "max_pending_events", "geoip", "geoip_asn",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -75,9 +76,16 @@ class DaemonConfig:
     log_format: str = "auto"
     status_interval_ms: int = 10_000  # STATUS= line for systemd
     parse_workers: int = -1  # processes parsing intake batches: -1 one per CPU when there are 2 or more, 0 none
+    geoip: str = "off"  # "off", "builtin" (geoip2fast data) or a MaxMind mmdb path (siem.enrich)
+    geoip_asn: str = ""  # a MaxMind ASN mmdb path (with an mmdb geoip)
     max_pending_events: int = 500_000  # events waiting for the watermark at most (the oldest beyond go early)
     stall_timeout_ms: int = 60_000  # the engine loop not turning this long is a stall: the watchdog stops
     drain_timeout_ms: int = 10_000  # SIGTERM: inputs read on (sockets until quiet) and the queue is logged, for at most this
+
+    @property
+    def geo_spec(self) -> GeoSpec | None:
+        """The GeoIP enrichment the parse step applies, or None when it is off."""
+        return None if self.geoip == "off" else GeoSpec(self.geoip, self.geoip_asn)
 
     @property
     def metrics_host_port(self) -> tuple[str, int] | None:
@@ -250,6 +258,17 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
     fmt = r.choice("log_format", d.log_format, ("auto", "json", "text"))
     status = r.duration_ms("status_interval", d.status_interval_ms, lo_ms=1000)
     parse_workers = r.int_range("parse_workers", d.parse_workers, -1, 64)
+    geoip = r.str_("geoip", d.geoip) or d.geoip
+    geoip_asn = r.str_("geoip_asn", d.geoip_asn) or ""
+    if geoip not in ("off", "builtin"):
+        geoip = _abs(geoip, base_dir)
+    if geoip_asn:
+        geoip_asn = _abs(geoip_asn, base_dir)
+    for key, path in (("geoip", geoip), ("geoip_asn", geoip_asn)):
+        if path and path not in ("off", "builtin") and not Path(path).is_file():
+            r.bad(key, "bad-value", f"{path!r}: no such file (\"off\", \"builtin\" or a MaxMind .mmdb file)")
+    if geoip_asn and geoip in ("off", "builtin"):
+        r.bad("geoip_asn", "bad-value", "needs geoip set to a MaxMind .mmdb file (the builtin data has AS names)")
     drain = r.duration_ms("drain_timeout", d.drain_timeout_ms, lo_ms=0)
     stall = r.duration_ms("stall_timeout", d.stall_timeout_ms, lo_ms=1000)
     max_pending = r.int_range("max_pending_events", d.max_pending_events, 1000, 100_000_000)
@@ -261,6 +280,7 @@ def daemon_from_toml(table: object, where: str, base_dir: Path) -> tuple[DaemonC
         intake_queue_size=queue, checkpoint_interval_ms=ck_interval, checkpoint_records=ck_records,
         idle_advance_ms=idle, live_horizon_ms=horizon, metrics_address=metrics_address or "", role=role,
         log_level=level, log_format=fmt, status_interval_ms=status, parse_workers=parse_workers,
+        geoip=geoip, geoip_asn=geoip_asn,
         drain_timeout_ms=drain, stall_timeout_ms=stall, max_pending_events=max_pending,
     ), []
 

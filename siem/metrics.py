@@ -66,6 +66,13 @@ INPUT_DROPPED = Counter(
     registry=REGISTRY,
 )
 INPUT_CONNECTIONS = Gauge("siem_input_connections", "Open connections per stream input.", ["input"], registry=REGISTRY)
+AUDITD_EVENTS = Counter(
+    "siem_auditd_events_total",
+    "Linux audit events the auditd input assembled from their records, by what ended them (proctitle, eoe, "
+    "standalone, newer_serial, timeout, overflow, oversized, late, not_audit).",
+    ["input", "end"],
+    registry=REGISTRY,
+)
 INPUT_ERRORS = Counter(
     "siem_input_errors_total", "Errors an input survived (I/O, TLS, decompression).", ["input", "reason"],
     registry=REGISTRY,
@@ -115,6 +122,13 @@ ALERTS_SUPPRESSED = Counter(
 )
 EVENTS_LATE = Counter(
     "siem_events_late_total", "Events older than the watermark minus allowed lateness.", registry=REGISTRY
+)
+EVENTS_REPEATED = Counter(
+    "siem_events_repeated_total",
+    "Copies the engine made of events that stand for several (rsyslog's 'message repeated N times'), by "
+    "outcome: expanded (a copy evaluated), capped (a repetition beyond MAX_REPEAT, not evaluated).",
+    ["outcome"],
+    registry=REGISTRY,
 )
 EVENTS_RELEASED_EARLY = Counter(
     "siem_events_released_early_total",

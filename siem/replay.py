@@ -19,9 +19,12 @@ from typing import IO, Iterator
 
 
 from siem.dsl.loader import load_rules
+from siem.enrich import GeoSpec, enrich
+from siem.enrich import check as check_geo
 from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
+from siem.parse.auditd import EventAssembler, join_lines
 from siem.parse.base import MAX_JSON_BYTES
 from siem.parse.jsonfmt import loads_exact
 from siem.schema import Event
@@ -41,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timezone", default="UTC", help="zone of timestamps that carry none (default UTC)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    parser.add_argument("--geoip", default="off", help='GeoIP enrichment: "off" (default), "builtin" or a MaxMind .mmdb')
+    parser.add_argument("--geoip-asn", default="", help="a MaxMind ASN .mmdb (with --geoip PATH)")
 
 
 def detect_format(path: Path, head: list[bytes]) -> str:
@@ -49,6 +54,8 @@ def detect_format(path: Path, head: list[bytes]) -> str:
         s = line.strip()
         if not s:
             continue
+        if (s.startswith(b"type=") or s.startswith(b"node=")) and b" msg=audit(" in s[:120]:
+            return "auditd"
         if s.startswith(b"{"):
             if b'"Records"' in s[:200] or b'"eventSource"' in s or b'"eventName"' in s:
                 return "cloudtrail"
@@ -78,10 +85,23 @@ def _cloudtrail_file(path: Path, ctx: ParseContext) -> Iterator[Event] | None:
             return None
         f.seek(0)
         data = f.read(CLOUDTRAIL_FILE_MAX + 1)
+    text = data.decode("utf-8", "replace")
     try:
-        doc = loads_exact(data.decode("utf-8", "replace"))  # integers beyond 64 bits keep their digits
-    except ValueError:
-        return None
+        doc = loads_exact(text)  # integers beyond 64 bits keep their digits
+    except ValueError:  # records concatenated without commas and the like: what the collector can read
+        from siem.collect.cloudtrail import Malformed, iter_records  # noqa: PLC0415
+
+        problems: list[str] = []
+        found: list[object] = []
+        try:
+            found.extend(iter_records(text, problems))
+        except Malformed:
+            pass
+        if not found:
+            return None
+        print(f"replay: {path}: {len(found)} records read despite {', '.join(sorted(set(problems))) or 'invalid JSON'}",
+              file=sys.stderr)
+        doc = {"Records": found}
     records = doc.get("Records") if isinstance(doc, dict) else None
     if not isinstance(records, list):
         return None
@@ -95,6 +115,8 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
         records = _cloudtrail_file(path, ctx)
         if records is not None:
             for ev in records:
+                if ctx.geo is not None:
+                    enrich(ev, ctx.geo)
                 counters["events"] += 1
                 counters["failed"] += "error.message" in ev
                 yield ev
@@ -102,10 +124,19 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
     file_path = str(path)
     with _open(path) as f:
         chosen = fmt
+        assembler: EventAssembler | None = None
         for block in line_blocks(f):
             counters["bytes"] += sum(map(len, block)) + len(block)
             chosen = chosen or detect_format(path, block[:64])
+            if chosen == "auditd":  # the records of one event become one event (siem.parse.auditd)
+                assembler = assembler or EventAssembler()
+                block = join_lines([ln for ln in block if ln and not ln.isspace()], assembler)
             events = parse_block(chosen, block, ctx, file_path)
+            counters["events"] += len(events)
+            counters["failed"] += sum("error.message" in ev for ev in events)
+            yield from events
+        if assembler is not None:
+            events = parse_block("auditd", [b"\n".join(ls) for _, ls, _ in assembler.flush() if ls], ctx, file_path)
             counters["events"] += len(events)
             counters["failed"] += sum("error.message" in ev for ev in events)
             yield from events
@@ -174,26 +205,24 @@ def run(args: argparse.Namespace) -> int:
     if missing or not files:
         print(f"siem replay: no such file: {', '.join(map(str, missing)) or ' '.join(args.files)}", file=sys.stderr)
         return 2
-    ctx = ParseContext(tz=ZoneInfo(args.timezone), now_ms=None)
-    engine = Engine(ruleset, lateness_ms=parse_duration_ms(args.lateness), future_skew_ms=None)
+    geo = None if args.geoip == "off" else GeoSpec(args.geoip, args.geoip_asn)
+    problem = check_geo(geo) if geo is not None else None
+    if problem is not None:
+        print(f"siem replay: --geoip {args.geoip}: {problem}", file=sys.stderr)
+        return 2
     counters = {"events": 0, "failed": 0, "bytes": 0, "alerts": 0}
     total_bytes = sum(f.stat().st_size for f in files)
     show_progress = sys.stderr.isatty() and total_bytes >= PROGRESS_MIN_BYTES and not args.quiet
-    streams = [events_of(f, args.format, ctx, counters) for f in files]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts_key)
     out = sys.stdout.buffer
     started = time.perf_counter()
     last_progress = started
-    batch: list[Event] = []
-    for ev in merged:
-        batch.append(ev)
-        if len(batch) >= args.batch_size:
-            _emit(engine.process(batch), out, counters)
-            batch = []
-            if show_progress and time.perf_counter() - last_progress > 0.5:
-                last_progress = time.perf_counter()
-                _progress(counters, total_bytes, last_progress - started)
-    _emit(engine.process(batch) + engine.flush(), out, counters)
+    for alerts in replay_alerts(files, ruleset, fmt=args.format, tz=ZoneInfo(args.timezone),
+                                lateness_ms=parse_duration_ms(args.lateness), batch_size=args.batch_size,
+                                counters=counters, geo=geo):
+        _emit(alerts, out, counters)
+        if show_progress and time.perf_counter() - last_progress > 0.5:
+            last_progress = time.perf_counter()
+            _progress(counters, total_bytes, last_progress - started)
     out.flush()
     elapsed = time.perf_counter() - started
     if show_progress:
@@ -206,6 +235,35 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def replay_alerts(files: list[Path], ruleset: object, *, fmt: str | None = None, tz: object = None,
+                  lateness_ms: int = 10_000, batch_size: int = BATCH_SIZE,
+                  counters: dict[str, int] | None = None, geo: GeoSpec | None = None) -> Iterator[list]:
+    """The alerts of the rules over the files (merged by event time), a list per micro-batch. `counters`
+    gets events, failed, bytes and the event-time span first_ms / last_ms."""
+    from datetime import UTC  # noqa: PLC0415
+
+    counters = counters if counters is not None else {}
+    for k in ("events", "failed", "bytes"):
+        counters.setdefault(k, 0)
+    ctx = ParseContext(tz=tz or UTC, now_ms=None, geo=geo)  # type: ignore[arg-type]
+    engine = Engine(ruleset, lateness_ms=lateness_ms, future_skew_ms=None)  # type: ignore[arg-type]
+    streams = [events_of(f, fmt, ctx, counters) for f in files]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts_key)
+    span: list[int] = []  # the times of each batch's first and last event (the stream is in time order)
+    batch: list[Event] = []
+    for ev in merged:
+        batch.append(ev)
+        if len(batch) >= batch_size:
+            span += (_ts_key(batch[0]), _ts_key(batch[-1]))
+            yield engine.process(batch)
+            batch = []
+    if batch:
+        span += (_ts_key(batch[0]), _ts_key(batch[-1]))
+    yield engine.process(batch) + engine.flush()
+    if span:
+        counters["first_ms"], counters["last_ms"] = min(span), max(span)
 
 
 def _ts_key(ev: Event) -> int:

@@ -47,3 +47,20 @@ def test_workload_generator_is_deterministic() -> None:
     assert sshd_lines(500, seed=4).lines != sshd_lines(500, seed=5).lines
     assert nginx_lines(300, seed=4) == nginx_lines(300, seed=4)
     assert cloudtrail_lines(200, seed=4) == cloudtrail_lines(200, seed=4)
+
+
+def test_detection_report_table_goes_between_the_readme_markers(tmp_path) -> None:
+    """bench.detection writes its table between the README markers and keeps everything else."""
+    from collections import Counter
+
+    from bench.detection import MARK_END, MARK_START, Result, table, write_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{MARK_START}\nold table\n{MARK_END}\noutro\n")
+    text = table([Result("ds", "3 bots", "2 of 3", "0 (0.0/day over 2.0 days)", "note", Counter({"r": 2}))])
+    write_readme(readme, text)
+    doc = readme.read_text()
+    assert doc.startswith("intro\n") and doc.endswith(f"{MARK_END}\noutro\n") and "old table" not in doc
+    assert "| ds | 3 bots | 2 of 3 | 0 (0.0/day over 2.0 days) | r 2 | note |" in doc
+    real = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert real.count(MARK_START) == 1 and real.count(MARK_END) == 1

@@ -98,7 +98,7 @@ def test_missing_input_type_and_port_conflicts_are_errors(tmp_path: Path) -> Non
     """An input without `type`, and two TCP listeners on one address and port, are refused."""
     errors = _errors('[inputs.x]\nport = 1\n[inputs.t1]\ntype = "syslog"\nprotocol = "tcp"\nport = 6000\n'
                      '[inputs.t2]\ntype = "syslog"\nprotocol = "tcp"\nport = 6000\n', tmp_path)
-    assert errors == ["inputs.x.type: required (one of syslog, relp, files, cloudtrail, journald)",
+    assert errors == ["inputs.x.type: required (one of syslog, relp, files, cloudtrail, journald, auditd)",
                       "inputs.t2.port: tcp 127.0.0.1:6000 is also used by inputs.t1"]
 
 

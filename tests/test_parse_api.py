@@ -16,7 +16,7 @@ SSHD = b"Mar 27 13:06:56 web1 sshd[7]: Invalid user admin from 1.2.3.4 port 22"
 def test_registry_has_exactly_the_documented_formats() -> None:
     """PARSERS is the explicit registry the collectors and the config refer to."""
     assert sorted(PARSERS) == sorted(["syslog", "rfc3164", "rfc5424", "nginx", "apache", "access_json",
-                                      "cloudtrail", "json", "journald"])
+                                      "cloudtrail", "json", "journald", "auditd"])
 
 
 def test_one_trailing_newline_is_stripped() -> None:

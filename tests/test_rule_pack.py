@@ -115,6 +115,8 @@ EXPECTED_SAMPLE_ALERTS = {
     # hosts
     "ssh_bruteforce": 1,
     "ssh_password_spraying": 1,
+    "ssh_preauth_scan": 1,  # the sprayer's connections end before any login
+    "ssh_failure_burst": 1,  # the 12:31 brute force starts with a burst
     "ssh_distributed_bruteforce": 1,
     "ssh_login_after_bruteforce": 1,
     "ssh_root_login": 1,
@@ -129,6 +131,7 @@ EXPECTED_SAMPLE_ALERTS = {
     "local_user_added_to_admin_group": 1,
     # web
     "web_scanning": 1,
+    "web_scanner_user_agent": 2,  # Nikto and sqlmap announce themselves
     "web_admin_path_from_outside": 1,
     "web_path_traversal": 1,
     "web_sql_injection": 1,
@@ -225,8 +228,31 @@ def test_sample_alerts_do_not_depend_on_batch_size(sample_alerts: list[dict[str,
 BENIGN_DATASETS = [
     "secrepo_access_log",  # the secrepo.com site's own Apache log: crawlers and dataset downloads
     "elastic_examples/apache_logs.log",  # semicomplete.com blog traffic
-    "otrf_security_datasets_aws/ec2_proxy_s3_exfiltration_2020-09-14011940.json",  # console admin noise + S3 reads
 ]
+
+
+@needs_datasets
+@pytest.mark.timeout(300)
+def test_otrf_stolen_instance_credentials_are_found_and_the_admin_is_not() -> None:
+    """OTRF's CloudGoat run: the instance role's credentials used from outside (aws-cli on a Mac) and its
+    bucket listing then download are the alerts; the 87 console events of user pedro raise nothing."""
+    assert DATASETS is not None
+    alerts = replay(DATASETS / "otrf_security_datasets_aws" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json")
+    assert sorted(rule_counts(alerts)) == ["aws_instance_credentials_used_outside", "aws_s3_listing_then_download"]
+    assert all("i-0317f6c6b66ae9c40" in str(a["message"]) for a in alerts)
+    assert not [a for a in alerts if "pedro" in str(a["message"])]
+
+
+@needs_datasets
+@pytest.mark.timeout(300)
+def test_stratus_detonations_are_all_found_with_their_source() -> None:
+    """The four Datadog-reshaped Stratus Red Team detonations (one file is records concatenated without
+    commas) each raise their rule, and the messages carry the attacker's address."""
+    assert DATASETS is not None
+    alerts = replay(DATASETS / "stratus_detonations_datadog_zmallen")
+    assert sorted(rule_counts(alerts)) == ["aws_cloudtrail_logging_stopped", "aws_ebs_snapshot_shared",
+                                           "aws_ec2_user_data_modified", "aws_secrets_mass_retrieval"]
+    assert all("62.167.105.104" in str(a["message"]) for a in alerts)
 
 
 @needs_datasets

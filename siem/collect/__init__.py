@@ -4,7 +4,7 @@ Every input type is an entry of :data:`INPUT_TYPES`: the module that validates i
 (``config_from_toml(table, where)``) and the class that collects. A collector (:class:`Collector`) runs
 until stopped, awaiting ``sink(record)`` for each record; a full pipeline slows it down because ``sink``
 awaits a bounded queue (UDP, which cannot be slowed, counts what it drops). Inputs that can resume where
-they stopped (files, CloudTrail, journald) also keep positions (:class:`PositionKeeper`): the intake logs
+they stopped (files, CloudTrail, journald, auditd) also keep positions (:class:`PositionKeeper`): the intake logs
 them behind the records they cover and hands them back at a restart.
 """
 
@@ -80,6 +80,7 @@ INPUT_TYPES: dict[str, InputType] = {
     "files": InputType("siem.collect.files", "FileTailer", keeps_positions=True),
     "cloudtrail": InputType("siem.collect.cloudtrail", "CloudTrailCollector", keeps_positions=True, settle_polls=1),
     "journald": InputType("siem.collect.journald", "JournaldFollower", keeps_positions=True),
+    "auditd": InputType("siem.collect.auditd", "AuditdTailer", keeps_positions=True),
 }
 
 

@@ -41,6 +41,8 @@ reason                 file
 ``invalid_json``       not JSON, JSON cut short, data after the document, or nesting deeper than the JSON
                        decoder's recursion limit (about 1000): the records before that point are delivered
 ``invalid_utf8``       bytes that are not UTF-8: replaced by U+FFFD, the records are delivered
+``missing_comma``      records not separated by ``,`` (badly concatenated exports): read as if it were
+                       there, counted once per place
 ``no_records``         JSON that is not an object with ``Records``: nothing delivered
 ``bad_records``        ``Records`` is not an array: nothing delivered
 ``unencodable_record`` a record that cannot be re-encoded as JSON: skipped
@@ -186,8 +188,12 @@ class Malformed(ValueError):
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def iter_records(text: str) -> Iterator[object]:
+def iter_records(text: str, problems: list[str] | None = None) -> Iterator[object]:
     """The elements of the top-level ``Records`` array of a JSON document, decoded one at a time.
+
+    One repair: records written one after another without the ``,`` between them (``} {``, as some
+    exporters concatenate them) are read as if it were there; each such place adds ``missing_comma`` to
+    `problems`.
 
     Only one record's objects exist at a time (decoding the whole document first would need about ten
     times its size). Raises :class:`Malformed` where the document stops being a CloudTrail file:
@@ -244,6 +250,9 @@ def iter_records(text: str) -> Iterator[object]:
                     elif text.startswith("]", pos):
                         pos += 1
                         break
+                    elif text.startswith("{", pos):  # the next record without the ',' before it
+                        if problems is not None:
+                            problems.append("missing_comma")
                     else:
                         raise Malformed("invalid_json", f"invalid JSON: expected ',' or ']' at char {pos}")
         else:
@@ -303,7 +312,7 @@ class RecordReader:
             text = raw.decode("utf-8", "replace")
             self.problems.append("invalid_utf8")
         del raw
-        return iter_records(text)
+        return iter_records(text, self.problems)
 
     def next_batch(self, n: int, skip: int = 0) -> list[tuple[int, bytes]]:
         """Up to ``n`` more records as (position in Records counting from 1, compact JSON); ``[]`` at the

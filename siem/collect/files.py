@@ -685,7 +685,9 @@ class FileTailer:
             self._autocommit(final=True)
 
     def positions(self) -> dict:
-        """A JSON-able snapshot of the offsets of every line already handed to the sink."""
+        """A JSON-able snapshot of the offsets of every line already handed to the sink. Before :meth:`run`
+        has started, the committed state (loaded now), not an empty snapshot that would forget it."""
+        self._load()
         now = self._clock()
         files = [f.known(now).to_json() | {"retired_ms": 0} for f in self._live.values()]
         files += [k.to_json() for k in self._known]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import socket
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyparsing as pp
 import re2
 
 from siem import schema
-from siem.dsl import ast
+from siem.dsl import ast, intel
 from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
 
@@ -260,13 +261,16 @@ class _Resolver:
             self.error("duplicate-name", f"'{decl.name}' is already defined", decl.loc)
             return
         if decl.file is not None:
-            file = Path(path).parent / decl.file
-            try:
-                lines = file.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                self.error("list-file", f"cannot read list file {file}: {exc}", decl.loc)
-                lines = []
-            values = tuple(v.strip() for v in lines if v.strip() and not v.lstrip().startswith("#"))
+            name, _, kind = decl.file.partition("#")  # "feed.json#ip": threat-intel indicators (siem.dsl.intel)
+            file = Path(path).parent / name
+            values: tuple[str, ...] = ()
+            if kind and kind not in intel.KINDS:
+                self.error("list-file", f"unknown indicator kind {kind!r} (known: {', '.join(intel.KINDS)})", decl.loc)
+            else:
+                try:
+                    values = intel.read_indicators(file, kind or None)
+                except (OSError, intel.IntelError) as exc:
+                    self.error("list-file", f"cannot read list file {file}: {exc}", decl.loc)
             if len(values) > MAX_LIST_ITEMS:
                 self.error("list-too-long", f"list has {len(values)} items (max {MAX_LIST_ITEMS})", decl.loc)
             decl = replace(decl, values=values)
@@ -530,8 +534,15 @@ class _Resolver:
                 if ftype not in (schema.IP, schema.KEYWORD, None):  # text fields: the values that are addresses
                     self.error("type", f"cidr() needs an IP or text field; '{field}' is {ftype}", loc)
                 for net in networks:
+                    text = str(net)
+                    if "/" not in text and ":" not in text:  # plain IPv4 (threat feeds): the C parser
+                        try:
+                            socket.inet_pton(socket.AF_INET, text)
+                            continue
+                        except OSError:
+                            pass
                     try:
-                        ipaddress.ip_network(str(net), strict=False)
+                        ipaddress.ip_network(text, strict=False)
                     except ValueError:
                         self.error("bad-cidr", f"{net!r} is not an IPv4 or IPv6 network", loc)
             case ast.StrMatch(field, kind, values, ci, loc):

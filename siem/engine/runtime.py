@@ -9,6 +9,10 @@ Where a key's own events arrive out of order beyond the lateness, its window is 
 Watermarks are computed per event (a running maximum), so where a batch boundary falls changes nothing
 for events within the allowed lateness: batch sizes 1, 7 and 1000 give identical alerts.
 
+Repeats. An event with ``event.repeat_count`` N > 1 (rsyslog's ``message repeated N times: [...]``) stands
+for N occurrences: the engine evaluates it N times (at most MAX_REPEAT; the rest are counted in
+``siem_events_repeated_total{outcome="capped"}``), so a threshold counts the attempts, not the lines.
+
 Time-driven rules (`absent`) advance with the watermark; the daemon also calls ``advance(now - lateness)``
 when the input is idle and caught up, so silence is noticed even when nothing arrives.
 """
@@ -39,6 +43,7 @@ from siem.timeutil import iso_ms, wall_ms
 log = logging.getLogger(__name__)
 EXPIRE_EVERY_MS = 60_000  # event time between sweeps of idle window keys
 _MIN_TS = -(2**62)
+MAX_REPEAT = 100  # copies one repeated line may become (a forged "repeated 10^9 times" must not cost memory)
 _AGG_RE = re.compile(r"(distinct|sum|min|max)\((.+)\)")
 
 
@@ -140,6 +145,27 @@ def alert_event(a: Alert) -> Event:
         "siem.alert.first_ms": str(a.first_ms), "event.original": f"{a.rule_id} {a.id} {a.message}",
     })
     return ev
+def _repeated(e: Event) -> bool:
+    n = e.get("event.repeat_count")
+    return type(n) is int and n > 1
+
+
+def expand_repeats(events: list[Event]) -> list[Event]:
+    """Each event with event.repeat_count N > 1 followed by N - 1 copies of itself (MAX_REPEAT in all)."""
+    out: list[Event] = []
+    made = capped = 0
+    for e in events:
+        out.append(e)
+        n = e.get("event.repeat_count")
+        if type(n) is int and n > 1:
+            k = min(n, MAX_REPEAT)
+            out.extend(dict(e) for _ in range(k - 1))
+            made += k - 1
+            capped += n - k
+    metrics.EVENTS_REPEATED.labels(outcome="expanded").inc(made)
+    if capped:
+        metrics.EVENTS_REPEATED.labels(outcome="capped").inc(capped)
+    return out
 
 
 def _event_ts(e: Event) -> int:
@@ -184,6 +210,9 @@ class Engine:
         n = len(events)
         if n == 0:
             return []
+        if any(map(dict.get, events, repeat("event.repeat_count", n))) and any(map(_repeated, events)):  # one C loop
+            events = expand_repeats(events)
+            n = len(events)
         try:  # the usual case, every @timestamp an int: one C loop
             ts = np.fromiter(map(dict.get, events, repeat("@timestamp", n)), dtype=np.int64, count=n)
         except (TypeError, ValueError, OverflowError):

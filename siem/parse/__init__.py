@@ -9,7 +9,8 @@
                                                       for CloudTrail files before parse_cloudtrail_record)
 
 Formats (keys of PARSERS): syslog (RFC 5424 or RFC 3164, detected per message), rfc3164, rfc5424,
-nginx, apache, access_json, cloudtrail, json, journald. Syslog and journald messages are handed to
+nginx, apache, access_json, cloudtrail, json, journald, auditd (the records of one Linux audit event,
+siem.parse.auditd). Syslog and journald messages are handed to
 the program parsers of siem.parse.auth (sshd, sudo, su, pam_unix, systemd-logind, shadow utils).
 
 What ``parse`` does around a parser: cuts the record at MAX_LINE_BYTES (64 KiB; MAX_JSON_BYTES =
@@ -17,7 +18,8 @@ What ``parse`` does around a parser: cuts the record at MAX_LINE_BYTES (64 KiB; 
 bytes with U+FFFD; strips one trailing ``\\r\\n`` or ``\\n``; turns any exception into an event
 ``{"@timestamp": now, "event.original": text, "event.dataset": fmt, "error.message": ...}``; counts
 ``siem_events_parsed_total`` or ``siem_events_failed_total`` (an event with ``error.message`` is
-failed) with labels input and format (unknown formats are counted as format="unknown").
+failed) with labels input and format (unknown formats are counted as format="unknown"). With
+``ctx.geo`` set, every event is then enriched with GeoIP fields (siem.enrich).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 from typing import Callable, Final, Iterable
 
 from siem import metrics
+from siem.enrich import enrich
+from siem.parse.auditd import parse_auditd
 from siem.parse.access import parse_access_json, parse_apache, parse_nginx
 from siem.parse.base import MAX_JSON_BYTES, MAX_LINE_BYTES, ParseContext, ParserFn, clip, error_event, note
 from siem.parse.cloudtrail import parse_cloudtrail, parse_cloudtrail_record
@@ -53,9 +57,11 @@ PARSERS: Final[dict[str, ParserFn]] = {
     "cloudtrail": parse_cloudtrail,
     "json": parse_json,
     "journald": parse_journald,
+    "auditd": parse_auditd,
 }
 
-_JSON_FORMATS: Final = frozenset({"access_json", "cloudtrail", "json", "journald"})
+# formats cut at MAX_JSON_BYTES: JSON records, and auditd events (all the lines of one event)
+_JSON_FORMATS: Final = frozenset({"access_json", "cloudtrail", "json", "journald", "auditd"})
 _counters: dict[tuple[str, str], tuple[Callable[[float], None], Callable[[float], None]]] = {}
 
 
@@ -107,6 +113,8 @@ def parse(fmt: str, data: bytes, ctx: ParseContext, input_name: str = "") -> Eve
             ev = error_event(text, fmt, f"{fmt} parser failed: {type(e).__name__}: {clip(str(e))}", ctx)
     if cut:
         note(ev, f"record of {cut} bytes truncated to {len(data)}")
+    if ctx.geo is not None:
+        enrich(ev, ctx.geo)
     pair = _counters.get((input_name, fmt)) or _incrementers(input_name, fmt)
     pair[1 if "error.message" in ev else 0](1)
     return ev
@@ -136,6 +144,10 @@ def parse_batch(fmt: str, datas: Iterable[bytes], ctx: ParseContext, input_name:
         if "error.message" in ev:
             failed += 1
         append(ev)
+    if ctx.geo is not None:
+        geo = ctx.geo
+        for ev in out:
+            enrich(ev, geo)
     pair = _counters.get((input_name, fmt)) or _incrementers(input_name, fmt)
     if inline - failed:
         pair[0](inline - failed)

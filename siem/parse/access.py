@@ -7,7 +7,7 @@ when the server logged a host name), ``user.name`` (unless "-"), ``http.request.
 ``http.request.referrer``, ``user_agent.original``, ``host.name`` (ctx.host).
 
 Values are kept as the server escaped them (``\\"``, ``\\x16``). A request line that is not
-``METHOD target [HTTP/x]`` (TLS handshake bytes sent to port 80, binary garbage) leaves the url and
+``METHOD target [HTTP/x]`` (the method in any case, kept as logged: worms send ``get``; TLS handshake bytes sent to port 80, binary garbage) leaves the url and
 method fields out and sets ``error.message``; the rest of the line is still read. Lines wrapped in
 an extra pair of double quotes (seen in exported logs) are unwrapped.
 """
@@ -52,7 +52,7 @@ def _loose(line: str) -> _Fields | None:
             ref, agent = inner[:cut], inner[cut + 3:]
     addr, ident, user, when = h.groups()
     return (addr, ident, user, when, line[h.end():st.start()], st.group(1), st.group(2), ref, agent)
-_METHOD: Final = re.compile(r"[A-Z][A-Z_-]{0,31}")
+_METHOD: Final = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")  # as logged: worms send `get`
 _METHOD_MATCH = _METHOD.fullmatch
 _COMMON_METHODS: Final = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT"})
 

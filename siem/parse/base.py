@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Callable, Final
 
+from siem.enrich import GeoSpec
 from siem.schema import Event
 
 # Line caps (decided here, documented in README "Parsers and the event schema"):
@@ -32,11 +33,13 @@ class ParseContext:
             without a usable time; None means the current wall clock.
     host:   host.name for formats that do not carry one (access logs), and for syslog lines
             without a HOSTNAME.
+    geo:    GeoIP enrichment of source/destination addresses after parsing (siem.enrich), or None.
     """
 
     tz: tzinfo = UTC
     now_ms: int | None = None
     host: str = ""
+    geo: GeoSpec | None = None
 
 
 ParserFn = Callable[[str, ParseContext], Event]

@@ -11,6 +11,10 @@ recipientAccountId), ``cloud.region`` (awsRegion), ``tls.version`` / ``tls.ciphe
 session_context.x), error_code, error_message, event_type, event_version, request_id,
 recipient_account_id, mfa_used (additionalEventData.MFAUsed), console_login.result.
 
+Records reshaped by Datadog's forwarder carry the source address in ``network.client.ip`` and the
+user agent in ``http.useragent`` instead of sourceIPAddress / userAgent: those fill ``source.ip`` and
+``user_agent.original`` when the CloudTrail keys are absent (the originals stay under aws.cloudtrail.).
+
 Kept: requestParameters / responseElements / additionalEventData / serviceEventData / resources as
 ``aws.cloudtrail.request_parameters.<key.path>``, ``.response_elements.``, ``.additional_eventdata.``,
 ``.service_event_details.``, ``.resources.`` with the original key names; every other top-level key
@@ -179,6 +183,15 @@ def cloudtrail_event(rec: dict[str, object], original: str, ctx: ParseContext) -
         else:
             fl.add(f"aws.cloudtrail.{snake(key)}", value)
     fl.into(ev)
+    if "source.ip" not in ev and "source.address" not in ev:  # reshaped by a forwarder (Datadog)
+        client = ev.get("aws.cloudtrail.network.client.ip")
+        ip = ip_or_none(client) if isinstance(client, str) else None
+        if ip is not None:
+            ev["source.ip"] = ip
+    if "user_agent.original" not in ev:
+        ua = ev.get("aws.cloudtrail.http.useragent")
+        if isinstance(ua, str) and ua:
+            ev["user_agent.original"] = ua
     if "cloud.account.id" not in ev:
         acct = ev.get("aws.cloudtrail.recipient_account_id")
         if acct:

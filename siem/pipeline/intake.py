@@ -75,12 +75,12 @@ class Parsed:
 
 
 def parse_context(daemon: DaemonConfig) -> object:
-    """The parse context of a daemon config: the zone of timestamps that carry none."""
+    """The parse context of a daemon config: the zone of timestamps that carry none, GeoIP enrichment."""
     from zoneinfo import ZoneInfo  # noqa: PLC0415
 
     from siem.parse import ParseContext  # noqa: PLC0415
 
-    return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None)
+    return ParseContext(tz=ZoneInfo(daemon.timezone), now_ms=None, geo=daemon.geo_spec)
 
 
 def parse_records(items: list[RawRecord], ctx: object, limit_ms: int, file_inputs: frozenset[str],

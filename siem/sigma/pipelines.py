@@ -21,7 +21,7 @@ categories are the joined audit records of one event: process_creation is ``even
 "process"`` + ``event.type "start"`` (EXECVE), file_event ``event.category "file"`` (PATH),
 network_connection ``event.category "network"`` (connect/accept). Raw audit record fields keep
 their names under ``auditd.data.`` (``a0`` -> ``auditd.data.a0``), the record type is
-``auditd.message_type``, the rule key ``auditd.key``.
+``auditd.record_type`` (siem.parse.auditd: the record that says what happened, e.g. SYSCALL for an execve), the syscall ``auditd.syscall``, the rule key ``auditd.key``.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ FIELD_MAPS: dict[str, dict[str, str]] = {
         "pam_rhost": "source.ip",
     },
     "auditd": {
-        "type": "auditd.message_type",
+        "type": "auditd.record_type",
         "key": "auditd.key",
         "exe": "process.executable",
         "comm": "process.name",
@@ -113,8 +113,8 @@ FIELD_MAPS: dict[str, dict[str, str]] = {
         "uid": "user.id",
         "auid": "auditd.data.auid",
         "euid": "user.effective.id",
-        "SYSCALL": "auditd.data.syscall",
-        "syscall": "auditd.data.syscall",
+        "SYSCALL": "auditd.syscall",
+        "syscall": "auditd.syscall",
     },
     "process": {
         "Image": "process.executable",
@@ -123,7 +123,7 @@ FIELD_MAPS: dict[str, dict[str, str]] = {
         "ParentCommandLine": "process.parent.command_line",
         "CurrentDirectory": "process.working_directory",
         "User": "user.name",
-        "LogonId": "auditd.data.ses",
+        "LogonId": "auditd.session",
         "ProcessId": "process.pid",
         "ParentProcessId": "process.parent.pid",
         "TargetFilename": "file.path",
