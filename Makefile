@@ -17,10 +17,11 @@ system-deps:
 	@bash deploy/install-test-deps.sh
 
 # The daemon on its embedded defaults: tails sample_logs/, listens for syslog on 127.0.0.1:5514, serves metrics on
-# 127.0.0.1:9108 and prints each alert as a JSON line. A demo: its state in ./state is reset on every `make run`.
+# 127.0.0.1:9108, prints each alert (a readable line on a terminal, JSON when piped) and says what it is doing
+# (inputs, caught up, alerts so far). A demo: its state in ./state is reset on every `make run`.
 run: $(STAMP)
 	rm -rf state
-	$(BIN)/siem run --print-alerts
+	$(BIN)/siem run --print-alerts --progress
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 -q tests/

@@ -104,3 +104,23 @@ def measure(path: Path, lines: int, runs: int = 3, workers: int | None = None) -
         "steady_events_per_s_no_workers": s1, "steady_events_per_s_workers": sn,
         "speedup": (sn / s1) if s1 and sn else t1 / tn,
     }
+
+
+def measure_replay(path: Path, rules: Path = RULES_DIR, runs: int = 3, workers: int | None = None) -> dict:
+    """`siem replay` of one file with the columnar parser in this process (--workers 0) and in one worker
+    process per CPU (--workers N), runs alternating: median wall seconds of each and their ratio, and
+    whether both gave the same alerts. Wall time, start-up included (the point is the cores)."""
+    workers = workers or os.cpu_count() or 2
+    walls: dict[int, list[float]] = {0: [], workers: []}
+    outs: dict[int, bytes] = {}
+    for _ in range(runs):
+        for w in (0, workers):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "siem", "replay", "--rules", str(rules), "--quiet",
+                                   "--workers", str(w), str(path)], capture_output=True, timeout=900, check=True)
+            walls[w].append(time.perf_counter() - t0)
+            outs[w] = b"\n".join(sorted(json.loads(x)["id"].encode() for x in proc.stdout.splitlines() if x.strip()))
+    one, many = statistics.median(walls[0]), statistics.median(walls[workers])
+    return {"file": str(path), "rules": str(rules), "workers": workers, "cpus": os.cpu_count(),
+            "wall_s_no_workers": one, "wall_s_workers": many, "runs_wall_s": {str(k): v for k, v in walls.items()},
+            "speedup": one / many, "same_alerts": outs[0] == outs[workers]}

@@ -79,6 +79,7 @@ def measure(path: Path, lines: int, attackers: frozenset[str], rule_counts: tupl
             our_rate = lines / statistics.median(r["cpu_s"] for r in ours)
             out["rows"].append({
                 "rules": count,
+                "lines": lines,
                 "sec_lines_per_s": sec_rate,
                 "sec_lines_per_s_wall": lines / statistics.median(sec_wall),
                 "sec_runs": len(sec_cpu),

@@ -1,6 +1,7 @@
 """The daemon's TOML configuration: every table validated, every problem collected, then ConfigError.
 
-Tables and who validates them (each component owns its ``config_from_toml(table, where)``)::
+Tables and who validates them (each component owns its ``config_from_toml(table, where)``, all of them
+through the one checker in siem.tomlcheck, which also adds the file line of every issue)::
 
     [daemon]           here (DaemonConfig)
     [inputs.<name>]    type = one of siem.collect.INPUT_TYPES (syslog, relp, files, cloudtrail, journald, auditd)
@@ -26,7 +27,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,9 +36,9 @@ from siem.alert.config import config_from_toml as alerting_from_toml
 from siem.collect import INPUT_TYPES
 from siem.enrich import GeoSpec
 from siem.errors import ConfigError, Issue, Location
-from siem.log._toml import TableReader
 from siem.log.local import LocalLogConfig
 from siem.log.local import config_from_toml as log_from_toml
+from siem.tomlcheck import TableReader, did_you_mean, locate_issues
 
 ROLES = ("all", "collector", "matcher", "correlator", "notifier")
 EMBEDDED = "<embedded defaults>"
@@ -131,8 +132,17 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(issues)
     config, issues = config_from_dict(doc, str(path), Path(path).resolve().parent)
     if config is None:
-        raise ConfigError(issues)
-    return config
+        raise ConfigError(_located(issues, path))
+    return replace(config, warnings=tuple(_located(list(config.warnings), path)))
+
+
+def _located(issues: list[Issue], path: str | Path) -> list[Issue]:
+    """Issues with the file's line for their dotted path (siem.tomlcheck.locate_issues)."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return issues
+    return locate_issues(issues, str(path), text)
 
 
 def read_toml(path: str | Path) -> tuple[dict | None, list[Issue]]:
@@ -164,7 +174,8 @@ def config_from_dict(doc: dict, source: str, base_dir: Path) -> tuple[Config | N
     """Validate a whole parsed document; (None, issues) when any issue is an error."""
     issues: list[Issue] = []
     for key in sorted(set(doc) - set(_TOP_KEYS)):
-        issues.append(Issue("unknown-key", f"{key}: unknown table or key (known: {', '.join(_TOP_KEYS)})"))
+        issues.append(Issue("unknown-key", f"{key}: unknown table or key{did_you_mean(key, _TOP_KEYS)} "
+                                           f"(known: {', '.join(_TOP_KEYS)})"))
 
     daemon_table = doc.get("daemon", {})
     daemon, more = daemon_from_toml(daemon_table, "daemon", base_dir)
@@ -214,8 +225,6 @@ def config_from_dict(doc: dict, source: str, base_dir: Path) -> tuple[Config | N
 
 
 def _replace_dir(cfg: LocalLogConfig, directory: str) -> LocalLogConfig:
-    from dataclasses import replace  # noqa: PLC0415
-
     return replace(cfg, directory=directory)
 
 
@@ -301,7 +310,8 @@ def input_from_toml(name: str, table: object, base_dir: Path) -> tuple[InputSpec
     if kind is None:
         return None, [Issue("missing-key", f"{where}.type: required (one of {', '.join(INPUT_TYPES)})")]
     if not isinstance(kind, str) or kind not in INPUT_TYPES:
-        return None, [Issue("bad-value", f"{where}.type: expected one of {', '.join(INPUT_TYPES)}, got {kind!r}")]
+        return None, [Issue("bad-value", f"{where}.type: expected one of {', '.join(INPUT_TYPES)}, got {kind!r}"
+                                         f"{did_you_mean(str(kind), INPUT_TYPES)}")]
     fn = _validator(kind)
     if fn is None:
         return None, [Issue("unavailable", f"{where}.type: input type {kind!r} is not available in this build")]
@@ -471,11 +481,11 @@ def check_file(path: str | Path | None, environ: dict[str, str] | None = None, *
         return None, issues
     config, issues = config_from_dict(doc, str(path), Path(path).resolve().parent)
     if config is not None:
-        return config, issues + check_runtime(config, environ, rules=rules)
+        return config, _located(issues + check_runtime(config, environ, rules=rules), path)
     alerting = doc.get("alerting")
     if isinstance(alerting, dict):
         parsed, _ = alerting_from_toml(alerting, "alerting")
         if parsed is not None:
             for route in parsed.routes:
                 issues += resolve_route_urls(route, environ)[1]
-    return None, issues
+    return None, _located(issues, path)

@@ -27,10 +27,9 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from siem import metrics
 from siem.alert.config import resolve_route_urls
@@ -47,7 +46,8 @@ from siem.pipeline.evaluator import Cadence, LocalEvaluator
 from siem.pipeline.intake import Intake, ParsePool, drain, parse_context
 from siem.pipeline.stores import LocalEventLog
 from siem.pipeline.watermark import SourceWatermark, WatermarkPolicy
-from siem.service import Notifier, watchdog_loop
+from siem.progress import ProgressCounts, ProgressReporter, daemon_intro
+from siem.service import Notifier, has_terminal, watchdog_loop
 from siem.statefile import make_private_dirs, write_atomic, write_json_atomic
 from siem.timeutil import monotonic_ms
 
@@ -59,12 +59,14 @@ PID_FILE = "siem.pid"
 
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, notifier: Notifier | None = None,
-                 print_alerts: bool = False, start_fresh: bool = False) -> None:
+                 print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False,
+                 start_fresh: bool = False) -> None:
         self.config = config
         self.start_fresh = start_fresh  # a refused checkpoint is set aside instead of stopping the start
         self.config_path = config_path
         self.notifier = notifier or Notifier(None)
-        self.print_alerts = print_alerts  # new alerts also as JSON lines on stdout (`siem run --print-alerts`)
+        self.print_alerts = print_alerts  # new alerts also to stdout (`siem run --print-alerts`, siem.alert.console)
+        self.progress = progress  # siem.progress lines on stderr (`siem run --progress`)
         self.state_dir = Path(config.daemon.state_dir)
         self._stopping = asyncio.Event()
         self._reloading = False
@@ -93,7 +95,7 @@ class Daemon:
             for url in resolve_route_urls(route)[0]:
                 register_secret(url)
         self.evaluator = LocalEvaluator(self.state_dir, lg, ruleset, self.pipeline, Cadence.of(d),
-                                        d.future_skew_ms, on_alerts=self._print if self.print_alerts else None,
+                                        d.future_skew_ms, on_alerts=self.print_alerts,
                                         max_pending=d.max_pending_events, start_fresh=self.start_fresh)
         positions, newest, last_wm = self.evaluator.restore()
         watermark = SourceWatermark(WatermarkPolicy.of(d))
@@ -102,6 +104,7 @@ class Daemon:
         self.intake = Intake(LocalEventLog(lg), watermark, self.pool, parse_context(d),
                              d.intake_queue_size, d.future_skew_ms, last_positions=positions)
         metrics.RULES_LOADED.set(len(ruleset.rules))
+        metrics.init_series_for(self.config, ruleset)  # every known series at 0 (dashboards show data)
 
     def close_state(self) -> None:
         if self.pool is not None:
@@ -110,10 +113,6 @@ class Daemon:
             self.evaluator.log.close()
         if self._lock is not None:
             self._lock.close()
-
-    def _print(self, alerts: list[Alert]) -> None:
-        sys.stdout.buffer.write(b"".join(a.dumps() + b"\n" for a in alerts))
-        sys.stdout.flush()
 
     async def start_inputs(self, specs: tuple[InputSpec, ...]) -> None:
         intake = self._intake()
@@ -167,6 +166,7 @@ class Daemon:
             self.config = replace(self.config, inputs=config.inputs)
             metrics.RELOADS.labels(result="success").inc()
             metrics.RULES_LOADED.set(len(ruleset.rules))
+            metrics.init_series_for(config, ruleset)
             self.write_run_file()
             log.info("reloaded", extra={"rules": len(ruleset.rules), "inputs": len(config.inputs)})
             return True
@@ -202,6 +202,30 @@ class Daemon:
         lag = ev.log.end_offset - ev.next_offset
         return (f"{rate:.0f} events/s, {intake.written} events, {ev.alerts} alerts, "
                 f"lag {lag} records, queue {intake.queue.qsize()}")
+
+    def _hangup_or_reload(self, had_terminal: bool) -> Callable[[], None]:
+        """SIGHUP: reload, unless it is the hangup of the terminal `siem run` was started from (then the
+        daemon drains and stops, as for Ctrl-C, instead of running on orphaned and holding its ports)."""
+        def on_sighup() -> None:
+            if had_terminal and not has_terminal():
+                log.info("the controlling terminal hung up: stopping")
+                self._stopping.set()
+            else:
+                asyncio.ensure_future(self.reload())
+        return on_sighup
+
+    def progress_counts(self) -> ProgressCounts:
+        intake, ev = self._intake(), self._evaluator()
+        wm = intake.watermark
+        return ProgressCounts(intake.written, ev.next_offset, ev.log.end_offset, intake.idle,
+                              starting=monotonic_ms() - wm.started_ms < wm.grace_ms)
+
+    async def _progress(self, ruleset: RuleSet) -> None:
+        d = self.config.daemon  # settled: idle long enough for the watermark to move on the wall clock
+        reporter = ProgressReporter(self, settle_ms=d.idle_advance_ms + d.batch_max_wait_ms + 1000)
+        ports = {n: i.port for n, i in self._intake().inputs.items()}
+        daemon_intro(reporter, self.config, ports, self.metrics_port, len(ruleset.rules))
+        await reporter.run()
 
     def _stalled(self) -> str | None:
         """The stage that has stopped moving, for the watchdog: the engine loop (a batch or a checkpoint
@@ -249,8 +273,10 @@ class Daemon:
             tasks = [writer, engine, alerts, watchdog]
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
             loop.add_signal_handler(signal.SIGINT, self._stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._hangup_or_reload(has_terminal()))
             self.write_run_file()
+            if self.progress:
+                tasks.append(asyncio.create_task(self._progress(ruleset), name="progress"))
             self.notifier.ready(f"running: {len(intake.inputs)} inputs, {len(ruleset.rules)} rules")
             log.info("siem running", extra={"inputs": len(intake.inputs), "rules": len(ruleset.rules),
                                             "offset": evaluator.next_offset})
@@ -286,10 +312,12 @@ def _load_all(config_path: str | None) -> tuple[Config, RuleSet]:
     return config, load_rules(config.daemon.rules)
 
 
-def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None, print_alerts: bool = False,
+def run_daemon(config: Config, ruleset: RuleSet, config_path: str | None,
+               print_alerts: Callable[[list[Alert]], None] | None = None, progress: bool = False,
                start_fresh: bool = False) -> int:
     """`siem run` in embedded mode: serve until SIGTERM. Exit codes: 0 clean, 1 state or runtime failure."""
-    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, start_fresh=start_fresh)
+    daemon = Daemon(config, config_path, Notifier.from_env(), print_alerts=print_alerts, progress=progress,
+                    start_fresh=start_fresh)
     try:
         return asyncio.run(daemon.serve(ruleset))
     except (StateError, OSError) as exc:

@@ -37,6 +37,12 @@ class Issue:
     context: str = ""  # e.g. "in rule 'ssh_bruteforce'"
     severity: str = "error"  # or "warning"; warnings never stop loading
 
+    def to_json(self) -> dict[str, object]:
+        """The issue as data (``--format json`` of ``siem rules check`` and ``siem config check``)."""
+        loc = self.location
+        return {"code": self.code, "severity": self.severity, "message": self.message, "context": self.context,
+                "location": None if loc is None else {"path": loc.path, "line": loc.line, "column": loc.column}}
+
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""
         out = [f"{where}{self.severity}[{self.code}]: {self.message}"]

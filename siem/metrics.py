@@ -10,6 +10,9 @@ format="syslog").inc()``. Tests may read values with ``metrics.value(name, **lab
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,6 +28,10 @@ from prometheus_client import (
 )
 
 from siem import __version__
+
+if TYPE_CHECKING:
+    from siem.config import Config
+    from siem.dsl.loader import RuleSet
 
 # No `*_created` series: they double the exposition and no dashboard or alert of ours reads them.
 disable_created_metrics()
@@ -156,6 +163,17 @@ STAGE_STALLED = Gauge(
 CHECKPOINT_AGE = Gauge("siem_checkpoint_age_seconds", "Seconds since the last engine checkpoint.", registry=REGISTRY)
 LOG_CORRUPT = Counter("siem_log_corrupt_records_total", "Corrupt records skipped in the durable log.",
                       registry=REGISTRY)
+BLOCK_PREFILTERED = Counter(
+    "siem_block_records_prefiltered_total",
+    "Records kept with their raw text and time only, because no loaded rule can match them (siem.parse.block).",
+    ["format"],
+    registry=REGISTRY,
+)
+LOG_BLOCKS_REPARSED = Counter(
+    "siem_log_blocks_reparsed_total",
+    "Columnar log records parsed again from their raw lines, because the rules now read fields they lack.",
+    registry=REGISTRY,
+)
 LOG_UNDECODABLE = Counter(
     "siem_log_undecodable_records_total", "Log records with a valid checksum that are not a JSON event.",
     registry=REGISTRY,
@@ -234,6 +252,69 @@ SIGMA_RULES_SKIPPED = Gauge(
 )
 
 
+# --- known label sets -----------------------------------------------------------------------------
+
+# The reasons each input type counts drops and errors under (siem/collect/<type>.py), so that every
+# (input, reason) series exists from the start.
+INPUT_REASONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # type: (dropped, errors)
+    "syslog": (("oversized", "truncated", "bad_frame", "empty", "queue_full", "kernel", "shutdown"),
+               ("connection", "connection_limit", "source_limit", "idle_timeout", "handshake_timeout",
+                "tls_handshake", "peer_not_permitted", "read", "udp", "sink", "evicted", "state_write")),
+    "files": (("oversized",), ("io", "corrupt_state", "internal", "bomb", "state_write")),
+    "cloudtrail": (("too_many_records",), ("io", "corrupt_state", "internal", "missing_directory", "state_write")),
+    "journald": (("oversized",), ("spawn_failed", "subprocess_exit", "bad_cursor", "corrupt_state", "internal",
+                                  "state_write")),
+}
+
+
+def init_series(inputs: Iterable[tuple[str, str, str]], rules: Iterable[tuple[str, str, bool]],
+                routes: Iterable[str]) -> None:
+    """Create every labelled series whose label values are known at start, at 0: (input name, input type,
+    format) of each configured input, (rule id, severity, has a correlation) of each rule, and the route
+    names. A counter that was never incremented has no series, and `rate()` over it returns nothing: a
+    dashboard panel stays empty and `absent()`-style alerts misfire until the first event of its kind.
+    Idempotent (an existing child keeps its value), so a reload calls it again for new names."""
+    for name, kind, fmt in inputs:
+        for family in (EVENTS_RECEIVED, EVENTS_PARSED, EVENTS_FAILED):
+            family.labels(input=name, format=fmt)
+        BYTES_RECEIVED.labels(input=name)
+        dropped, errors = INPUT_REASONS.get(kind, ((), ()))
+        for reason in dropped:
+            INPUT_DROPPED.labels(input=name, reason=reason)
+        for reason in errors:
+            INPUT_ERRORS.labels(input=name, reason=reason)
+        if kind == "syslog":
+            INPUT_CONNECTIONS.labels(input=name)
+    for rule, severity, correlated in rules:
+        for family in (RULE_EVALUATIONS, RULE_MATCHES, RULE_ERRORS, ALERTS_SUPPRESSED):
+            family.labels(rule=rule)
+        ALERTS_FIRED.labels(rule=rule, severity=severity)
+        if correlated:
+            WINDOW_KEYS.labels(rule=rule)
+    severities = ("info", "low", "medium", "high", "critical")  # siem.alert.record.SEVERITIES
+    for route in routes:
+        for family in (NOTIFICATIONS_SENT, NOTIFICATIONS_FAILED, NOTIFICATIONS_RETRIED, NOTIFICATIONS_DEAD,
+                       NOTIFICATIONS_THROTTLED):
+            family.labels(route=route)
+        for severity in severities:
+            ALERTS_HELD.labels(route=route, severity=severity, reason="rate_limit")
+    for severity in severities:
+        ALERTS_HELD.labels(route="", severity=severity, reason="no_route")
+    for result in ("success", "failure"):
+        RELOADS.labels(result=result)
+    QUEUE_DEPTH.labels(queue="intake")
+
+
+def init_series_for(config: Config, ruleset: RuleSet) -> None:
+    """:func:`init_series` for a loaded config and rule set."""
+    init_series(
+        [(s.name, s.type, s.type if s.type in ("cloudtrail", "journald") else str(getattr(s.config, "format", s.type)))
+         for s in config.inputs],
+        [(r.id, r.severity, r.correlation is not None) for r in ruleset.rules],
+        [r.name for r in config.alerting.routes],
+    )
+
+
 def render() -> bytes:
     """The text exposition of every metric."""
     return generate_latest(REGISTRY)
@@ -249,6 +330,16 @@ def value(name: str, **labels: str) -> float:
     """Current value of a sample (for tests and `siem status`); 0.0 when absent."""
     got = REGISTRY.get_sample_value(name, labels)
     return 0.0 if got is None else got
+
+
+def sum_by(name: str, label: str) -> dict[str, float]:
+    """The samples of ``name`` summed per value of ``label`` (e.g. alerts fired per severity)."""
+    out: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        for s in family.samples:
+            if s.name == name and label in s.labels:
+                out[s.labels[label]] = out.get(s.labels[label], 0.0) + float(s.value)
+    return out
 
 
 def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:

@@ -386,6 +386,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
                                                   "inputs": {}, "config": config_path})
         write_atomic(state_dir / "siem.pid", f"{os.getpid()}\n".encode())
         metrics.RULES_LOADED.set(len(ruleset.rules))
+        metrics.init_series_for(config, ruleset)  # every known series at 0 (dashboards show data)
         watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: f"role {role}"))
         notifier.ready(f"role {role} running")
         log.info("siem running", extra={"role": role})

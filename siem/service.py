@@ -198,3 +198,21 @@ async def watchdog_loop(
                 log.exception("building the STATUS line failed")
         await sleep(tick_s)
         since_status_s += tick_s
+
+
+
+def has_terminal() -> bool:
+    """Whether this process has a usable controlling terminal. Compared before and at a SIGHUP, it tells a
+    terminal's hangup (the window running `siem run` was closed: stop) from an operator's reload signal
+    (the terminal is still there, or there never was one: systemd, nohup, setsid)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # ENXIO: no controlling terminal (any more); EIO: it was hung up
+        return False
+    try:
+        os.write(fd, b"")  # a hung-up terminal fails writes with EIO
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -245,6 +245,55 @@ def _delivery(s: Snapshot) -> list[str]:
     return lines
 
 
+def summary_data(metrics_text: str, previous_text: str | None = None, interval_s: float | None = None,
+                 now_s: float | None = None) -> dict[str, object]:
+    """What :func:`summarize` shows, as data (``siem status --format json``): totals, per-input and
+    per-route counters, rates per second when ``previous_text`` is given (else null)."""
+    s = Snapshot.parse(metrics_text)
+    prev = Snapshot.parse(previous_text) if previous_text is not None else None
+    rate = _Rates(s, prev, interval_s)
+    now = time.time() if now_s is None else now_s
+    version = next((labels.get("version", "?") for labels, _ in s.by_name.get("siem_build_info", ())), "?")
+    start = s.total("process_start_time_seconds") if s.has("process_start_time_seconds") else None
+    received, failed = s.by("siem_events_received_total", "input"), s.by("siem_events_failed_total", "input")
+    dropped, conns = s.by("siem_input_dropped_total", "input"), s.by("siem_input_connections", "input")
+    last = s.by("siem_input_last_event_timestamp_seconds", "input")
+    rates = rate.by("siem_events_received_total", "input")
+    inputs = {name: {"received": received.get(name, 0), "failed": failed.get(name, 0),
+                     "dropped": dropped.get(name, 0), "events_per_second": rates.get(name) if prev else None,
+                     "connections": conns.get(name, 0), "last_event_timestamp_seconds": last.get(name) or None}
+              for name in sorted(set(received) | set(dropped) | set(conns))}
+    sent, fail = s.by("siem_notifications_sent_total", "route"), s.by("siem_notifications_failed_total", "route")
+    retried, dead = s.by("siem_notifications_retried_total", "route"), s.by("siem_notifications_dead_total", "route")
+    watermark = s.total("siem_watermark_timestamp_seconds")
+    return {
+        "version": version,
+        "uptime_seconds": now - start if start is not None else None,
+        "rules_loaded": s.total("siem_rules_loaded"),
+        "reloads": s.by("siem_reloads_total", "result"),
+        "resident_memory_bytes": s.total("process_resident_memory_bytes") if s.has("process_resident_memory_bytes")
+        else None,
+        "inputs": inputs,
+        "events": {"received": s.total("siem_events_received_total"), "failed": s.total("siem_events_failed_total"),
+                   "dropped": sum(dropped.values()), "late": s.total("siem_events_late_total"),
+                   "events_per_second": rate("siem_events_received_total")},
+        "engine": {"batches": s.total("siem_batches_total"),
+                   "batch_p50_seconds": s.quantile("siem_batch_duration_seconds", 0.5),
+                   "batch_p99_seconds": s.quantile("siem_batch_duration_seconds", 0.99),
+                   "event_to_alert_p95_seconds": s.quantile("siem_event_to_alert_seconds", 0.95),
+                   "window_keys": s.total("siem_window_keys"),
+                   "log_lag_records": s.total("siem_log_lag_records"),
+                   "checkpoint_age_seconds": s.total("siem_checkpoint_age_seconds"),
+                   "watermark_behind_seconds": now - watermark if watermark > 0 else None},
+        "alerts": {"fired": s.total("siem_alerts_fired_total"), "suppressed": s.total("siem_alerts_suppressed_total"),
+                   "by_severity": s.by("siem_alerts_fired_total", "severity"),
+                   "by_rule": {k: v for k, v in s.by("siem_alerts_fired_total", "rule").items() if v}},
+        "delivery": {"outbox_depth": s.total("siem_outbox_depth"),
+                     "routes": {r: {"sent": sent.get(r, 0), "failed": fail.get(r, 0), "retried": retried.get(r, 0),
+                                    "dead": dead.get(r, 0)} for r in sorted(set(sent) | set(fail) | set(dead))}},
+    }
+
+
 def status_line(now: Snapshot, previous: Snapshot | None, interval_s: float | None) -> str:
     """One line for systemd's STATUS=: intake rate, parse errors, alerts, outbox, lag."""
     rate = _Rates(now, previous, interval_s)
@@ -327,7 +376,13 @@ def run(args: argparse.Namespace) -> int:
         if args.interval > 0:
             time.sleep(args.interval)
             second = fetch(url)
-        text = summarize(second, first, args.interval) if second is not None else summarize(first)
+        if getattr(args, "format", "text") == "json":
+            import json  # noqa: PLC0415
+
+            data = summary_data(second, first, args.interval) if second is not None else summary_data(first)
+            text = json.dumps(data, indent=None, sort_keys=True)
+        else:
+            text = summarize(second, first, args.interval) if second is not None else summarize(first)
     except ConfigError as exc:
         print(f"siem status: invalid config:\n{exc}", file=sys.stderr)
         return 2

@@ -236,3 +236,14 @@ def test_selector_extraction() -> None:
                               '/ on (input) up > 0.05 and time() - siem_y')
     assert (sorted((n, sorted(ls)) for n, ls in found), groups) == (
         [("siem_x_total", ["job", "reason"]), ("siem_y", []), ("up", [])], [{"input"}, {"input"}])
+
+
+def test_every_alert_rule_links_its_runbook_section() -> None:
+    """Each rule's runbook_url names a section of deploy/prometheus/RUNBOOK.md that exists."""
+    runbook = (ROOT / "deploy" / "prometheus" / "RUNBOOK.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9-]", "", h.strip().lower().replace(" ", "-"))
+               for h in re.findall(r"^## (.+)$", runbook, re.M)}
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    missing = [r["alert"] for r in rules
+               if r.get("annotations", {}).get("runbook_url", "").rpartition("#")[2] not in anchors]
+    assert rules and missing == []

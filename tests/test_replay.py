@@ -91,7 +91,7 @@ def test_garbage_input_is_counted_not_fatal(tmp_path: Path) -> None:
     """Binary junk and invalid UTF-8 are parse failures in the summary, and the run completes."""
     log = tmp_path / "junk.log"
     log.write_bytes(b"\x00\xff\xfe garbage\n" * 10 + "".join(sshd_lines("h", "203.0.113.9", 0, 5, 1)).encode())
-    result = replay(tmp_path, log, extra=("--format", "syslog"))
+    result = replay(tmp_path, log, extra=("--log-format", "syslog"))
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 1
 

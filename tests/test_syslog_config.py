@@ -64,7 +64,8 @@ def test_wrong_types_are_named() -> None:
     assert issues == [
         "wrong-type: inputs.syslog.port: expected int, got str '514'",
         "wrong-type: inputs.syslog.max_connections: expected int, got bool True",
-        "wrong-type: inputs.syslog.idle_timeout: expected str, got int 5",
+        'wrong-type: inputs.syslog.idle_timeout: a duration needs a unit: write "5s" or "5ms" (units ms, s, '
+        'm, h, d, w), not 5',
     ]
 
 

@@ -144,6 +144,19 @@ def build() -> dict[str, object]:
           [(f"sum by (severity) (increase(siem_alerts_fired_total{{{SEL}}}[$__range]))", "{{severity}}")],
           "none", panel_options={"displayMode": "gradient", "orientation": "horizontal",
                                  "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
+    L.add("table", "Recent alerts by rule and severity",
+          "Alerts fired in the selected time range per rule and severity, most first (every rule is listed, "
+          "with 0 when it did not fire). The alerts themselves: `siem alerts list` or the alert log.",
+          [(f"sort_desc(sum by (rule, severity) (increase(siem_alerts_fired_total{{{SEL}}}[$__range])))", "")],
+          "none", w=12, h=10, panel_options={"showHeader": True, "sortBy": [{"displayName": "Value", "desc": True}]})
+    table = L.panels[-1]
+    table["targets"][0].update({"instant": True, "range": False, "format": "table"})  # type: ignore[index]
+    table["transformations"] = [{"id": "organize", "options": {  # type: ignore[index]
+        "excludeByName": {"Time": True}, "renameByName": {"Value": "alerts", "rule": "rule", "severity": "severity"}}}]
+    L.add("timeseries", "Alerts per hour by severity", "Alerts fired per hour, stacked by severity.",
+          [(f"sum by (severity) (rate(siem_alerts_fired_total{{{SEL}}}[$__rate_interval])) * 3600", "{{severity}}")],
+          "none", w=12, h=10, defaults={"custom": {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1,
+                                                   "showPoints": "never", "stacking": {"mode": "normal"}}})
     L.add("timeseries", "Rule matches (top 10)", "Events per second passing a rule's filter.",
           [(f"topk(10, {rate('siem_rule_matches_total', 'rule')})", "{{rule}}")], "ops", w=8)
     L.add("timeseries", "Suppressed alerts", "Alerts muted by suppress clauses, per minute.",
@@ -153,6 +166,18 @@ def build() -> dict[str, object]:
            (f"sum(rate(siem_events_late_total{{{SEL}}}[$__rate_interval]))", "late events/s")], "none", w=8)
 
     L.row("Delivery")
+    L.stat("Delivered (range)", "Notifications delivered in the selected time range.",
+           f"sum(increase(siem_notifications_sent_total{{{SEL}}}[$__range]))", "none", [(None, green)], w=6)
+    L.stat("Delivery failures (range)", "Failed delivery attempts in the selected time range (each is retried).",
+           f"sum(increase(siem_notifications_failed_total{{{SEL}}}[$__range]))", "none",
+           [(None, green), (1, amber)], w=6)
+    L.stat("Given up (range)", "Notifications given up on (sent to the fallback route) in the selected range.",
+           f"sum(increase(siem_notifications_dead_total{{{SEL}}}[$__range]))", "none", [(None, green), (1, red)], w=6)
+    L.stat("Delivery success", "Share of delivery attempts that succeeded in the range (no attempts: 100 %).",
+           f"(sum(increase(siem_notifications_sent_total{{{SEL}}}[$__range])) + 1e-9) / "
+           f"(sum(increase(siem_notifications_sent_total{{{SEL}}}[$__range])) + "
+           f"sum(increase(siem_notifications_failed_total{{{SEL}}}[$__range])) + 1e-9)",
+           "percentunit", [(None, red), (0.9, amber), (0.99, green)], w=6)
     L.add("timeseries", "Notifications by route", "Delivered, failed and retried attempts per second.",
           [(rate("siem_notifications_sent_total", "route"), "sent {{route}}"),
            (rate("siem_notifications_failed_total", "route"), "failed {{route}}"),
@@ -204,6 +229,7 @@ def build() -> dict[str, object]:
             {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
             {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
             {"type": "panel", "id": "bargauge", "name": "Bar gauge", "version": ""},
+            {"type": "panel", "id": "table", "name": "Table", "version": ""},
         ],
         "annotations": {"list": [{
             "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,

@@ -41,13 +41,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=None,
                    help=f"state directory (default: [daemon] state_dir of --config, else $SIEM_STATE_DIR, else "
                         f"{DEFAULT_STATE_DIR} or ./state, whichever exists)")
-    p.add_argument("--config", help="siem.toml: its state_dir and the alert log and outbox paths of [alerting]")
+    p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                   help="siem.toml: its state_dir and the alert log and outbox paths of [alerting]")
 
 
 def _resolve(args: argparse.Namespace) -> tuple[AlertingConfig | None, Path]:
     """The alerting config and state directory the command reads."""
     state_dir: str | None = args.state_dir
     cfg: AlertingConfig | None = None
+    args.config = getattr(args, "config", None)  # -c is SUPPRESSed when not given (siem.cli)
     if args.config:
         from siem.config import load_config  # the whole daemon config, for [daemon] state_dir
         from siem.errors import ConfigError

@@ -72,7 +72,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from siem.alert.record import SEVERITIES
 from siem.errors import Issue
-from siem.timeutil import parse_duration_ms
+from siem.tomlcheck import duration_value_ms, unknown_key
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -247,6 +247,9 @@ class AlertingConfig:
 
 
 class _Checker:
+    """This table's reads, with the value rules of siem.tomlcheck (unknown keys with did-you-mean, durations
+    with units); the issues' dotted paths get their lines from siem.tomlcheck.locate_issues."""
+
     def __init__(self, issues: list[Issue]) -> None:
         self.issues = issues
 
@@ -259,7 +262,7 @@ class _Checker:
     def unknown(self, table: dict[str, object], allowed: set[str], where: str) -> None:
         for key in table:
             if key not in allowed:
-                self.err(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})", "unknown-key")
+                self.issues.append(unknown_key(where, key, allowed))
 
     def string(self, table: dict[str, object], key: str, where: str, default: str | None) -> str | None:
         v = table.get(key, default)
@@ -289,14 +292,13 @@ class _Checker:
         if key not in table:
             return default_ms
         v = table[key]
-        if not isinstance(v, str):
-            self.err(f"{where}.{key}", f"expected a duration string such as \"30s\" or \"5m\", got {type(v).__name__}",
-                     "wrong-type")
-            return default_ms
         try:
-            ms = parse_duration_ms(v)
+            ms = duration_value_ms(v)  # siem.tomlcheck: a string with a unit, never a bare number
+        except TypeError as exc:
+            self.err(f"{where}.{key}", str(exc), "wrong-type")
+            return default_ms
         except ValueError as exc:
-            self.err(f"{where}.{key}", str(exc))
+            self.err(f"{where}.{key}", str(exc), "bad-value")
             return default_ms
         if ms < minimum_ms:
             self.err(f"{where}.{key}", f"must be at least {minimum_ms} ms, got {v!r}")

@@ -28,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     test = sub.add_parser("test", help="send a test notification through a route")
     test.add_argument("route", help="route name from [[alerting.routes]]")
-    test.add_argument("--config", default="/etc/siem/siem.toml", help="config file (default /etc/siem/siem.toml)")
+    test.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                      help="config file (default /etc/siem/siem.toml)")
 
 
 def run(args: argparse.Namespace) -> int:
+    args.config = getattr(args, "config", None) or "/etc/siem/siem.toml"
     cfg, errors = load_alerting(args.config)
     for e in errors:
         print(e, file=sys.stderr)

@@ -229,7 +229,12 @@ class AlertPipeline:
 
     def _unrouted_alert(self, a: Alert) -> None:
         metrics.ALERTS_HELD.labels(route="", severity=a.severity, reason="no_route").inc()
-        if a.rule_id not in self._unrouted:  # once per rule: without routes every alert would repeat it
+        if not self.config.routes:  # nothing configured: one warning for all rules, not one per rule
+            if not self._unrouted:
+                self._unrouted.add("")
+                log.warning("no alerting routes are configured ([[alerting.routes]]): alerts are only written "
+                            "to the alert log (%s)", self.log.path)
+        elif a.rule_id not in self._unrouted:  # once per rule: without routes every alert would repeat it
             self._unrouted.add(a.rule_id)
             log.warning("no alerting route matches rule %r (severity %s) and there is no default route; "
                         "its alerts are only in the alert log", a.rule_id, a.severity)

@@ -81,7 +81,9 @@ from siem import metrics
 from siem.collect import RawRecord, Sink, commit_positions
 from siem.errors import InputError, Issue, StateError
 from siem.statefile import read_json, write_json_atomic
-from siem.timeutil import Clock, monotonic_ms, parse_duration_ms, wall_ms
+from siem.timeutil import Clock, monotonic_ms, wall_ms
+from siem.tomlcheck import TableReader as _TableReader
+from siem.tomlcheck import did_you_mean, parse_size_bytes
 
 log = logging.getLogger(__name__)
 
@@ -100,122 +102,11 @@ StartAt = Literal["beginning", "end"]
 # ------------------------------------------------------------------------------------------------------
 # configuration helpers (also used by cloudtrail.py and journald.py)
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-               "gib": 1024**3}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size_bytes(value: int | str) -> int:
-    """65536 or '64KiB' -> 65536; units B, KB, KiB, MB, MiB, GB, GiB; raises ValueError otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {value!r} (use e.g. 65536, 64KiB, 256MiB)")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-
-
-class TableReader:
-    """Reads one TOML table; every problem becomes an Issue naming its dotted path (``where.key``)."""
+class TableReader(_TableReader):
+    """An input's table (siem.tomlcheck): ``type``, which selects the input kind, is a known key."""
 
     def __init__(self, table: object, where: str, known: Iterable[str]) -> None:
-        self.where = where
-        self.issues: list[Issue] = []
-        if not isinstance(table, dict):
-            self.issues.append(Issue("wrong-type", f"{where}: expected a table, got {type(table).__name__}"))
-            table = {}
-        self.table: dict = table
-        known = set(known) | {"type"}  # `type` selects the input kind; the composer reads it
-        for key in sorted(set(table) - known):
-            self.bad(key, "unknown-key", f"unknown key (known: {', '.join(sorted(known))})")
-
-    def bad(self, key: str, code: str, message: str) -> None:
-        self.issues.append(Issue(code, f"{self.where}.{key}: {message}"))
-
-    def get(self, key: str, kinds: tuple[type, ...], default: object) -> object:
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
-            names = " or ".join(k.__name__ for k in kinds)
-            self.bad(key, "wrong-type", f"expected {names}, got {type(value).__name__} {value!r}")
-            return default
-        return value
-
-    def string(self, key: str, default: str | None) -> str | None:
-        value = self.get(key, (str,), default)
-        if isinstance(value, str) and not value:
-            self.bad(key, "bad-value", "must not be empty")
-            return default
-        return value  # type: ignore[return-value]
-
-    def boolean(self, key: str, default: bool) -> bool:
-        return bool(self.get(key, (bool,), default))
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.get(key, (str,), default)
-        if value not in choices:
-            self.bad(key, "bad-value", f"expected one of {', '.join(choices)}, got {value!r}")
-            return default
-        return value  # type: ignore[return-value]
-
-    def number(self, key: str, default: float, lo: float, hi: float) -> float:
-        value = self.get(key, (int, float), default)
-        if not isinstance(value, (int, float)) or not lo <= value <= hi:
-            self.bad(key, "bad-value", f"must be {lo:g}..{hi:g}, got {value!r}")
-            return default
-        return float(value)
-
-    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
-        value = self.get(key, (int,), default)
-        if not isinstance(value, int) or not lo <= value <= hi:
-            self.bad(key, "bad-value", f"must be {lo}..{hi}, got {value!r}")
-            return default
-        return value
-
-    def size(self, key: str, default: int, lo: int, hi: int) -> int:
-        value = self.get(key, (int, str), None)
-        if value is None:
-            return default
-        try:
-            n = parse_size_bytes(value)  # type: ignore[arg-type]
-        except ValueError as exc:
-            self.bad(key, "bad-value", str(exc))
-            return default
-        if not lo <= n <= hi:
-            self.bad(key, "bad-value", f"must be {lo}..{hi} bytes, got {n}")
-            return default
-        return n
-
-    def duration_ms(self, key: str, default_ms: int, lo_ms: int, hi_ms: int = 86_400_000) -> int:
-        value = self.get(key, (str, int), None)
-        if value is None:
-            return default_ms
-        try:
-            ms = value if isinstance(value, int) else parse_duration_ms(value)  # type: ignore[arg-type]
-        except ValueError as exc:
-            self.bad(key, "bad-value", str(exc))
-            return default_ms
-        if not lo_ms <= ms <= hi_ms:
-            self.bad(key, "bad-value", f"must be between {lo_ms} ms and {hi_ms} ms, got {ms} ms")
-            return default_ms
-        return ms
-
-    def str_list(self, key: str, default: tuple[str, ...], required: bool = False) -> tuple[str, ...]:
-        if key not in self.table:
-            if required:
-                self.bad(key, "missing-key", "required")
-            return default
-        value = self.get(key, (list, str), None)
-        if value is None:
-            return default
-        items: list[object] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else []
-        if not all(isinstance(v, str) and v for v in items):
-            self.bad(key, "wrong-type", "expected a list of non-empty strings")
-            return default
-        if required and not items:
-            self.bad(key, "bad-value", "must not be empty")
-        return tuple(str(v) for v in items)
+        super().__init__(table, where, (*known, "type"))
 
     def format_(self, key: str, default: str | None) -> str:
         """A key of siem.parse.PARSERS (checked when the registry exists)."""
@@ -225,7 +116,8 @@ class TableReader:
             return ""
         known = known_formats()
         if known is not None and fmt not in known:
-            self.bad(key, "unknown-format", f"unknown format {fmt!r} (known: {', '.join(sorted(known))})")
+            self.bad(key, "unknown-format", f"unknown format {fmt!r}{did_you_mean(fmt, known)} "
+                                            f"(known: {', '.join(sorted(known))})")
         return fmt
 
 

@@ -77,6 +77,7 @@ from siem import metrics
 from siem.collect import RawRecord, Sink
 from siem.errors import ConfigError, Issue
 from siem.timeutil import Clock, parse_duration_ms, wall_ms
+from siem.tomlcheck import TableReader, did_you_mean
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -141,28 +142,16 @@ def _known_formats() -> frozenset[str] | None:
 
 def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list[Issue]]:
     """Validate one ``[inputs.<name>]`` table of type syslog; every problem is returned, none raised."""
-    issues: list[Issue] = []
-
-    def bad(key: str, code: str, message: str) -> None:
-        issues.append(Issue(code, f"{where}.{key}: {message}"))
-
     if not isinstance(table, dict):
         return None, [Issue("wrong-type", f"{where}: expected a table, got {type(table).__name__}")]
-    for key in sorted(set(table) - _KEYS):
-        bad(key, "unknown-key", f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    r = TableReader(table, where, _KEYS)  # siem.tomlcheck: types, durations, unknown keys (did you mean)
+    issues, bad = r.issues, r.bad
 
     def wrong_type(key: str, expected: str, value: object) -> None:
         bad(key, "wrong-type", f"expected {expected}, got {type(value).__name__} {value!r}")
 
     def get(key: str, kind: type[_T], default: _T) -> _T:
-        if key not in table:
-            return default
-        value = table[key]
-        # bool is an int in Python; an int key never accepts true/false
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            wrong_type(key, kind.__name__, value)
-            return default
-        return value
+        return r.get(key, kind, default)  # type: ignore[return-value]
 
     def opt_str(key: str) -> str | None:
         value = table.get(key)
@@ -177,7 +166,8 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
 
     protocol = get("protocol", str, "udp")
     if protocol not in DEFAULT_PORTS:
-        bad("protocol", "bad-value", f"expected one of udp, tcp, tls, got {protocol!r}")
+        bad("protocol", "bad-value", f"expected one of udp, tcp, tls, got {protocol!r}"
+                                     f"{did_you_mean(str(protocol), DEFAULT_PORTS)}")
         protocol = "udp"
 
     raw_address = table.get("address", "127.0.0.1")
@@ -203,7 +193,8 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     if not fmt:
         bad("format", "bad-value", "must not be empty")
     elif known is not None and fmt not in known:
-        bad("format", "unknown-format", f"unknown format {fmt!r} (known: {', '.join(sorted(known))})")
+        bad("format", "unknown-format", f"unknown format {fmt!r}{did_you_mean(fmt, known)} "
+                                        f"(known: {', '.join(sorted(known))})")
 
     framing = get("framing", str, "auto")
     if framing not in ("auto", "lf", "octet"):
@@ -224,16 +215,7 @@ def config_from_toml(table: dict, where: str) -> tuple[SyslogConfig | None, list
     rcvbuf = positive("receive_buffer_bytes", 0, 4096, 1024 * 1024 * 1024) if "receive_buffer_bytes" in table else 0
 
     def duration(key: str, default: str) -> int:
-        text = get(key, str, default)
-        try:
-            ms = parse_duration_ms(text)
-        except ValueError as exc:
-            bad(key, "bad-value", str(exc))
-            return parse_duration_ms(default)
-        if ms <= 0:
-            bad(key, "bad-value", "must be longer than 0")
-            return parse_duration_ms(default)
-        return ms
+        return r.duration_ms(key, parse_duration_ms(default), lo_ms=1)
 
     idle_ms = duration("idle_timeout", "5m")
     handshake_ms = duration("handshake_timeout", "10s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from siem.ctl import add_config_argument
@@ -15,15 +16,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "valid (warnings are printed), 1 when not.")
     add_config_argument(check)
     check.add_argument("--no-rules", action="store_true", help="do not load the rule files")
+    check.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text (the default) or json: one object with what was found and every issue")
 
 
 def run(args: argparse.Namespace) -> int:
     from siem.config import EMBEDDED, check_file
 
-    config, issues = check_file(args.config, rules=not args.no_rules)
-    _print_issues(issues)
+    path = getattr(args, "config", None)  # -c is SUPPRESSed when not given (siem.cli)
+    config, issues = check_file(path, rules=not args.no_rules)
     errors = sum(1 for i in issues if i.severity == "error")
-    source = args.config or EMBEDDED
+    source = path or EMBEDDED
+    if args.format == "json":
+        ok = config is not None and not errors
+        print(json.dumps({
+            "ok": ok, "source": source, "errors": errors, "issues": [i.to_json() for i in issues],
+            "inputs": [{"name": i.name, "type": i.type} for i in config.inputs] if config is not None else [],
+            "role": config.daemon.role if config is not None else None,
+            "state_dir": config.daemon.state_dir if config is not None else None,
+        }))
+        return 0 if ok else 1
+    _print_issues(issues)
     if config is None or errors:
         print(f"{source}: {errors} error(s)", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     pid = args.pid
     if pid is None:
         try:
-            config = load_config(args.config)
+            config = load_config(getattr(args, "config", None))
             pid = daemon_pid(config.daemon.state_dir)
         except ConfigError as exc:
             print(exc, file=sys.stderr)

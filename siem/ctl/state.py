@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from siem.dsl.loader import load_rules  # noqa: PLC0415
 
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
         ruleset = load_rules(config.daemon.rules)
     except (ConfigError, RuleError) as exc:
         print(exc, file=sys.stderr)

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the metrics endpoint (default: from the config's daemon.metrics_address)")
     parser.add_argument("--interval", type=float, default=2.0,
                         help="seconds between the two scrapes used for rates; 0 shows totals only (default 2)")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text (one screen, the default) or json (one object, for scripts)")
 
 
 def metrics_url(args: argparse.Namespace) -> str:
@@ -23,7 +25,7 @@ def metrics_url(args: argparse.Namespace) -> str:
     from siem.config import load_config
     from siem.statefile import read_json
 
-    config = load_config(args.config)
+    config = load_config(getattr(args, "config", None))
     hp = config.daemon.metrics_host_port
     if hp is None:
         raise ValueError("metrics are turned off in the config (daemon.metrics_address = \"\")")
@@ -46,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StateError, ValueError) as exc:
         print(f"siem status: {exc}", file=sys.stderr)
         return 1
-    return status.run(argparse.Namespace(url=url, interval=args.interval))
+    return status.run(argparse.Namespace(url=url, interval=args.interval, format=args.format))

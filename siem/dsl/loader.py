@@ -25,6 +25,7 @@ import re2
 
 from siem import schema
 from siem.dsl import ast, intel
+from siem.dsl.attack import check_tag
 from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
 
@@ -320,7 +321,22 @@ class _Resolver:
         if rule.runbook and not rule.runbook.startswith(("https://", "http://")):
             self.error("bad-runbook", "runbook must be an http:// or https:// URL", dict(clause_locs).get("runbook", loc))
         self.check_rule(rule, dict(clause_locs))
+        self.check_tags(rule.tags, dict(clause_locs).get("tags"))
         return rule
+
+    def check_tags(self, tags: tuple[str, ...], loc: Location | None) -> None:
+        """ATT&CK tags (siem.dsl.attack): tactics by name, techniques by id format."""
+        for tag in tags:
+            problem = check_tag(tag)
+            if problem is None:
+                continue
+            where = loc
+            if loc is not None:  # point at the tag itself on the clause's line
+                lines = self.lines_of.get(loc.path, [])
+                text = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
+                col = text.find(tag, max(loc.column - 1, 0))
+                where = replace(loc, column=col + 1) if col >= 0 else loc
+            self.error("attack-tag", problem, where)
 
     def resolve_correlation(self, corr: ast.Correlation) -> ast.Correlation:
         if isinstance(corr, ast.Sequence):
@@ -585,27 +601,62 @@ TEMPLATE_WORDS = frozenset(
 )
 
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}?][^{}]*)\}")
+# {? text {field} text}: an optional part, left out when any placeholder inside it has no value
+_OPTIONAL = re.compile(r"\{\?((?:[^{}]|\{\{|\}\}|\{[^{}?][^{}]*\})*)\}")
 
 
 def template_fields(template: str) -> list[str]:
-    """Names used as {placeholders} in a message template ({{ and }} are literal braces)."""
-    names = [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) is not None]
-    if any(not n.strip() for n in names):
+    """Names used as {placeholders} in a message template, optional parts included ({{ and }} are
+    literal braces). ValueError for an empty placeholder or a brace that opens nothing it closes."""
+    bare = _OPTIONAL.sub(lambda m: m.group(1), template)
+    names = [m.group(1) for m in _PLACEHOLDER.finditer(bare) if m.group(1) is not None]
+    if any(not n.strip() for n in names) or "{}" in bare:
         raise ValueError("empty {} placeholder")
+    rest = _PLACEHOLDER.sub("", bare)
+    if "{" in rest or "}" in rest:
+        raise ValueError("unbalanced '{' or '}' (write {{ and }} for literal braces; {? ...} for an optional part)")
     return [n.strip() for n in names]
 
 
 def render_template(template: str, values: dict[str, object]) -> str:
-    """Fill {placeholders}; a missing value renders as '-'."""
+    """Fill {placeholders}. An optional part ``{? text {field}}`` is printed only when every placeholder
+    in it has a value (``"from {source.ip}{? ({user_agent.original})}"``); a missing value outside one
+    renders as '-' (rule authors wrap fields that an event may lack, so shipped messages never show it)."""
 
-    def sub(m: re.Match[str]) -> str:
+    def fill(text: str) -> str | None:
+        missing = False
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal missing
+            if m.group(1) is None:
+                return m.group(0)[0]
+            v = values.get(m.group(1).strip())
+            if v is None or v == "":
+                missing = True
+                return "-"
+            return str(v)
+
+        out = _PLACEHOLDER.sub(sub, text)
+        return None if missing else out
+
+    def optional(m: re.Match[str]) -> str:
+        return fill(m.group(1)) or ""
+
+    def required(m: re.Match[str]) -> str:
         if m.group(1) is None:
             return m.group(0)[0]
         v = values.get(m.group(1).strip())
-        return "-" if v is None else str(v)
+        return "-" if v is None or v == "" else str(v)
 
-    return _PLACEHOLDER.sub(sub, template)
+    parts: list[str] = []
+    pos = 0
+    for m in _OPTIONAL.finditer(template):
+        parts.append(_PLACEHOLDER.sub(required, template[pos:m.start()]))
+        parts.append(optional(m))
+        pos = m.end()
+    parts.append(_PLACEHOLDER.sub(required, template[pos:]))
+    return "".join(parts)
 
 
 def regex_error(pattern: str, flags: str) -> str | None:

@@ -4,6 +4,11 @@ Text fields are dictionary-encoded: ``codes`` (int32, one per row) index ``value
 values, ``None`` standing for a missing field). Predicates on text are evaluated once per unique value
 and mapped to rows with one fancy-index (``lut[codes]``), so a regex or CIDR test runs on the distinct
 values of a column, not on every row. Number fields are float64 arrays with NaN for missing.
+
+A batch is built from event dicts or from an EventBlock (siem.parse.block: one array per field, as the
+block parser produces them). From a block, columns are taken from its arrays, samples are gathered
+from its columns, and ``events[row]`` makes an event dict only for the rows a window or an alert
+reads (cached per batch): no dict per event on the hot path.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from itertools import repeat
 import numpy as np
 import orjson
 
+from siem.parse.block import EventBlock
 from siem.schema import Event
 
 _NAN = math.nan
@@ -74,15 +80,41 @@ def _as_float(v: object) -> float:
     return _NAN
 
 
+class _Rows:
+    """``batch.events`` of a block-backed batch: row i as an event dict, made on first access."""
+
+    __slots__ = ("block", "made")
+
+    def __init__(self, block: EventBlock) -> None:
+        self.block = block
+        self.made: dict[int, Event] = {}
+
+    def __len__(self) -> int:
+        return self.block.n
+
+    def __getitem__(self, row: int) -> Event:
+        got = self.made.get(row)
+        if got is None:
+            got = self.made[row] = self.block.row(row)
+        return got
+
+
 class Batch:
     """Events in processing order plus their effective event times (int64 ms)."""
 
-    __slots__ = ("events", "ts", "n", "_kw", "_num", "_samples", "memo", "none", "every", "_rows")
+    __slots__ = ("events", "block", "ts", "n", "_kw", "_num", "_samples", "memo", "none", "every", "_rows",
+                 "_sample_cols")
 
-    def __init__(self, events: list[Event], ts: np.ndarray) -> None:
-        self.events = events
+    def __init__(self, events: list[Event] | EventBlock, ts: np.ndarray) -> None:
+        if isinstance(events, EventBlock):
+            self.block: EventBlock | None = events
+            self.events: list[Event] | _Rows = _Rows(events)
+        else:
+            self.block = None
+            self.events = events
         self.ts = ts
         self.n = len(events)
+        self._sample_cols: list[tuple[str, list[object]]] | None = None
         self._kw: dict[str, KeywordColumn] = {}
         self._num: dict[str, np.ndarray] = {}
         self._samples: list[Event | None] = [None] * self.n
@@ -97,8 +129,19 @@ class Batch:
     def keyword(self, field: str) -> KeywordColumn:
         col = self._kw.get(field)
         if col is None:
-            col = self._kw[field] = KeywordColumn(list(map(dict.get, self.events, repeat(field, self.n))))
+            col = self._kw[field] = KeywordColumn(self._values(field))
         return col
+
+    def _values(self, field: str) -> list[object]:
+        """The field's value per row, None where missing."""
+        if self.block is None:
+            return list(map(dict.get, self.events, repeat(field, self.n)))  # type: ignore[arg-type]
+        got = self.block.columns.get(field)
+        if got is None:
+            if field == "@timestamp":
+                return self.block.ts.tolist()
+            return [None] * self.n
+        return got.tolist()  # type: ignore[no-any-return]
 
     def rows(self, mask: np.ndarray) -> np.ndarray:
         """The rows `mask` selects, found once per mask object: rules that end with the same mask (a
@@ -112,13 +155,23 @@ class Batch:
         """The compact copy of event `row` that window state keeps (made once per batch, shared by rules)."""
         got = self._samples[row]
         if got is None:
-            got = self._samples[row] = sample(self.events[row])
+            if self.block is None:
+                got = self._samples[row] = sample(self.events[row])  # type: ignore[arg-type]
+            else:
+                got = self._samples[row] = self._block_sample(row)
         return got
+
+    def _block_sample(self, row: int) -> Event:
+        cols = self._sample_cols
+        if cols is None:  # the block's sample columns as lists, once per batch (list indexing is the cheapest)
+            block = self.block
+            assert block is not None
+            cols = self._sample_cols = [(k, block.column(k).tolist()) for k in SAMPLE_FIELDS
+                                        if k in block.columns or k == "@timestamp"]
+        return {k: v for k, col in cols if (v := col[row]) is not None}
 
     def number(self, field: str) -> np.ndarray:
         col = self._num.get(field)
         if col is None:
-            col = self._num[field] = np.fromiter(
-                map(_as_float, map(dict.get, self.events, repeat(field, self.n))), dtype=np.float64, count=self.n
-            )
+            col = self._num[field] = np.fromiter(map(_as_float, self._values(field)), dtype=np.float64, count=self.n)
         return col

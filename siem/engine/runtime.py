@@ -19,6 +19,7 @@ when the input is idle and caught up, so silence is noticed even when nothing ar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -34,9 +35,10 @@ from siem.dsl import ast
 from siem.dsl.compiler import MaskFn, compile_expr
 from siem.dsl.loader import RuleSet, render_template, template_fields
 from siem.engine import snapshot
-from siem.engine.batch import Batch
+from siem.engine.batch import SAMPLE_FIELDS, Batch
 from siem.engine.snapshot import Malformed, SampleTable, StateData, array_data, fields, int_, list_, map_, str_
 from siem.engine.windows import Correlator, Fire, Member, make_correlator, member, share_key
+from siem.parse.block import EventBlock, Projection
 from siem.schema import Event
 from siem.timeutil import iso_ms, wall_ms
 
@@ -76,12 +78,7 @@ def fingerprint(spec: ast.RuleSpec) -> str:
 
 def compile_rule(spec: ast.RuleSpec) -> CompiledRule:
     corr = spec.correlation
-    expr: ast.Expr = spec.when
-    match corr:
-        case ast.Sequence(steps):
-            expr = ast.And((spec.when, ast.Or(tuple(s.expr for s in steps))))
-        case ast.Absent(absent_expr):
-            expr = ast.And((spec.when, absent_expr))
+    expr = filter_expr(spec)
     agg_fields = tuple(
         dict.fromkeys(m.group(2) for n in template_fields(spec.message) if (m := _AGG_RE.fullmatch(n)))
     )
@@ -198,7 +195,8 @@ class Engine:
         self.max_ts = _MIN_TS
         self.wm = _MIN_TS
         self.seq = 0
-        self.pending_events: list[Event] = []
+        self.pending_events: list[Event] | EventBlock = []
+        self._projection: Projection | None = None
         self.pending_ts = np.empty(0, np.int64)
         self.pending_seq = np.empty(0, np.int64)
         self._expired_ms = _MIN_TS  # event time of the last sweep of idle window keys
@@ -217,6 +215,31 @@ class Engine:
             ts = np.fromiter(map(dict.get, events, repeat("@timestamp", n)), dtype=np.int64, count=n)
         except (TypeError, ValueError, OverflowError):
             ts = np.fromiter((_event_ts(e) for e in events), dtype=np.int64, count=n)
+        return self._accept(events, ts)
+
+    def process_block(self, block: EventBlock) -> list[Alert]:
+        """``process`` for a columnar block (siem.parse.block), parsed for ``self.projection`` or a
+        wider one; the same alerts as ``process(block.events())``. Raises ValueError for a block that
+        lacks fields the rules read (parse it again with this engine's projection)."""
+        if not block.n:
+            return []
+        if not block.projection.covers(self.projection):
+            missing = self.projection.fields - block.projection.fields
+            raise ValueError(f"event block lacks what the rules read: {', '.join(sorted(missing)) or 'prefiltered rows'}")
+        return self._accept(block, block.ts.copy(), block.inert)
+
+    @property
+    def projection(self) -> Projection:
+        """What the block parser must extract for these rules (siem.parse.block.Projection)."""
+        if self._projection is None:
+            self._projection = projection_of([r.spec for r in self.rules])
+        return self._projection
+
+    def _accept(self, events: list[Event] | EventBlock, ts: np.ndarray, inert: np.ndarray | None = None) -> list[Alert]:
+        """Order and evaluate events. `inert` marks rows no rule can match (prefiltered by the block
+        parser): their times move the watermark like any other's, then they are dropped (evaluating
+        them would change nothing)."""
+        n = len(ts)
         if self.future_skew_ms is not None:
             limit = self.clock() + self.future_skew_ms
             future = ts > limit
@@ -233,9 +256,12 @@ class Engine:
         n_late = int(late.sum())
         if n_late:
             metrics.EVENTS_LATE.inc(n_late)
+        if inert is not None and isinstance(events, EventBlock):
+            live = np.flatnonzero(~inert)
+            events, ts, seq, step, phase = events.take(live), ts[live], seq[live], step[live], phase[live]
         # events carried from earlier batches, released at the first step whose watermark covers them
         p_step = np.searchsorted(wm_after, self.pending_ts, "left")
-        all_events = self.pending_events + events
+        all_events = _concat(self.pending_events, events)
         all_ts = np.concatenate([self.pending_ts, ts])
         all_seq = np.concatenate([self.pending_seq, seq])
         all_step = np.concatenate([p_step, step])
@@ -250,13 +276,13 @@ class Engine:
             order = np.concatenate([order, by_time[:excess]])
             keep = np.sort(by_time[excess:])
             metrics.EVENTS_RELEASED_EARLY.inc(excess)
-        self.pending_events = [all_events[i] for i in keep.tolist()]
+        self.pending_events = _take(all_events, keep)
         self.pending_ts, self.pending_seq = all_ts[keep], all_seq[keep]
         self.seq += n
         self.max_ts = int(maxes[-1])
         self.wm = int(wms[-1])
         metrics.WATERMARK.set(max(self.wm, 0) / 1000)
-        alerts = self._evaluate([all_events[i] for i in order.tolist()], all_ts[order])
+        alerts = self._evaluate(_take(all_events, order), all_ts[order])
         alerts.extend(self._advance_time(self.wm))
         return alerts
 
@@ -295,15 +321,15 @@ class Engine:
             return []
         idx = np.flatnonzero(ready)
         order = idx[np.lexsort((self.pending_seq[idx], self.pending_ts[idx]))]
-        events = [self.pending_events[i] for i in order.tolist()]
+        events = _take(self.pending_events, order)
         ts = self.pending_ts[order]
         keep = np.flatnonzero(~ready)
-        self.pending_events = [self.pending_events[i] for i in keep.tolist()]
+        self.pending_events = _take(self.pending_events, keep)
         self.pending_ts, self.pending_seq = self.pending_ts[keep], self.pending_seq[keep]
         return self._evaluate(events, ts)
 
-    def _evaluate(self, events: list[Event], ts: np.ndarray, depth: int = 0) -> list[Alert]:
-        alerts = self._evaluate_batch(events, ts)
+    def _evaluate(self, rows: list[Event] | EventBlock, ts: np.ndarray, depth: int = 0) -> list[Alert]:
+        alerts = self._evaluate_batch(rows, ts)
         if alerts and depth < MAX_ALERT_CHAIN and any(r.datasets and ALERT_DATASET in r.datasets for r in self.rules):
             # rules over rules' alerts: each alert is an event of dataset siem.alert, evaluated right after
             # the batch that raised it, at that batch's latest time (windows need non-decreasing times)
@@ -313,11 +339,12 @@ class Engine:
             alerts = alerts + self._evaluate(derived, dts, depth + 1)
         return alerts
 
-    def _evaluate_batch(self, events: list[Event], ts: np.ndarray) -> list[Alert]:
-        if not events:
+    def _evaluate_batch(self, rows: list[Event] | EventBlock, ts: np.ndarray) -> list[Alert]:
+        if not len(rows):
             return []
         metrics.BATCHES.inc()
-        batch = Batch(events, ts)
+        batch = Batch(rows, ts)
+        events = batch.events
         alerts: list[Alert] = []
         n = batch.n
         correlated: dict[int, list[tuple[CompiledRule, np.ndarray]]] = {}  # correlator -> its rules' rows
@@ -378,7 +405,8 @@ class Engine:
             ev = fire.trigger
             ident = ev.get("event.id") or hashlib.sha1(str(ev.get("event.original", ev)).encode()).hexdigest()[:16]
             identity = group + (("_event", str(ident)),)
-        values: dict[str, object] = dict(fire.trigger)
+        values: dict[str, object] = dict(group)  # the key's values, also where no event carries them (absent)
+        values.update(fire.trigger)
         values.update(fire.aggregates)
         values.update(
             count=fire.count, rule=spec.id, title=spec.title, severity=spec.severity,
@@ -416,7 +444,7 @@ class Engine:
             "max_ts": self.max_ts,
             "wm": self.wm,
             "seq": self.seq,
-            "pending": {"events": snapshot.events_data(self.pending_events), "ts": array_data(self.pending_ts),
+            "pending": {"events": snapshot.events_data(_as_events(self.pending_events)), "ts": array_data(self.pending_ts),
                         "seq": array_data(self.pending_seq)},
             "samples": snapshot.events_data(samples.events),
             "groups": groups,
@@ -467,6 +495,7 @@ class Engine:
         """Hot reload: new rules; window state kept for rules whose computation did not change."""
         old = self._rule_states()
         self.rules = [compile_rule(r) for r in ruleset.rules]
+        self._projection = None
         self._adopt(old)
 
     def _rule_states(self) -> dict[str, Any]:
@@ -515,6 +544,90 @@ class Engine:
 
 
 _NO_ROWS = np.empty(0, np.int64)
+
+
+def _concat(a: list[Event] | EventBlock, b: list[Event] | EventBlock) -> list[Event] | EventBlock:
+    """Rows of a then b, in b's form (the pending side is the one converted: it is the smaller)."""
+    if isinstance(b, EventBlock):
+        if isinstance(a, EventBlock):
+            return a.concat(b)
+        return b if not a else EventBlock.from_events(a, b.projection.fields).concat(b)
+    if isinstance(a, EventBlock):
+        return a.events() + b if len(a) else b
+    return a + b
+
+
+def _take(rows: list[Event] | EventBlock, idx: np.ndarray) -> list[Event] | EventBlock:
+    if isinstance(rows, EventBlock):
+        return rows.take(idx)
+    return [rows[i] for i in idx.tolist()]
+
+
+def _as_events(rows: list[Event] | EventBlock) -> list[Event]:
+    return rows.events() if isinstance(rows, EventBlock) else rows
+
+
+def projection_of(specs: list[ast.RuleSpec]) -> Projection:
+    """The fields rules read (filters, keys, aggregated fields, message templates, suppression keys),
+    the fields alert samples show, and the (dataset, action) pairs they can match (None: any event)."""
+    fields: set[str] = {"@timestamp", "event.id", *SAMPLE_FIELDS}
+    wanted: set[tuple[str, str | None]] | None = set()
+    for spec in specs:
+        fields.update(_fields_in(spec.when))
+        fields.update(_fields_in(spec.correlation))
+        fields.update(_fields_in(spec.suppress))
+        for name in template_fields(spec.message):
+            m = _AGG_RE.fullmatch(name)
+            if m or name not in _TEMPLATE_BUILTINS:
+                fields.add(m.group(2) if m else name)
+        if wanted is None:
+            continue
+        flat = _flatten(filter_expr(spec))
+        datasets = required_values(flat, "event.dataset")
+        if datasets is None:
+            wanted = None
+            continue
+        actions = required_values(flat, "event.action")
+        wanted.update((d, a) for d in datasets for a in (actions if actions is not None else (None,)))
+    return Projection(frozenset(fields), None if wanted is None else frozenset(wanted))
+
+
+def filter_expr(spec: ast.RuleSpec) -> ast.Expr:
+    """The expression a rule's filter evaluates (compile_rule): `when`, and for sequences and absence
+    the disjunction of their steps."""
+    match spec.correlation:
+        case ast.Sequence(steps):
+            return ast.And((spec.when, ast.Or(tuple(s.expr for s in steps))))
+        case ast.Absent(absent_expr):
+            return ast.And((spec.when, absent_expr))
+    return spec.when
+
+
+_FIELD_ATTRS = ("field", "other", "by", "fields")
+_TEMPLATE_BUILTINS = frozenset({"count", "rule", "title", "severity", "first", "last", "key"})  # Engine._alert
+
+
+def _fields_in(node: object) -> set[str]:
+    """Field names anywhere in an AST node: attributes named field/other/by/fields, nested nodes walked."""
+    out: set[str] = set()
+    if node is None or isinstance(node, (str, int, float, bool)):
+        return out
+    if isinstance(node, (tuple, list)):
+        for x in node:
+            out |= _fields_in(x)
+        return out
+    if not dataclasses.is_dataclass(node):
+        return out
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if f.name in _FIELD_ATTRS:
+            if isinstance(v, str):
+                out.add(v)
+            elif isinstance(v, tuple):
+                out.update(x for x in v if isinstance(x, str))
+        elif isinstance(v, (tuple, list)) or dataclasses.is_dataclass(v):
+            out |= _fields_in(v)
+    return out
 
 
 def _suppression(v: object, what: str) -> tuple[str, dict[Any, int]]:

@@ -191,6 +191,11 @@ class Correlator(ABC):
     def advance(self, stream_ms: int) -> list[Fire]:
         return []
 
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        """What member ``rule`` holds for ``key`` now, as plain data for a person (``siem logtest``); None
+        when the key has no state. Read-only, and never on the hot path."""
+        return None
+
     def expire(self, watermark_ms: int) -> int:
         """Drop keys that can no longer contribute (see _sweep); returns how many. Correlators whose keys
         carry meaning beyond their window (absent, first_seen, spike's learning) keep them."""
@@ -431,8 +436,8 @@ class ThresholdCorrelator(Correlator):
             win = state.get(key)
             if win is None and single_cannot_fire and len(pos) == 1:  # the common case: a key seen once,
                 row = rows_l[pos[0]]  # kept as one tuple (most keys are never seen again)
-                ev = events[row]
-                state[key] = (ts_all[pos[0]], tuple([ev.get(f) for f in agg_fields]), sample_of(row))
+                agg = tuple([events[row].get(f) for f in agg_fields]) if agg_fields else ()
+                state[key] = (ts_all[pos[0]], agg, sample_of(row))
                 continue
             new_ts = [ts_all[p] for p in pos]
             new_rows = [rows_l[p] for p in pos]
@@ -507,6 +512,29 @@ class ThresholdCorrelator(Correlator):
                     resets = {r: at for r, at in resets.items() if at > first} or None
             state[key] = _Window(T, vals, recent, first, resets)
         return fires
+
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        win = self.state.get(key)
+        m = next((m for m in self.members if m.rule == rule), None)
+        if win is None or m is None:
+            return None
+        if type(win) is tuple:
+            T, vals, reset = [win[0]], {f: [v] for f, v in zip(self.agg_fields, win[1])}, 0
+        else:
+            T, vals = win.ts, win.vals
+            reset = (win.resets or {}).get(rule, win.base) - win.base
+        spec = m.spec
+        lo = max(reset, bisect_right(T, T[-1] - spec.window_ms))
+        if spec.kind == "count":
+            value: object = len(T) - lo
+        elif spec.kind == "distinct":
+            value = len({str(v) for v in vals[spec.field][lo:] if v is not None})
+        else:
+            value = sum(v for v in vals[spec.field][lo:] if isinstance(v, (int, float)) and not isinstance(v, bool))
+        measure = spec.kind if spec.kind == "count" else f"{spec.kind}({spec.field})"
+        return {"measure": measure, "value": value, "fires_at": f"{spec.op} {spec.value:g}",
+                "window_ms": spec.window_ms, "events_in_window": len(T) - lo,
+                "window_from_ms": T[lo] if lo < len(T) else None, "window_to_ms": T[-1]}
 
     def expire(self, watermark_ms: int) -> int:
         return self._sweep(watermark_ms, self.window_ms)
@@ -779,6 +807,14 @@ class SequenceCorrelator(Correlator):
             return None
         return chain
 
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        steps = self.state.get(key)
+        if steps is None:
+            return None
+        return {"steps": [{"seen": len(got), "needs": st.min_count} for st, got in zip(self.spec.steps, steps)],
+                "window_ms": self.spec.window_ms,
+                "first_ms": min((e[0] for got in steps for e in got), default=None)}
+
     def _complete(self, steps: list[list[tuple[int, int, Event]]], current: tuple[int, int, Event]) -> list[Any] | None:
         spec = self.spec
         last = len(spec.steps) - 1
@@ -863,6 +899,12 @@ class AbsentCorrelator(Correlator):
                 state[key] = (last_t, batch.sample(last_row))  # type: ignore[assignment]
         return fires
 
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        got = self.state.get(key)
+        if got is None:
+            return None
+        return {"last_seen_ms": got[0], "fires_if_silent_until_ms": got[0] + self.spec.window_ms}
+
     def advance(self, stream_ms: int) -> list[Fire]:
         w = self.spec.window_ms
         gone = sorted(((t, k) for k, (t, _) in self.state.items() if stream_ms - t > w), key=lambda x: (x[0], repr(x[1])))
@@ -902,6 +944,13 @@ class FirstSeenCorrelator(Correlator):
     def __init__(self, members: list[Member], sample_size: int = 3) -> None:
         super().__init__(members, sample_size)
         self.state: dict[Key, tuple[int, set[str]]] = {}  # key -> (first seen, values seen)
+
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        got = self.state.get(key)
+        if got is None:
+            return None
+        return {"first_seen_ms": got[0], "learning_until_ms": got[0] + self.spec.learn_ms,
+                "values_seen": len(got[1]), "field": self.spec.field}
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         keys = row_keys(batch, rows, self.spec.by)
@@ -963,6 +1012,16 @@ class SpikeCorrelator(Correlator):
         self.nb = self.spec.baseline_ms // self.spec.window_ms
         # key -> (first bucket seen, {bucket: count}, bucket already fired)
         self.state: dict[Key, tuple[int, dict[int, int], int]] = {}
+
+    def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
+        got = self.state.get(key)
+        if got is None:
+            return None
+        first, counts, _ = got
+        top = max(counts, default=first)
+        baseline = sum(counts.get(x, 0) for x in range(top - self.nb, top)) / self.nb
+        return {"bucket_count": counts.get(top, 0), "baseline_mean": round(baseline, 3), "factor": self.spec.factor,
+                "min_count": self.spec.min_count, "learning": top - first < self.nb, "window_ms": self.spec.window_ms}
 
     def process(self, batch: Batch, rows: np.ndarray) -> list[Fire]:
         spec = self.spec

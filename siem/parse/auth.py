@@ -591,3 +591,26 @@ def dispatch(ev: Event, prog: str, msg: str, generic_dataset: str) -> None:
         pam(ev, msg, prog)
         return
     ev["event.dataset"] = generic_dataset
+
+
+# --- prefilter needles (siem.parse.block) ----------------------------------------------------------
+# Literal text a syslog record must contain to become an event of a dataset (or of a dataset and
+# action): the block parser stores records with none of the wanted needles without parsing them.
+# A needle list must be a necessary condition: every way the handlers above reach that dataset/action
+# needs one of its needles in the record. tests/test_block.py checks it against these handlers on the
+# shared datasets and on generated lines; a handler that gains a new way to set a dataset or action
+# must extend its entry (or drop it: a dataset without an entry is always parsed).
+DATASET_NEEDLES: Final[dict[str, tuple[str, ...]]] = {
+    "sshd": ("sshd",),  # the tag: sshd, sshd-session, sshd-auth, sshd(pam_unix)
+    "sudo": ("sudo",),
+    "su": ("su",),
+    "systemd-logind": ("systemd-logind",),
+    "pam": ("pam_unix",),
+    **{p: (p,) for p in ("useradd", "groupadd", "usermod", "userdel", "groupdel", "gpasswd", "passwd", "chpasswd")},
+}
+ACTION_NEEDLES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
+    ("sshd", "ssh_login"): ("Accepted ", "Failed "),  # LOGIN, via _SSHD_WORDS and syslog._fast
+    ("sshd", "invalid_user"): ("Invalid user ", "Illegal user "),  # INVALID
+    ("sshd", "negotiation_failed"): ("Unable to negotiate",),
+    ("sshd", "protocol_mismatch"): ("Protocol major versions differ", "Bad protocol version"),
+}
