@@ -246,6 +246,10 @@ RELOADS = Counter(
     "siem_reloads_total", "Rule/config reloads, by result (success, failure).", ["result"], registry=REGISTRY
 )
 RULES_LOADED = Gauge("siem_rules_loaded", "Rules in the running rule set.", registry=REGISTRY)
+SIGMA_RULES_SKIPPED = Gauge(
+    "siem_sigma_rules_skipped", "Sigma rule files in the rule paths that could not be converted (see the warnings).",
+    registry=REGISTRY,
+)
 
 
 # --- known label sets -----------------------------------------------------------------------------

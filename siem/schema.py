@@ -68,6 +68,11 @@ FIELDS: Final[dict[str, str]] = {
     "process.command_line": KEYWORD,
     "process.working_directory": KEYWORD,
     "process.executable": KEYWORD,
+    "process.parent.name": KEYWORD,
+    "process.parent.executable": KEYWORD,
+    "process.parent.command_line": KEYWORD,
+    "file.directory": KEYWORD,
+    "destination.domain": KEYWORD,
     "process.parent.pid": LONG,
     "process.args": KEYWORD,
     "process.args_count": LONG,
@@ -122,6 +127,8 @@ FIELDS: Final[dict[str, str]] = {
     "log.level": KEYWORD,
     "input.type": KEYWORD,
     "observer.name": KEYWORD,
+    "rule.id": KEYWORD,
+    "rule.name": KEYWORD,
     "aws.cloudtrail.user_identity.type": KEYWORD,
     "aws.cloudtrail.user_identity.arn": KEYWORD,
     "aws.cloudtrail.user_identity.access_key_id": KEYWORD,
@@ -137,7 +144,7 @@ FIELDS: Final[dict[str, str]] = {
 }
 
 # Prefixes whose fields are free-form (flattened JSON) and typed as keywords.
-OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "labels.", "journald.", "sd.", "auditd.")
+OPEN_NAMESPACES: Final = ("aws.cloudtrail.", "auditd.", "siem.alert.", "labels.", "journald.", "sd.")
 
 
 def field_type(name: str) -> str | None:

@@ -32,7 +32,8 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class FieldCompare:
-    """field OP field(other) with OP in == != (i== i!= case-insensitive): two fields of one event."""
+    """field OP field(other), two fields of one event: OP in == != contains startswith endswith
+    (`ci` for i== i!= icontains istartswith iendswith)."""
 
     field: str
     op: str
@@ -111,42 +112,73 @@ class ListRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Each:
+    """``any`` / ``all`` elements of the list at `path` satisfy `expr`, whose fields are relative to an
+    element (siem.dsl.evaluate: the list is read from the raw record)."""
+
+    quantifier: str  # "any" | "all"
+    path: str
+    expr: "Expr"
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True, slots=True)
 class TrueExpr:
     """Matches every event (a rule without `when`)."""
 
 
-Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr
+Expr = Compare | FieldCompare | InSet | InCidr | StrMatch | Matches | Exists | Not | And | Or | MacroRef | TrueExpr | Each
 
 
 # --- correlations ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Threshold:
-    """count / distinct(field) / sum(field) OP value within window by keys."""
+class Measure:
+    """One more aggregate condition of a threshold: kind(field[, q]) OP value."""
 
-    kind: str  # "count" | "distinct" | "sum"
+    kind: str
+    field: str | None
+    op: str
+    value: float
+    q: float | None = None  # the percentile, for kind "percentile"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """kind(field) OP value [and kind(field) OP value ...] within window by keys; kind is count,
+    distinct, sum, avg, median or percentile (with `q`). Every condition must hold in one window."""
+
+    kind: str  # "count" | "distinct" | "sum" | "avg" | "median" | "percentile"
     field: str | None
     op: str  # ">=" | ">"
     value: float
     window_ms: int
     by: tuple[str, ...]
     loc: Location | None = _loc()
+    q: float | None = field(default=None, repr=False)
+    extra: tuple[Measure, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One step: `min_count` matching events, or with `distinct` that many different values of it."""
+
     expr: Expr
     min_count: int = 1
     loc: Location | None = _loc()
+    distinct: str | None = field(default=None, repr=False)  # repr: see v2_repr
 
 
 @dataclass(frozen=True, slots=True)
 class Sequence:
+    """The steps in order (``sequence``) or in any order (``all``), within window by keys."""
+
     steps: tuple[Step, ...]
     window_ms: int
     by: tuple[str, ...]
     loc: Location | None = _loc()
+    ordered: bool = field(default=True, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +212,19 @@ class Spike:
 
 
 Correlation = Threshold | Sequence | Absent | FirstSeen | Spike
+
+
+def v2_repr(corr: Correlation | None) -> str:
+    """The correlation fields added after state snapshots began (percentile, extra measures, any-order,
+    distinct steps), "" while they have their defaults. They are left out of repr() so the identity of
+    an existing rule (siem.engine.runtime.fingerprint) and its saved window state survive the upgrade;
+    whoever identifies a correlation by repr() appends this."""
+    match corr:
+        case Threshold(q=q, extra=extra) if q is not None or extra:
+            return repr((q, extra))
+        case Sequence(steps=steps, ordered=ordered) if not ordered or any(st.distinct for st in steps):
+            return repr((ordered, tuple(st.distinct for st in steps)))
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +290,11 @@ class RuleSpec:
     clause_locs: tuple[tuple[str, Location], ...] = field(default=(), compare=False, hash=False, repr=False)
     references: tuple[str, ...] = ()  # URLs or citations for the reader of an alert
     runbook: str = ""  # URL of what on-call should do
+    # attribution kept from where the rule came from (a converted Sigma rule, a vendor pack)
+    author: str = ""
+    falsepositives: tuple[str, ...] = ()
+    license: str = ""
+    sigma_id: str = ""
 
 
 Decl = ListDecl | MacroDecl | RuleSpec

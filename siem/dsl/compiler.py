@@ -26,6 +26,7 @@ MaskFn = Callable[[Batch], np.ndarray]
 ValuePred = Callable[[str], bool]
 
 _CACHE_LIMIT = 200_000
+_ORDERING = frozenset(("<", "<=", ">", ">="))
 _NUM_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
@@ -101,6 +102,8 @@ def _compile(node: ast.Expr) -> MaskFn:
             fn = _NUM_OPS[op]
             num = float(value)
             return lambda b: fn(b.number(field), num) & ~np.isnan(b.number(field))
+        case ast.Compare(field, op, value, ci) if op in _ORDERING and not isinstance(value, (str, bool)):
+            return _lut_mask(field, _number_text_pred(_NUM_OPS[op], float(value)))  # numbers held as text
         case ast.Compare(field, "==", value, False):
             return _equals(field, value)
         case ast.Compare(field, "!=", value, False):
@@ -114,7 +117,7 @@ def _compile(node: ast.Expr) -> MaskFn:
                 return _lut_mask(field, lambda s: fn(s.casefold(), target))
             return _lut_mask(field, lambda s: fn(s, target))
         case ast.FieldCompare(field, op, other, ci):
-            return _field_compare(field, op == "!=", other, ci)
+            return _field_compare(field, op, other, ci)
         case ast.InSet(field, values, ci) if _is_number_field(field):
             nums = np.array([float(v) for v in values], dtype=np.float64)
             return lambda b: np.isin(b.number(field), nums)
@@ -140,8 +143,27 @@ def _compile(node: ast.Expr) -> MaskFn:
                 return col.codes != missing if missing >= 0 else b.every
 
             return exists
+        case ast.Each(quantifier, path, inner):
+            from siem.dsl.evaluate import each_holds
+
+            # once per distinct raw record (cached like every text predicate)
+            return _lut_mask("event.original", lambda raw: each_holds(quantifier, path, inner, raw))
         case ast.MacroRef() | _:
             raise TypeError(f"cannot compile unresolved node {node!r}")
+
+
+def _number_text_pred(fn: Callable[[float, float], bool], num: float) -> ValuePred:
+    """A text value compared as a number (CloudTrail's flattened parameters hold numbers as text);
+    a value that is not a number never matches."""
+
+    def pred(s: str) -> bool:
+        try:
+            x = float(s)
+        except ValueError:
+            return False
+        return x == x and fn(x, num)  # NaN never matches
+
+    return pred
 
 
 def _equals(field: str, value: Any) -> MaskFn:
@@ -160,10 +182,19 @@ def _equals(field: str, value: Any) -> MaskFn:
     return eq
 
 
-def _field_compare(field: str, negate: bool, other: str, ci: bool) -> MaskFn:
-    """Two fields of the same event, equal (or not); evaluated once per distinct pair of values.
-    A missing field on either side never matches, as with a literal."""
-    if _is_number_field(field) and _is_number_field(other):
+_PAIR_OPS: dict[str, Callable[[str, str], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "contains": lambda a, b: b in a,
+    "startswith": str.startswith, "endswith": str.endswith,
+}
+
+
+def _field_compare(field: str, op: str, other: str, ci: bool) -> MaskFn:
+    """Two fields of the same event: equal, not equal, or the first containing / starting with / ending
+    with the second; evaluated once per distinct pair of values. A missing field on either side never
+    matches, as with a literal."""
+    negate = op == "!="
+    test = _PAIR_OPS[op]
+    if op in ("==", "!=") and _is_number_field(field) and _is_number_field(other):
         def numbers(b: Batch) -> np.ndarray:
             left, right = b.number(field), b.number(other)
             both = ~np.isnan(left) & ~np.isnan(right)
@@ -182,8 +213,7 @@ def _field_compare(field: str, negate: bool, other: str, ci: bool) -> MaskFn:
                 lut[i] = False
                 continue
             ls, rs = str(lv), str(rv)
-            same = ls.casefold() == rs.casefold() if ci else ls == rs
-            lut[i] = same != negate
+            lut[i] = test(ls.casefold(), rs.casefold()) if ci else test(ls, rs)
         return lut[inverse.reshape(-1)]
 
     return texts
@@ -220,7 +250,15 @@ def _str_pred(kind: str, values: tuple[str, ...], ci: bool) -> ValuePred:
         return lambda s: fold(s).startswith(needles)
     if kind == "endswith":
         return lambda s: fold(s).endswith(needles)
-    return lambda s: any(n in fold(s) for n in needles)
+    if len(needles) == 1:
+        needle = needles[0]
+        return lambda s: needle in fold(s)
+
+    def contains_any(s: str) -> bool:
+        text = fold(s)  # once per value, not once per needle
+        return any(n in text for n in needles)
+
+    return contains_any
 
 
 def _cidr_pred(networks: tuple[str, ...]) -> ValuePred:

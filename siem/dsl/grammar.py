@@ -8,12 +8,16 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     rule       = "rule" IDENT "{" { clause } "}" ;
     clause     = "title" STRING | "severity" SEVERITY | "tags" "[" TAG { "," TAG } "]"
                | "references" "[" STRING { "," STRING } "]" | "runbook" STRING
-               | "when" expr | "message" STRING | correlation | suppress | test ;
+               | "when" expr | "message" STRING | correlation | suppress | test
+               | "author" STRING | "falsepositives" strings | "license" STRING | "sigma_id" STRING ;
+    strings    = "[" [ STRING { "," STRING } [","] ] "]" ;
     correlation= threshold | sequence | absent | first_seen | spike ;
-    threshold  = ( "count" | "distinct" "(" FIELD ")" | "sum" "(" FIELD ")" ) (">=" | ">") NUMBER
-                 "within" DURATION [ by ] ;
-    sequence   = "sequence" "within" DURATION [ by ] "{" step { [","] step } "}" ;
-    step       = expr [ "count" ">=" INT ] ;
+    threshold  = measure { "and" measure } "within" DURATION [ by ] ;
+    measure    = ( "count" | ( "distinct" | "sum" | "avg" | "median" ) "(" FIELD ")"
+                 | "percentile" "(" FIELD "," NUMBER ")" ) (">=" | ">") NUMBER ;
+    sequence   = ( "sequence" | "all" ) "within" DURATION [ by ] "{" step { [","] step } "}" ;
+                 (* sequence: the steps in this order; all: every step, in any order *)
+    step       = expr [ ( "count" | "distinct" "(" FIELD ")" ) ">=" INT ] ;
     absent     = "absent" expr "for" DURATION [ by ] ;
     first_seen = "first_seen" FIELD [ by ] [ "learn" DURATION ] ;
     spike      = "spike" FACTOR "baseline" DURATION "within" DURATION [ by ] [ "min" INT ] ;
@@ -23,9 +27,10 @@ EBNF (``#`` starts a comment; keywords are reserved words)::
     event_line = JSON_OBJECT [ "x" INT ] [ "every" DURATION ] ;
     expr       = and_expr { "or" and_expr } ;
     and_expr   = not_expr { "and" not_expr } ;
-    not_expr   = "not" not_expr | "(" expr ")" | predicate | IDENT (* a macro *) ;
+    not_expr   = "not" not_expr | "(" expr ")" | each | predicate | IDENT (* a macro *) ;
+    each       = ( "any" | "all" ) FIELD "{" expr "}" ;   (* elements of a list; fields relative to one *)
     predicate  = FIELD ( CMP ( literal | "field" "(" FIELD ")" ) | ["not"] "in" ( cidr | values | IDENT ) | "iin" ( values | IDENT )
-                       | STROP ( STRING | values | IDENT ) | "matches" REGEX | "exists" ) ;
+                       | STROP ( STRING | values | IDENT | "field" "(" FIELD ")" ) | "matches" REGEX | "exists" ) ;
     cidr       = "cidr" "(" ( values | IDENT | STRING { "," STRING } ) ")" ;
     values     = "[" [ literal { "," literal } [","] ] "]" ;
     CMP        = "==" | "!=" | "<=" | ">=" | "<" | ">" | "i==" | "i!=" ;
@@ -66,7 +71,8 @@ K = pp.Keyword
 S = pp.Suppress
 KEYWORDS = (
     "rule list macro title severity tags when message count distinct sum within by sequence absent for "
-    "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains "
+    "first_seen learn spike baseline min suppress expect fire nofire wait every and or not in iin contains all "
+    "avg median percentile any "
     "startswith endswith icontains istartswith iendswith matches exists cidr file field true false x "
     "references runbook"
 ).split()
@@ -94,6 +100,9 @@ REGEX = pp.Regex(r"/((?:[^/\\\n]|\\.)*)/([a-z]*)").set_name("regex /.../")
 LITERAL = (STRING | NUMBER | BOOL).set_name("literal")
 VALUES = (S("[") + pp.Group(pp.Opt(pp.DelimitedList(LITERAL, allow_trailing_delim=True))) + S("]")).set_name(
     "[values]"
+)
+STRINGS = (S("[") + pp.Group(pp.Opt(pp.DelimitedList(STRING, allow_trailing_delim=True))) + S("]")).set_name(
+    '["text", ...]'
 )
 SEVERITY = pp.one_of("info low medium high critical", as_keyword=True).set_name("severity")
 TAG = (pp.Regex(r"[A-Za-z0-9_.:\-]+") | STRING).set_name("tag")
@@ -148,6 +157,8 @@ def _pred_in(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
 def _pred_str(s: str, l: int, t: pp.ParseResults) -> ast.Expr:
     loc, field, op, arg = t[0], t[1], t[2], t[3]
     ci = op.startswith("i")
+    if isinstance(arg, ast.FieldCompare):  # field(other): the other field's value is the needle
+        return ast.FieldCompare(field, op[1:] if ci else op, arg.other, ci, loc)
     vals = (arg,) if isinstance(arg, str) and t.get("quoted") else _values(arg, loc)
     return ast.StrMatch(field, op[1:] if ci else op, vals, ci, loc)  # type: ignore[arg-type]
 
@@ -176,7 +187,7 @@ PREDICATE = pp.MatchFirst(
             lambda s, l, t: _pred_in(s, l, pp.ParseResults([t[0], t[1], t[2], "cidr", t[4]]))
         ),
         _with_loc(FIELD + NOT_WORD + (K("in") | K("iin")) - REF_OR_VALUES).set_parse_action(_pred_in),
-        _with_loc(FIELD + STR_OP - (STRING("quoted") | REF_OR_VALUES)).set_parse_action(_pred_str),
+        _with_loc(FIELD + STR_OP - (STRING("quoted") | FIELD_REF | REF_OR_VALUES)).set_parse_action(_pred_str),
         _with_loc(FIELD + S(K("matches")) - REGEX).set_parse_action(_pred_regex),
         _with_loc(FIELD + S(K("exists"))).set_parse_action(lambda t: ast.Exists(t[1], t[0])),
     ]
@@ -185,8 +196,11 @@ PREDICATE = pp.MatchFirst(
 MACRO_REF = _with_loc(IDENT).set_parse_action(lambda t: ast.MacroRef(t[1], t[0])).set_name("macro name")
 PAREN = S("(") - expr - S(")")
 not_expr = pp.Forward()
+EACH = _with_loc((K("any") | K("all")) + FIELD + S("{") - expr - S("}")).set_parse_action(
+    lambda t: ast.Each(t[1], t[2], t[3], t[0])
+)
 not_expr <<= (
-    (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | PREDICATE | MACRO_REF
+    (S(K("not")) + not_expr).set_parse_action(lambda t: ast.Not(t[0])) | PAREN | EACH | PREDICATE | MACRO_REF
 ).set_name('condition (e.g. user.name == "root")')
 
 
@@ -208,24 +222,42 @@ for _element in (not_expr, and_expr, expr):
 BY = pp.Group(pp.Opt(S(K("by")) - pp.DelimitedList(FIELD)))
 
 
+def _measure(t: pp.ParseResults) -> ast.Measure:
+    kind = t[0]
+    if kind == "count":
+        return ast.Measure("count", None, t[1], float(t[2]))
+    if kind == "percentile":
+        return ast.Measure(kind, t[1], t[3], float(t[4]), float(t[2]))
+    return ast.Measure(kind, t[1], t[2], float(t[3]))
+
+
 def _threshold(t: pp.ParseResults) -> ast.Threshold:
-    loc, kind = t[0], t[1]
-    field = t[2] if kind != "count" else None
-    rest = t[3:] if kind != "count" else t[2:]
-    op, value, window_ms, by = rest[0], rest[1], rest[2], rest[3]
-    return ast.Threshold(kind, field, op, float(value), window_ms, tuple(by), loc)
+    loc, measures, window_ms, by = t[0], list(t[1]), t[2], t[3]
+    m = measures[0]
+    return ast.Threshold(m.kind, m.field, m.op, m.value, window_ms, tuple(by), loc, m.q, tuple(measures[1:]))
 
 
-AGG = K("count") | (K("distinct") + S("(") + FIELD + S(")")) | (K("sum") + S("(") + FIELD + S(")"))
-THRESHOLD = _with_loc(AGG - pp.one_of(">= >") - NUMBER - S(K("within")) - DURATION - BY).set_parse_action(
-    _threshold
+AGG = (
+    K("count")
+    | ((K("distinct") | K("sum") | K("avg") | K("median")) + S("(") - FIELD - S(")"))
+    | (K("percentile") + S("(") - FIELD - S(",") - NUMBER - S(")"))
 )
-STEP = _with_loc(expr + pp.Opt(S(K("count")) + S(">=") + INT, default=1)).set_parse_action(
-    lambda t: ast.Step(t[1], t[2], t[0])
+MEASURE = pp.Group(AGG - pp.one_of(">= >") - NUMBER).set_parse_action(lambda t: _measure(t[0]))
+THRESHOLD = _with_loc(
+    pp.Group(MEASURE + pp.ZeroOrMore(S(K("and")) + MEASURE)) - S(K("within")) - DURATION - BY
+).set_parse_action(_threshold)
+STEP_COUNT = pp.Group(S(K("count")) - S(">=") - INT) | pp.Group(
+    S(K("distinct")) - S("(") - FIELD - S(")") - S(">=") - INT
+)
+STEP = _with_loc(expr + pp.Opt(STEP_COUNT, default=None)).set_parse_action(
+    lambda t: ast.Step(t[1], 1, t[0]) if t[2] is None
+    else ast.Step(t[1], t[2][0], t[0]) if len(t[2]) == 1
+    else ast.Step(t[1], t[2][1], t[0], t[2][0])
 )
 SEQUENCE = _with_loc(
-    S(K("sequence")) - S(K("within")) - DURATION - BY - S("{") - pp.Group(pp.OneOrMore(STEP + pp.Opt(S(",")))) - S("}")
-).set_parse_action(lambda t: ast.Sequence(tuple(t[3]), t[1], tuple(t[2]), t[0]))
+    (K("sequence") | K("all")) - S(K("within")) - DURATION - BY - S("{")
+    - pp.Group(pp.OneOrMore(STEP + pp.Opt(S(",")))) - S("}")
+).set_parse_action(lambda t: ast.Sequence(tuple(t[4]), t[2], tuple(t[3]), t[0], t[1] == "sequence"))
 ABSENT = _with_loc(S(K("absent")) - expr - S(K("for")) - DURATION - BY).set_parse_action(
     lambda t: ast.Absent(t[1], t[2], tuple(t[3]), t[0])
 )
@@ -270,10 +302,14 @@ CLAUSE = (
     | _clause("runbook", STRING)
     | _clause("when", expr)
     | _clause("message", STRING)
+    | _clause("author", STRING)
+    | _clause("falsepositives", STRINGS)
+    | _clause("license", STRING)
+    | _clause("sigma_id", STRING)
     | CORRELATION.copy().add_parse_action(lambda t: ("clause", "correlation", t[0], t[0].loc))
     | SUPPRESS.copy().add_parse_action(lambda t: ("clause", "suppress", t[0], t[0].loc))
     | TEST.copy().add_parse_action(lambda t: ("clause", "test", t[0], t[0].loc))
-).set_name("rule clause (title, severity, tags, references, runbook, when, message, a correlation, suppress, expect)")
+).set_name("rule clause (title, severity, tags, references, runbook, when, message, a correlation, suppress, expect, author, ...)")
 
 RULE = _with_loc(S(K("rule")) - IDENT - S("{") - pp.Group(pp.ZeroOrMore(CLAUSE)) - S("}")).set_parse_action(
     lambda t: ("rule", t[1], list(t[2]), t[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import socket
 import re
 from dataclasses import dataclass, replace
@@ -33,7 +34,9 @@ MAX_EXPANDED_DEPTH = 4 * MAX_DEPTH  # an expression with its macros expanded (se
 MAX_REGEX_LEN = 4096
 MAX_LIST_ITEMS = 1_000_000
 RULE_FILE_SUFFIXES = (".rules", ".siem")
+SIGMA_FILE_SUFFIXES = (".yml", ".yaml")  # Sigma rules, converted when loaded (siem.sigma)
 _STATEMENT_START = re.compile(r"^(rule|list|macro)\b", re.M)
+_NUMBER_TEXT = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,8 @@ def rule_files(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix in RULE_FILE_SUFFIXES and f.is_file()))
+            out.extend(sorted(f for f in p.rglob("*")
+                              if f.suffix in RULE_FILE_SUFFIXES + SIGMA_FILE_SUFFIXES and f.is_file()))
         else:
             out.append(p)
     return out
@@ -60,14 +64,40 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     files = rule_files(paths)
     texts: dict[str, str] = {}
     issues: list[Issue] = []
+    sigma = [f for f in files if f.suffix in SIGMA_FILE_SUFFIXES]
+    if sigma:
+        texts.update(_sigma_texts(sigma, issues))
+        files = [f for f in files if f.suffix not in SIGMA_FILE_SUFFIXES]
     for f in files:
         try:
             texts[str(f)] = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(Issue("unreadable-file", f"cannot read rule file: {exc}", Location(str(f), 1, 1)))
-    if not files:
+    if not files and not sigma:
         issues.append(Issue("no-rules", f"no rule files (*.rules) found in {', '.join(map(str, paths))}"))
     return load_texts(texts, issues)
+
+
+def _sigma_texts(files: list[Path], issues: list[Issue]) -> dict[str, str]:
+    """Sigma rule files converted to rule text (siem.sigma), keyed "<file> (converted)" so an issue in
+    the generated text is not mistaken for a line of the YAML. A rule that cannot be converted is a
+    warning (a SigmaHQ checkout always holds some), counted in siem_sigma_rules_skipped."""
+    from siem import metrics
+    from siem.sigma.convert import convert_files
+
+    root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
+    out: dict[str, str] = {}
+    skipped = 0
+    for o in convert_files(files, root):
+        path = str(root / o.source) if not Path(o.source).is_absolute() else o.source
+        if o.text is None:
+            skipped += 1
+            issues.append(Issue("sigma-skipped", f"Sigma rule not converted: {o.reason}", Location(path, 1, 1),
+                                severity="warning"))
+        else:
+            out[f"{path} (converted)"] = o.text
+    metrics.SIGMA_RULES_SKIPPED.set(skipped)
+    return out
 
 
 def load_texts(texts: dict[str, str], issues: list[Issue] | None = None) -> RuleSet:
@@ -193,6 +223,7 @@ class _Resolver:
         self.macros: dict[str, ast.MacroDecl] = {}
         self.used: set[str] = set()
         self.context = ""
+        self.relative = False  # checking the condition of an element-wise test
 
     def error(self, code: str, message: str, loc: Location | None, severity: str = "error") -> None:
         snippet = ""
@@ -282,6 +313,10 @@ class _Resolver:
             clause_locs=tuple(clause_locs),
             references=tuple(fields.get("references", ())),
             runbook=fields.get("runbook", ""),
+            author=fields.get("author", ""),
+            falsepositives=tuple(fields.get("falsepositives", ())),
+            license=fields.get("license", ""),
+            sigma_id=fields.get("sigma_id", ""),
         )
         if rule.runbook and not rule.runbook.startswith(("https://", "http://")):
             self.error("bad-runbook", "runbook must be an http:// or https:// URL", dict(clause_locs).get("runbook", loc))
@@ -344,6 +379,8 @@ class _Resolver:
                 return ast.Or(tuple(self.resolve(a, expanding, depth + 1) for a in args))
             case ast.Not(arg):
                 return ast.Not(self.resolve(arg, expanding, depth + 1))
+            case ast.Each():
+                return replace(node, expr=self.resolve(node.expr, expanding, depth + 1))
             case ast.InSet(values=ast.ListRef() as ref) | ast.StrMatch(values=ast.ListRef() as ref):
                 return replace(node, values=self.list_values(ref))  # type: ignore[arg-type]
             case ast.InCidr(networks=ast.ListRef() as ref):
@@ -373,14 +410,8 @@ class _Resolver:
             case ast.Threshold(kind, field, op, value, window_ms, by):
                 keys = by
                 self.check_window(window_ms, cloc)
-                if value < 1 or (op == ">" and value < 0):
-                    self.error("impossible-threshold", f"threshold {op} {value:g} is always true: use 1 or more", cloc)
-                if value != int(value) and kind != "sum":
-                    self.error("impossible-threshold", f"{kind} threshold must be a whole number", cloc)
-                if field is not None:
-                    self.check_field(field, cloc)
-                    if kind == "sum" and schema.field_type(field) not in (schema.LONG, None):
-                        self.error("type", f"sum({field}) needs a number field; '{field}' is {schema.field_type(field)}", cloc)
+                for m in (ast.Measure(kind, field, op, value, corr.q), *corr.extra):
+                    self.check_measure(m, cloc)
             case ast.Sequence(steps, window_ms, by):
                 keys = by
                 self.check_window(window_ms, cloc)
@@ -388,6 +419,8 @@ class _Resolver:
                     self.error("short-sequence", "a sequence needs at least two steps", cloc)
                 for step in steps:
                     self.check_expr(step.expr)
+                    if step.distinct is not None:
+                        self.check_field(step.distinct, step.loc)
                     if step.min_count < 1:
                         self.error("impossible-threshold", "a step count must be at least 1", step.loc)
             case ast.Absent(expr, window_ms, by):
@@ -423,6 +456,26 @@ class _Resolver:
                             raise ValueError("not an object")
                     except ValueError as exc:
                         self.error("test-event", f"test event is not a JSON object: {exc}", line.loc)
+                        continue
+                    # a misspelt field would make a nofire case pass vacuously
+                    for key in ev:
+                        if schema.field_type(key) is None:
+                            hint = _suggest(key, list(schema.FIELDS))
+                            self.error("unknown-field", f"test event field '{key}' is not in the schema{hint}", line.loc)
+
+    def check_measure(self, m: ast.Measure, loc: Location | None) -> None:
+        if m.kind in ("count", "distinct", "sum"):
+            if m.value < 1 or (m.op == ">" and m.value < 0):
+                self.error("impossible-threshold", f"threshold {m.op} {m.value:g} is always true: use 1 or more", loc)
+            if m.value != int(m.value) and m.kind != "sum":
+                self.error("impossible-threshold", f"{m.kind} threshold must be a whole number", loc)
+        if m.kind == "percentile" and not (m.q is not None and 0 < m.q <= 100):
+            self.error("impossible-threshold", f"percentile must be above 0 and at most 100, not {m.q:g}", loc)
+        if m.field is not None:
+            self.check_field(m.field, loc)
+            ftype = schema.field_type(m.field)
+            if m.kind not in ("count", "distinct") and ftype not in (schema.LONG, None):
+                self.error("type", f"{m.kind}({m.field}) needs a number field; '{m.field}' is {ftype}", loc)
 
     def check_window(self, window_ms: int, loc: Location | None, allow_zero: bool = False) -> None:
         if window_ms <= 0 and not allow_zero:
@@ -431,6 +484,8 @@ class _Resolver:
             self.error("window", f"window of {window_ms // 86_400_000}d is longer than the 30d limit", loc)
 
     def check_field(self, field: str, loc: Location | None) -> str | None:
+        if self.relative:  # inside any/all: fields of a list element, values are text
+            return schema.KEYWORD
         ftype = schema.field_type(field)
         if ftype is None:
             hint = _suggest(field, list(schema.FIELDS))
@@ -444,19 +499,43 @@ class _Resolver:
                     self.check_expr(a)
             case ast.Not(arg):
                 self.check_expr(arg)
+            case ast.Each(quantifier, path, inner, loc):
+                from siem.dsl.evaluate import LIST_SOURCES, raw_path
+
+                if self.relative:
+                    self.error("each", f"{quantifier} inside any/all is not supported: name the nested path "
+                                       "(e.g. ipRanges.items.cidrIp)", loc)
+                elif raw_path(path) is None:
+                    self.error("each", f"{quantifier} {path}: element-wise tests read lists from the raw "
+                               f"record, under {', '.join(LIST_SOURCES)}", loc)
+                self.relative = True
+                try:
+                    self.check_expr(inner)
+                finally:
+                    self.relative = False
             case ast.Compare(field, op, value, ci, loc):
                 ftype = self.check_field(field, loc)
                 is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ordering = op in ("<", "<=", ">", ">=")
                 if ftype == schema.LONG and not is_num:
                     self.error("type", f"'{field}' is a number field, compared with {value!r}", loc)
-                elif ftype in (schema.KEYWORD, schema.IP) and is_num:
+                elif ordering and ftype == schema.IP:
+                    self.error("type", f"'{field}' is an IP address: {op} does not apply to it (use in cidr(...))", loc)
+                elif ordering and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+                    self.error("type", f"{op} {value!r} orders text, so \"30\" < \"8\" holds: write the number "
+                               f"unquoted to compare numbers", loc)
+                elif ordering and isinstance(value, bool):
+                    self.error("type", f"{op} does not apply to true/false", loc)
+                elif ftype in (schema.KEYWORD, schema.IP) and is_num and not ordering:
                     self.error("type", f"'{field}' is a text field, compared with the number {value!r}: quote it", loc)
                 if ci and ftype == schema.LONG:
                     self.error("type", f"case-insensitive comparison on the number field '{field}'", loc)
             case ast.FieldCompare(field, op, other, ci, loc):
                 ftype, otype = self.check_field(field, loc), self.check_field(other, loc)
-                if op not in ("==", "!="):
-                    self.error("type", f"two fields compare with == or != only, not {op}", loc)
+                if op not in ("==", "!=", "contains", "startswith", "endswith"):
+                    self.error("type", f"two fields compare with == != contains startswith endswith, not {op}", loc)
+                elif op not in ("==", "!=") and schema.LONG in (ftype, otype):
+                    self.error("type", f"{op} needs two text fields; '{field}' is {ftype}, '{other}' is {otype}", loc)
                 elif ftype is not None and otype is not None and (ftype == schema.LONG) != (otype == schema.LONG):
                     self.error("type", f"'{field}' is {ftype} but '{other}' is {otype}", loc)
             case ast.InSet(field, values, ci, loc):
@@ -468,8 +547,8 @@ class _Resolver:
                         break
             case ast.InCidr(field, networks, loc):
                 ftype = self.check_field(field, loc)
-                if ftype not in (schema.IP, None):
-                    self.error("type", f"cidr() needs an IP field; '{field}' is {ftype}", loc)
+                if ftype not in (schema.IP, schema.KEYWORD, None):  # text fields: the values that are addresses
+                    self.error("type", f"cidr() needs an IP or text field; '{field}' is {ftype}", loc)
                 for net in networks:
                     text = str(net)
                     if "/" not in text and ":" not in text:  # plain IPv4 (threat feeds): the C parser

@@ -70,7 +70,11 @@ class Member(NamedTuple):
 
 
 def member(rule: str, corr: ast.Correlation, agg_fields: tuple[str, ...]) -> Member:
-    own = (corr.field,) if isinstance(corr, ast.Threshold) and corr.field else ()
+    own: tuple[str, ...] = ()
+    if isinstance(corr, ast.Threshold):
+        own = tuple(f for f in (corr.field, *(m.field for m in corr.extra)) if f)
+    if isinstance(corr, ast.Sequence):  # a distinct step needs its field's values in the kept samples
+        own = tuple(s.distinct for s in corr.steps if s.distinct)
     return Member(rule, corr, tuple(dict.fromkeys((*agg_fields, *own))))
 
 
@@ -78,7 +82,7 @@ def share_key(m: Member) -> tuple[object, ...]:
     """Rules with equal share keys can be members of one correlator (while their rows agree)."""
     if isinstance(m.spec, ast.Threshold):
         return ("threshold", m.spec.by)
-    return (type(m.spec).__name__, repr(m.spec), m.fields)
+    return (type(m.spec).__name__, repr(m.spec) + ast.v2_repr(m.spec), m.fields)
 
 
 class _KeyedRows:
@@ -261,13 +265,45 @@ def _aggregates(vals: dict[str, list[object]], lo: int, hi: int, fields: tuple[s
 _FEW = 32  # new events of a key up to which a count window is scanned in Python
 
 
+def _measures(spec: ast.Threshold) -> list[ast.Measure]:
+    return [ast.Measure(spec.kind, spec.field, spec.op, spec.value, spec.q), *spec.extra]
+
+
 def _fire_floor(spec: ast.Threshold) -> int:
-    """Fewest events a count or distinct window can fire with (0 for sums: any event may)."""
-    return int(spec.value) + (spec.op == ">") if spec.kind != "sum" else 0
+    """Fewest events a window can fire with: a count's or distinct's threshold (0 when only sums and
+    averages are tested: any event may)."""
+    return max([int(m.value) + (m.op == ">") for m in _measures(spec) if m.kind in ("count", "distinct")] or [0])
+
+
+def _numbers(values: list[object]) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]  # type: ignore[misc]
+
+
+def measure_value(m: ast.Measure, values: list[object], count: int) -> float | None:
+    """The aggregate of one window: `values` of m.field (None where absent), `count` events."""
+    if m.kind == "count":
+        return float(count)
+    if m.kind == "distinct":
+        return float(len({str(v) for v in values if v is not None}))
+    nums = _numbers(values)
+    if m.kind == "sum":
+        return float(sum(nums))
+    if not nums:
+        return None
+    if m.kind == "avg":
+        return sum(nums) / len(nums)
+    nums.sort()
+    if m.kind == "median":
+        mid = len(nums) // 2
+        return float(nums[mid]) if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2
+    rank = max(1, -(-int(round((m.q or 0) * len(nums))) // 100))  # nearest rank: ceil(q/100 * n)
+    return float(nums[min(rank, len(nums)) - 1])
 
 
 class ThresholdCorrelator(Correlator):
-    """count / distinct(field) / sum(field) >= N within W by keys; members may differ in all but the keys."""
+    """count / distinct(f) / sum(f) / avg(f) / median(f) / percentile(f, q) >= N [and ...] within W by
+    keys; members may differ in all but the keys. Counts, distincts and sums of one measure slide in
+    one pass; several measures, averages and percentiles test every window ending at a new event."""
 
     STATE = ("state", "agg_fields")
     KIND = "threshold"
@@ -451,7 +487,7 @@ class ThresholdCorrelator(Correlator):
                     if n - lo < floor or (m.spec.kind == "distinct"
                                           and len(set(map(str, vals[m.spec.field][lo:]))) < floor):
                         continue
-                    if m.spec.kind == "count" and n - begin <= _FEW:
+                    if m.spec.kind == "count" and not m.spec.extra and n - begin <= _FEW:
                         done = self._count_few(m, key, T, vals, begin, reset, evs, batch, fires)
                     else:
                         if T_arr is None:
@@ -536,6 +572,17 @@ class ThresholdCorrelator(Correlator):
         lo = np.searchsorted(T, T - spec.window_ms, "right")
         need = spec.value
         strict = spec.op == ">"
+        if spec.extra or spec.kind in ("avg", "median", "percentile"):
+            # several measures, or ones without a running form: every window ending at a new event
+            measures = _measures(spec)
+            p = base
+            while p < n:
+                start = max(int(lo[p]), reset)
+                if all(_holds(x, measure_value(x, vals[x.field][start : p + 1] if x.field else [], p - start + 1))
+                       for x in measures):
+                    reset = self._fire(m, key, T, vals, start, p, evs, batch, fires)
+                p += 1
+            return reset
         if spec.kind in ("count", "sum"):
             # cumulative measure: the window (start, p] holds S[p + 1] - S[start]
             if spec.kind == "count":
@@ -596,6 +643,10 @@ class ThresholdCorrelator(Correlator):
         return p + 1
 
 
+def _holds(m: ast.Measure, got: float | None) -> bool:
+    return got is not None and (got > m.value if m.op == ">" else got >= m.value)
+
+
 def _resorted(resets: dict[str, int], order: list[int], first: int) -> dict[str, int]:
     """Members' restart positions after the key's timeline was re-sorted (`order`: old position of each
     new one). A member's window restarts after the last event it fired with; an event later than the
@@ -623,7 +674,14 @@ def _as_sample(batch: Batch, e: Event | int) -> Event:
 
 
 class SequenceCorrelator(Correlator):
-    """Ordered steps, each with a minimum count, all within W by keys."""
+    """Steps, each with a minimum count (or a minimum of distinct values of a field), all within W by
+    keys: in order for ``sequence``, in any order for ``all``.
+
+        all within 5m by k { a, b }
+        t:  0s   60s  | 400s  460s
+            b    a    |           -> fires at 60s (a and b within 5m, b first)
+            a         | b         -> no alert: at 400s the a at 0s has left the window
+    """
 
     STATE = ("state", "seq")
     KIND = "sequence"
@@ -686,6 +744,20 @@ class SequenceCorrelator(Correlator):
                     while lst and lst[0][0] <= t - window_ms:
                         lst.pop(0)
             smp = batch.sample(rows_l[i]) if not self.agg_fields else sample(event, self.agg_fields)
+            if not spec.ordered:
+                hit = [j for j in range(last + 1) if masks[j][i]]
+                for j in hit:
+                    self._append(steps[j], spec.steps[j], (t, self.seq, smp))
+                chain = self._complete_any(steps) if hit else None
+                if chain is not None:
+                    fires.append(Fire(key, chain[0][0], t, len(chain), event,
+                                      [e for _, _, e in chain][-self.sample_size :],
+                                      _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
+                                                  0, len(chain), self.agg_fields)))
+                    del self.state[key]
+                elif not any(steps):
+                    del self.state[key]
+                continue
             if masks[last][i]:
                 chain = self._complete(steps, (t, self.seq, smp))
                 if chain is not None:
@@ -697,13 +769,43 @@ class SequenceCorrelator(Correlator):
                     continue
             for j in range(last + 1):
                 if masks[j][i]:
-                    lst = steps[j]
-                    lst.append((t, self.seq, smp))
-                    if len(lst) > max(spec.steps[j].min_count, 1) * 4:
-                        del lst[: len(lst) - spec.steps[j].min_count * 4]
+                    self._append(steps[j], spec.steps[j], (t, self.seq, smp))
             if not any(steps):
                 del self.state[key]
         return fires
+
+    @staticmethod
+    def _append(lst: list[tuple[int, int, Event]], step: ast.Step, entry: tuple[int, int, Event]) -> None:
+        """Keep a step's newest entries: 4x its count, and for a distinct step only the newest per value."""
+        if step.distinct is not None:
+            value = entry[2].get(step.distinct)
+            if value is None:
+                return
+            lst[:] = [x for x in lst if x[2].get(step.distinct) != value]
+        lst.append(entry)
+        if len(lst) > max(step.min_count, 1) * 4:
+            del lst[: len(lst) - step.min_count * 4]
+
+    @staticmethod
+    def _block(entries: list[tuple[int, int, Event]], step: ast.Step) -> list[tuple[int, int, Event]] | None:
+        """The newest entries that satisfy `step` (its count, or its number of distinct values)."""
+        if step.distinct is None:
+            return entries[-step.min_count:] if len(entries) >= step.min_count else None
+        seen: set[object] = set()
+        for k in range(len(entries) - 1, -1, -1):
+            seen.add(entries[k][2].get(step.distinct))
+            if len(seen) >= step.min_count:
+                return entries[k:]
+        return None
+
+    def _complete_any(self, steps: list[list[tuple[int, int, Event]]]) -> list[Any] | None:
+        blocks = [self._block(lst, st) for lst, st in zip(steps, self.spec.steps)]
+        if any(b is None for b in blocks):
+            return None
+        chain = sorted({x[1]: x for b in blocks for x in b}.values(), key=lambda x: x[1])  # type: ignore[union-attr]
+        if chain[-1][0] - chain[0][0] >= self.spec.window_ms:
+            return None
+        return chain
 
     def describe_key(self, key: Key, rule: str) -> dict[str, object] | None:
         steps = self.state.get(key)
@@ -716,18 +818,18 @@ class SequenceCorrelator(Correlator):
     def _complete(self, steps: list[list[tuple[int, int, Event]]], current: tuple[int, int, Event]) -> list[Any] | None:
         spec = self.spec
         last = len(spec.steps) - 1
-        need = spec.steps[last].min_count
-        block = (steps[last] + [current])[-need:]
-        if len(block) < need:
+        got = self._block(steps[last] + [current], spec.steps[last])
+        if got is None:
             return None
+        block: list[tuple[int, int, Event]] = got
         chain = list(block)
         before = block[0][1]
         for j in range(last - 1, -1, -1):
-            need = spec.steps[j].min_count
             candidates = [x for x in steps[j] if x[1] < before]
-            if len(candidates) < need:
+            got = self._block(candidates, spec.steps[j])
+            if got is None:
                 return None
-            block = candidates[-need:]
+            block = got
             chain = block + chain
             before = block[0][1]
         times = [x[0] for x in chain]
