@@ -76,4 +76,7 @@ def test_thousands_of_files_log_linear_positions_and_none_is_read_twice(tmp_path
     assert len(set(ids)) == FILES
     assert repeated == 0
     assert max(marks) < 256 * 200  # MAX_DELTA_FILES entries at most, whatever the number of files
-    assert per_file < 2000  # linear: the old whole-set records cost ~ FILES * 100 B per file here
+    # linear: the old whole-set records cost ~ FILES * 100 B (300 kB) per file here; the delta records cost
+    # ~400 B per file on an idle machine and more when commits are slower (a record holds the files done
+    # since the last commit, at most MAX_DELTA_FILES), never a multiple of FILES
+    assert per_file < 20_000
