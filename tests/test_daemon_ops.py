@@ -193,11 +193,18 @@ def test_sigterm_mid_burst_loses_nothing_the_senders_wrote(tmp_path: Path) -> No
     kernel's buffers and the intake queue): the daemon stops accepting, reads on until every connection is
     quiet (within drain_timeout), logs it all and exits 0. Every line whose write returned is in the log;
     before the drain, what the kernel and the connections held was lost."""
+    d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "drain_timeout": "20s", "intake_queue_size": 500})
+    try:
+        _sigterm_mid_burst(d)
+    finally:
+        d.close()
+
+
+def _sigterm_mid_burst(d: DaemonProc) -> None:
     import json
     import socket
     import threading
 
-    d = DaemonProc.create(tmp_path, SSH_RULES, TCP, daemon={**FAST, "drain_timeout": "20s", "intake_queue_size": 500})
     d.start()
     per_conn, written = 12_000, [0, 0, 0, 0]
     port = d.port("syslog_tcp")

@@ -216,8 +216,9 @@ class LocalEvaluator:
                     await asyncio.wait_for(appended.wait(), timeout=c.batch_max_wait_ms / 1000)
                 except TimeoutError:
                     pass
-            elif batch and not records:
-                await asyncio.sleep(min(c.batch_max_wait_ms / 1000, 0.01))
+            elif not records:  # a partial batch waiting to fill, or records the log cannot give (a
+                # segment lost under it): wait a moment instead of asking again at once
+                await asyncio.sleep(min(c.batch_max_wait_ms / 1000, 0.01 if batch else 0.2))
 
     def _evaluate(self, batch: list[Event], end_offset: int, positions: dict[str, dict], advance_to: int | None) -> None:
         """Evaluate one batch (worker thread), hand the alerts on, advance next_offset."""
