@@ -26,7 +26,7 @@ from siem import __version__
 COMMANDS: list[tuple[str, str, str]] = [
     ("replay", "siem.replay", "run rules over log files (or stdin) and print the alerts"),
     ("logtest", "siem.logtest", "show how log lines parse, which rules they match and the windows they fill"),
-    ("rules", "siem.dsl.commands", "check or test rule files"),
+    ("rules", "siem.ctl.rules", "check or test rule files"),
     ("sigma", "siem.sigma.commands", "convert Sigma rules into rule files (siem sigma import), measure coverage"),
     ("alerts", "siem.alert.commands", "list logged alerts or show one with its notifications"),
     ("notify", "siem.alert.notify_command", "send a test notification through an alerting route"),

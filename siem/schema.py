@@ -154,3 +154,22 @@ def field_type(name: str) -> str | None:
     if name.startswith(OPEN_NAMESPACES):
         return KEYWORD
     return None
+
+
+# ECS prefix -> the raw record key it was flattened from (siem.parse.cloudtrail)
+LIST_SOURCES: dict[str, str] = {
+    "aws.cloudtrail.request_parameters": "requestParameters",
+    "aws.cloudtrail.response_elements": "responseElements",
+    "aws.cloudtrail.additional_eventdata": "additionalEventData",
+    "aws.cloudtrail.service_event_details": "serviceEventData",
+    "aws.cloudtrail.resources": "resources",
+}
+
+
+def raw_path(path: str) -> list[str] | None:
+    """The raw record path of an element-wise test's list, or None when no raw source holds it."""
+    for prefix, raw in LIST_SOURCES.items():
+        if path == prefix or path.startswith(prefix + "."):
+            rest = path[len(prefix) + 1 :]
+            return [raw, *([p for p in rest.split(".")] if rest else [])]
+    return None

@@ -90,7 +90,7 @@ def test_shared_subexpression_computed_once() -> None:
 
     batch = Batch([ev(0, event__dataset="sshd", user__name="x")], np.array([0]))
     from siem.dsl import ast
-    from siem.dsl.compiler import memo_key
+    from siem.engine.compiler import memo_key
 
     for rule in eng.rules:
         rule.filter(batch)
@@ -103,7 +103,7 @@ def test_regex_runs_on_unique_values_only() -> None:
     import numpy as np
 
     from siem.dsl import ast
-    from siem.dsl.compiler import _lut_mask
+    from siem.engine.compiler import _lut_mask
     from siem.engine.batch import Batch
 
     calls: list[str] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from engine_support import ev
 
-from siem.dsl.compiler import _cidr_pred
+from siem.engine.compiler import _cidr_pred
 from siem.dsl.intel import read_indicators
 from siem.dsl.loader import load_rules
 from siem.engine.runtime import Engine

@@ -21,7 +21,7 @@ import pytest
 
 from siem.cli import main as siem_main
 from siem.dsl.loader import load_rules
-from siem.dsl.testing import run_rule_tests
+from siem.engine.testing import run_rule_tests
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"

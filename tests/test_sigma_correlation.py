@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from siem.dsl.loader import load_texts
-from siem.dsl.testing import TEST_EPOCH_MS, run_rule_tests
+from siem.engine.testing import TEST_EPOCH_MS, run_rule_tests
 from siem.engine.runtime import Engine
 from siem.sigma.convert import convert_tree
 

@@ -153,7 +153,7 @@ def test_converted_rules_share_the_packs_masks(tmp_path: Path) -> None:
     """A converted CloudTrail rule's logsource test is the very sub-expression the shipped pack's
     `cloudtrail` macro compiles to: one memo key, so one mask per batch for both."""
     from siem.dsl import ast
-    from siem.dsl.compiler import memo_key
+    from siem.engine.compiler import memo_key
 
     _import(tmp_path)
     [sigma_rule] = load_rules([tmp_path / "cloud"]).rules

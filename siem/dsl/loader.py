@@ -500,7 +500,7 @@ class _Resolver:
             case ast.Not(arg):
                 self.check_expr(arg)
             case ast.Each(quantifier, path, inner, loc):
-                from siem.dsl.evaluate import LIST_SOURCES, raw_path
+                from siem.schema import LIST_SOURCES, raw_path
 
                 if self.relative:
                     self.error("each", f"{quantifier} inside any/all is not supported: name the nested path "

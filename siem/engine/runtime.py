@@ -32,7 +32,7 @@ import numpy as np
 from siem import metrics
 from siem.alert.record import Alert, alert_id
 from siem.dsl import ast
-from siem.dsl.compiler import MaskFn, compile_expr
+from siem.engine.compiler import MaskFn, compile_expr
 from siem.dsl.loader import RuleSet, render_template, template_fields
 from siem.engine import snapshot
 from siem.engine.batch import SAMPLE_FIELDS, Batch

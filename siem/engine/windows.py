@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from siem.dsl import ast
-from siem.dsl.compiler import MaskFn, compile_expr
+from siem.engine.compiler import MaskFn, compile_expr
 from siem.engine.batch import Batch, sample
 from siem.engine.snapshot import (SCALARS, Malformed, SampleTable, StateData, array, array_data, fields, int_, ints,
                                   keyed, keys, list_, map_, strs, value)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from siem.dsl.loader import load_texts
-from siem.dsl.testing import run_rule_tests
+from siem.engine.testing import run_rule_tests
 from siem.errors import RuleError
 from siem.sigma.convert import convert_tree
 from siem.sigma.pipelines import find_logsource

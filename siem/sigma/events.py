@@ -11,7 +11,7 @@ with its polarity, becomes a constraint on one field. A field's value is picked 
 built from its positive constraints (the literal, the needle of contains/startswith/endswith, all
 needles joined, a string the regex matches, the first address of a network, a number just past a
 bound) and checked against every constraint on the field with the same semantics as the compiler
-(siem.dsl.compiler). A field with only negative constraints is left out, which every negated
+(siem.engine.compiler). A field with only negative constraints is left out, which every negated
 predicate accepts. The event is then checked against the whole expression once more, so a wrong
 guess can only make the search fail, never yield a wrong test.
 """
@@ -26,7 +26,7 @@ from typing import Iterator
 
 from siem import schema
 from siem.dsl import ast
-from siem.dsl.evaluate import holds, predicate_holds
+from siem.engine.evaluate import holds, predicate_holds
 from siem.dsl.loader import compile_regex
 from siem.schema import Event
 
@@ -73,7 +73,7 @@ def _mutations(ev: Event) -> Iterator[Event]:
         yield {k: v for k, v in ev.items() if k != field}
 
 
-# --- evaluation: siem.dsl.evaluate (the compiler's semantics on one event) --------------------------
+# --- evaluation: siem.engine.evaluate (the compiler's semantics on one event) --------------------------
 
 
 def _field_of(node: ast.Expr) -> str:

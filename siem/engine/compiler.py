@@ -144,7 +144,7 @@ def _compile(node: ast.Expr) -> MaskFn:
 
             return exists
         case ast.Each(quantifier, path, inner):
-            from siem.dsl.evaluate import each_holds
+            from siem.engine.evaluate import each_holds
 
             # once per distinct raw record (cached like every text predicate)
             return _lut_mask("event.original", lambda raw: each_holds(quantifier, path, inner, raw))

@@ -23,26 +23,10 @@ from typing import Any
 import orjson
 
 from siem import schema
+from siem.schema import LIST_SOURCES, raw_path  # noqa: F401 - re-exported for the element-wise tests
 from siem.dsl import ast
 
-# ECS prefix -> the raw record key it was flattened from (siem.parse.cloudtrail)
-LIST_SOURCES: dict[str, str] = {
-    "aws.cloudtrail.request_parameters": "requestParameters",
-    "aws.cloudtrail.response_elements": "responseElements",
-    "aws.cloudtrail.additional_eventdata": "additionalEventData",
-    "aws.cloudtrail.service_event_details": "serviceEventData",
-    "aws.cloudtrail.resources": "resources",
-}
 MAX_ELEMENTS = 1000
-
-
-def raw_path(path: str) -> list[str] | None:
-    """The raw record path of an element-wise test's list, or None when no raw source holds it."""
-    for prefix, raw in LIST_SOURCES.items():
-        if path == prefix or path.startswith(prefix + "."):
-            rest = path[len(prefix) + 1 :]
-            return [raw, *([p for p in rest.split(".")] if rest else [])]
-    return None
 
 
 def holds(expr: ast.Expr, ev: dict[str, object]) -> bool:
@@ -86,7 +70,7 @@ _ORDER = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b
 
 def predicate_holds(node: ast.Expr, value: object) -> bool:
     """Whether predicate `node` holds for a field holding `value` (None: the field is missing)."""
-    from siem.dsl.compiler import _str_pred
+    from siem.engine.compiler import _str_pred
 
     if isinstance(node, ast.Exists):
         return value is not None
@@ -119,7 +103,7 @@ def predicate_holds(node: ast.Expr, value: object) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _cidr(networks: tuple[str, ...]) -> Any:
-    from siem.dsl.compiler import _cidr_pred
+    from siem.engine.compiler import _cidr_pred
 
     return _cidr_pred(networks)
 

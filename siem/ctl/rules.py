@@ -7,7 +7,7 @@ import json
 import sys
 
 from siem.dsl.loader import load_rules
-from siem.dsl.testing import run_rule_tests
+from siem.engine.testing import run_rule_tests
 from siem.errors import ConfigError, RuleError
 
 
