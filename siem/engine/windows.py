@@ -750,10 +750,7 @@ class SequenceCorrelator(Correlator):
                     self._append(steps[j], spec.steps[j], (t, self.seq, smp))
                 chain = self._complete_any(steps) if hit else None
                 if chain is not None:
-                    fires.append(Fire(key, chain[0][0], t, len(chain), event,
-                                      [e for _, _, e in chain][-self.sample_size :],
-                                      _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
-                                                  0, len(chain), self.agg_fields)))
+                    fires.append(self._chain_fire(key, chain, t, event))
                     del self.state[key]
                 elif not any(steps):
                     del self.state[key]
@@ -761,10 +758,7 @@ class SequenceCorrelator(Correlator):
             if masks[last][i]:
                 chain = self._complete(steps, (t, self.seq, smp))
                 if chain is not None:
-                    fires.append(Fire(key, chain[0][0], t, len(chain), event,
-                                      [e for _, _, e in chain][-self.sample_size :],
-                                      _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields},
-                                                  0, len(chain), self.agg_fields)))
+                    fires.append(self._chain_fire(key, chain, t, event))
                     del self.state[key]
                     continue
             for j in range(last + 1):
@@ -797,6 +791,12 @@ class SequenceCorrelator(Correlator):
             if len(seen) >= step.min_count:
                 return entries[k:]
         return None
+
+    def _chain_fire(self, key: Key, chain: list[tuple[int, int, Event]], t: int, event: Event) -> Fire:
+        """The alert of a completed sequence: from its first step's time to `t`, its last events as samples."""
+        return Fire(key, chain[0][0], t, len(chain), event, [e for _, _, e in chain][-self.sample_size :],
+                    _aggregates({f: [e.get(f) for _, _, e in chain] for f in self.agg_fields}, 0, len(chain),
+                                self.agg_fields))
 
     def _complete_any(self, steps: list[list[tuple[int, int, Event]]]) -> list[Any] | None:
         blocks = [self._block(lst, st) for lst, st in zip(steps, self.spec.steps)]
