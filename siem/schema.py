@@ -173,3 +173,6 @@ def raw_path(path: str) -> list[str] | None:
             rest = path[len(prefix) + 1 :]
             return [raw, *([p for p in rest.split(".")] if rest else [])]
     return None
+
+
+ALERT_DATASET = "siem.alert"  # event.dataset of alerts fed back to the engine (rules over alerts)

@@ -114,7 +114,7 @@ class ListRef:
 @dataclass(frozen=True, slots=True)
 class Each:
     """``any`` / ``all`` elements of the list at `path` satisfy `expr`, whose fields are relative to an
-    element (siem.engine.evaluate: the list is read from the raw record)."""
+    element (siem.dsl.evaluate: the list is read from the raw record)."""
 
     quantifier: str  # "any" | "all"
     path: str

@@ -39,7 +39,7 @@ from siem.engine.batch import SAMPLE_FIELDS, Batch
 from siem.engine.snapshot import Malformed, SampleTable, StateData, array_data, fields, int_, list_, map_, str_
 from siem.engine.windows import Correlator, Fire, Member, make_correlator, member, share_key
 from siem.parse.block import EventBlock, Projection
-from siem.schema import Event
+from siem.schema import ALERT_DATASET, Event
 from siem.timeutil import iso_ms, wall_ms
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,6 @@ def _flatten(node: ast.Expr) -> ast.Expr:
     return node
 
 
-ALERT_DATASET = "siem.alert"
 MAX_ALERT_CHAIN = 4  # rules over alerts over alerts ...: deeper chains are not evaluated
 
 

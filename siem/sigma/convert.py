@@ -28,7 +28,7 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
 from siem.dsl import ast
-from siem.engine.runtime import ALERT_DATASET
+from siem.schema import ALERT_DATASET
 from siem.sigma.correlation import Base, CorrelationUnsupported, correlate
 from siem.sigma.pipelines import find_logsource
 

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from siem import schema
 from siem.dsl import ast
-from siem.engine.evaluate import holds, predicate_holds
+from siem.dsl.evaluate import holds, predicate_holds
 from siem.dsl.loader import compile_regex
 from siem.schema import Event
 
@@ -73,7 +73,7 @@ def _mutations(ev: Event) -> Iterator[Event]:
         yield {k: v for k, v in ev.items() if k != field}
 
 
-# --- evaluation: siem.engine.evaluate (the compiler's semantics on one event) --------------------------
+# --- evaluation: siem.dsl.evaluate (the compiler's semantics on one event) --------------------------
 
 
 def _field_of(node: ast.Expr) -> str:

@@ -1,6 +1,6 @@
 """Evaluate a resolved expression on one event dict, with the compiler's semantics.
 
-The compiler (compiler.py) evaluates columns of a batch; this module answers the same question for a
+The compiler (siem.engine.compiler) evaluates columns of a batch; this module answers the same question for a
 single dict: for the elements of a list field (``any`` / ``all``, see ``elements``) and for tools
 that reason about one event (siem.sigma.events builds test events with it). A missing field fails
 every predicate (so it meets every negated one); text compares as text, numbers as numbers, and an
@@ -70,7 +70,7 @@ _ORDER = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b
 
 def predicate_holds(node: ast.Expr, value: object) -> bool:
     """Whether predicate `node` holds for a field holding `value` (None: the field is missing)."""
-    from siem.engine.compiler import _str_pred
+    from siem.dsl.predicates import _str_pred
 
     if isinstance(node, ast.Exists):
         return value is not None
@@ -103,7 +103,7 @@ def predicate_holds(node: ast.Expr, value: object) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _cidr(networks: tuple[str, ...]) -> Any:
-    from siem.engine.compiler import _cidr_pred
+    from siem.dsl.predicates import _cidr_pred
 
     return _cidr_pred(networks)
 
