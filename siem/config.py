@@ -29,7 +29,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from siem.alert.config import AlertingConfig, resolve_route_urls
 from siem.alert.config import config_from_toml as alerting_from_toml
@@ -39,6 +39,9 @@ from siem.errors import ConfigError, Issue, Location
 from siem.log.local import LocalLogConfig
 from siem.log.local import config_from_toml as log_from_toml
 from siem.tomlcheck import TableReader, did_you_mean, locate_issues
+
+if TYPE_CHECKING:
+    from siem.dsl.loader import RuleSet
 
 ROLES = ("all", "collector", "matcher", "correlator", "notifier")
 EMBEDDED = "<embedded defaults>"
@@ -426,9 +429,9 @@ def sample_inputs(directory: Path) -> dict[str, dict]:
 
 def _detect(path: Path) -> str:
     try:
-        from siem.replay import _open, detect_format  # noqa: PLC0415 - needs the parser registry
+        from siem.parse.detect import detect_format, open_log  # noqa: PLC0415
 
-        with _open(path) as f:
+        with open_log(path) as f:
             head = f.readlines(8192)
         return detect_format(path, head)
     except (ImportError, OSError, EOFError):
@@ -489,3 +492,16 @@ def check_file(path: str | Path | None, environ: dict[str, str] | None = None, *
             for route in parsed.routes:
                 issues += resolve_route_urls(route, environ)[1]
     return None, _located(issues, path)
+
+
+def init_metric_series(config: Config, ruleset: RuleSet) -> None:
+    """Every series the config and rules make known, at 0 (siem.metrics.init_series): dashboards and
+    alert rules see data before the first event."""
+    from siem import metrics  # noqa: PLC0415
+
+    metrics.init_series(
+        [(s.name, s.type, s.type if s.type in ("cloudtrail", "journald") else str(getattr(s.config, "format", s.type)))
+         for s in config.inputs],
+        [(r.id, r.severity, r.correlation is not None) for r in ruleset.rules],
+        [r.name for r in config.alerting.routes],
+    )

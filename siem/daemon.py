@@ -35,7 +35,7 @@ from siem import metrics
 from siem.alert.config import resolve_route_urls
 from siem.alert.pipeline import AlertPipeline
 from siem.alert.record import Alert
-from siem.config import Config, InputSpec, load_config
+from siem.config import Config, InputSpec, init_metric_series, load_config
 from siem.dsl.loader import RuleSet, load_rules
 from siem.errors import ConfigError, RuleError, SiemError, StateError
 from siem.log.checkpoint import remove_stale_temporaries
@@ -104,7 +104,7 @@ class Daemon:
         self.intake = Intake(LocalEventLog(lg), watermark, self.pool, parse_context(d),
                              d.intake_queue_size, d.future_skew_ms, last_positions=positions)
         metrics.RULES_LOADED.set(len(ruleset.rules))
-        metrics.init_series_for(self.config, ruleset)  # every known series at 0 (dashboards show data)
+        init_metric_series(self.config, ruleset)  # every known series at 0 (dashboards show data)
 
     def close_state(self) -> None:
         if self.pool is not None:
@@ -166,7 +166,7 @@ class Daemon:
             self.config = replace(self.config, inputs=config.inputs)
             metrics.RELOADS.labels(result="success").inc()
             metrics.RULES_LOADED.set(len(ruleset.rules))
-            metrics.init_series_for(config, ruleset)
+            init_metric_series(config, ruleset)
             self.write_run_file()
             log.info("reloaded", extra={"rules": len(ruleset.rules), "inputs": len(config.inputs)})
             return True

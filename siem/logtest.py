@@ -122,7 +122,7 @@ def test_line(raw: bytes, fmt: str | None, ctx: Any, engine: Any) -> dict[str, A
     from siem.engine.batch import Batch  # noqa: PLC0415
     from siem.engine.windows import row_keys  # noqa: PLC0415
     from siem.parse import parse  # noqa: PLC0415
-    from siem.replay import detect_format  # noqa: PLC0415
+    from siem.parse.detect import detect_format  # noqa: PLC0415
 
     chosen = fmt or detect_format(Path("-"), [raw])
     event = parse(chosen, raw, ctx, "logtest")

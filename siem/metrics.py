@@ -11,7 +11,6 @@ format="syslog").inc()``. Tests may read values with ``metrics.value(name, **lab
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,10 +27,6 @@ from prometheus_client import (
 )
 
 from siem import __version__
-
-if TYPE_CHECKING:
-    from siem.config import Config
-    from siem.dsl.loader import RuleSet
 
 # No `*_created` series: they double the exposition and no dashboard or alert of ours reads them.
 disable_created_metrics()
@@ -303,16 +298,6 @@ def init_series(inputs: Iterable[tuple[str, str, str]], rules: Iterable[tuple[st
     for result in ("success", "failure"):
         RELOADS.labels(result=result)
     QUEUE_DEPTH.labels(queue="intake")
-
-
-def init_series_for(config: Config, ruleset: RuleSet) -> None:
-    """:func:`init_series` for a loaded config and rule set."""
-    init_series(
-        [(s.name, s.type, s.type if s.type in ("cloudtrail", "journald") else str(getattr(s.config, "format", s.type)))
-         for s in config.inputs],
-        [(r.id, r.severity, r.correlation is not None) for r in ruleset.rules],
-        [r.name for r in config.alerting.routes],
-    )
 
 
 def render() -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import heapq
 import itertools
 import sys
@@ -18,17 +17,17 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-
 from siem.dsl.loader import load_rules
+from siem.engine.runtime import Engine
 from siem.enrich import GeoSpec, enrich
 from siem.enrich import check as check_geo
-from siem.engine.runtime import Engine
 from siem.errors import RuleError
 from siem.parse import PARSERS, ParseContext, parse_batch, parse_cloudtrail_record
 from siem.parse.auditd import EventAssembler, join_lines
 from siem.parse.base import MAX_JSON_BYTES
 from siem.parse.block import BlockParsers, EventBlock, Projection
 from siem.parse.block import parse_block as parse_columns
+from siem.parse.detect import detect_format, open_log
 from siem.parse.jsonfmt import loads_exact
 from siem.schema import Event
 
@@ -67,38 +66,9 @@ def rule_paths(args: argparse.Namespace) -> list[str]:
     return list(load_config(getattr(args, "config", None)).daemon.rules)
 
 
-def detect_format(path: Path, head: list[bytes]) -> str:
-    """The parser for a file, from its first non-empty lines."""
-    for line in head:
-        s = line.strip()
-        if not s:
-            continue
-        if (s.startswith(b"type=") or s.startswith(b"node=")) and b" msg=audit(" in s[:120]:
-            return "auditd"
-        if s.startswith(b"{"):
-            if b'"Records"' in s[:200] or b'"eventSource"' in s or b'"eventName"' in s:
-                return "cloudtrail"
-            if b'"__REALTIME_TIMESTAMP"' in s:
-                return "journald"
-            return "json"
-        if s.startswith(b"<") or s[:3].isalpha() and s[3:4] == b" ":
-            return "syslog"
-        if b'" ' in s and b"[" in s and (b"HTTP/" in s or b'"-"' in s):
-            return "apache" if "apache" in path.name.lower() or "access_log" in path.name else "nginx"
-        if s[:4].isdigit() and s[4:5] == b"-":
-            return "syslog"
-    return "syslog"
-
-
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
-
-
 def _cloudtrail_file(path: Path, ctx: ParseContext) -> Iterator[Event] | None:
     """A CloudTrail delivery file ({"Records": [...]}) as events; None when the file is not one."""
-    with _open(path) as f:
+    with open_log(path) as f:
         head = f.read(64)
         if not head.lstrip().startswith(b"{") or b'"Records"' not in head + f.read(4096):
             return None
@@ -149,7 +119,7 @@ def events_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
                 counters["failed"] += "error.message" in ev
                 yield ev
             return
-    with _open(path) as f:
+    with open_log(path) as f:
         yield from _line_events(f, str(path), fmt, ctx, counters, path)
 
 
@@ -204,7 +174,7 @@ def blocks_of(path: Path, fmt: str | None, ctx: ParseContext, counters: dict[str
 
 def _line_batches(path: Path, fmt: str | None, counters: dict[str, int], batch_size: int) -> Iterator[tuple[str, list[bytes]]]:
     """(format, non-blank lines) of the file in lists of `batch_size` (the last one shorter)."""
-    with _open(path) as f:
+    with open_log(path) as f:
         chosen = fmt
         carry: list[bytes] = []
         for lines in line_blocks(f):

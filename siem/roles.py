@@ -47,7 +47,7 @@ from aiokafka import TopicPartition
 from siem import metrics
 from siem.alert.pipeline import AlertPipeline
 from siem.alert.record import Alert
-from siem.config import Config
+from siem.config import Config, init_metric_series
 from siem.dsl.loader import RuleSet, load_rules
 from siem.errors import ConfigError, RuleError, StateError
 from siem.log.kafka import (
@@ -386,7 +386,7 @@ async def _serve(config: Config, ruleset: RuleSet, config_path: str | None) -> i
                                                   "inputs": {}, "config": config_path})
         write_atomic(state_dir / "siem.pid", f"{os.getpid()}\n".encode())
         metrics.RULES_LOADED.set(len(ruleset.rules))
-        metrics.init_series_for(config, ruleset)  # every known series at 0 (dashboards show data)
+        init_metric_series(config, ruleset)  # every known series at 0 (dashboards show data)
         watchdog = asyncio.create_task(watchdog_loop(notifier, lambda: f"role {role}"))
         notifier.ready(f"role {role} running")
         log.info("siem running", extra={"role": role})

@@ -3,7 +3,7 @@ the Grafana dashboard returns data, and every alerting rule loads and evaluates 
 
 Twice: against a synthetic endpoint where every metric moves, and against a real daemon (the shipped
 rules, a TLS and a TCP syslog input, a files input, one webhook route) that got a little traffic, so a
-panel cannot stay empty because a labelled counter was never created (metrics.init_series_for)."""
+panel cannot stay empty because a labelled counter was never created (siem.config.init_metric_series)."""
 
 from __future__ import annotations
 

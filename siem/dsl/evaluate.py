@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 
 from siem import schema
-from siem.schema import LIST_SOURCES, raw_path  # noqa: F401 - re-exported for the element-wise tests
 from siem.dsl import ast
+from siem.dsl.regex import compile_regex
+from siem.schema import LIST_SOURCES, raw_path  # noqa: F401 - re-exported for the element-wise tests
 
 MAX_ELEMENTS = 1000
 
@@ -110,7 +111,6 @@ def _cidr(networks: tuple[str, ...]) -> Any:
 
 @functools.lru_cache(maxsize=4096)
 def _regex(pattern: str, flags: str) -> Any:
-    from siem.dsl.loader import compile_regex
 
     return compile_regex(pattern, flags)
 

@@ -21,10 +21,10 @@ from typing import Any, Iterable
 
 import orjson
 import pyparsing as pp
-import re2
 
 from siem import schema
 from siem.dsl import ast, intel
+from siem.dsl.regex import regex_error
 from siem.dsl.attack import check_tag
 from siem.dsl.grammar import MAX_DEPTH, parse_chunk
 from siem.errors import Issue, Location, RuleError
@@ -657,27 +657,6 @@ def render_template(template: str, values: dict[str, object]) -> str:
         pos = m.end()
     parts.append(_PLACEHOLDER.sub(required, template[pos:]))
     return "".join(parts)
-
-
-def regex_error(pattern: str, flags: str) -> str | None:
-    """None if RE2 accepts the pattern, else why not (backreferences, lookaround, ...)."""
-    try:
-        compile_regex(pattern, flags)
-    except re2.error as exc:
-        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        return f"not a linear-time (RE2) regex: {why}"
-    return None
-
-
-def compile_regex(pattern: str, flags: str) -> Any:
-    options = re2.Options()
-    options.max_mem = 8 << 20
-    options.case_sensitive = "i" not in flags
-    options.dot_nl = "s" in flags
-    options.never_capture = True
-    options.log_errors = False
-    prefix = "(?m)" if "m" in flags else ""
-    return re2.compile(prefix + pattern, options)
 
 
 def _suggest(name: str, candidates: list[str]) -> str:

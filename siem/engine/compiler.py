@@ -16,7 +16,7 @@ import numpy as np
 
 from siem import schema
 from siem.dsl import ast
-from siem.dsl.loader import compile_regex
+from siem.dsl.regex import compile_regex
 from siem.dsl.predicates import ValuePred, _cidr_pred, _str_pred
 from siem.engine.batch import Batch
 

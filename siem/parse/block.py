@@ -43,7 +43,7 @@ from siem import metrics
 from siem.parse import MAX_LINE_BYTES, PARSERS, ParseContext, parse_batch
 from siem.parse import timestamps as tsmod
 from siem.parse.auth import ACTION_NEEDLES, DATASET_NEEDLES
-from siem.parse.base import IP_CACHE, ip_or_none, now_ms
+from siem.parse.base import ip_or_none, now_ms
 from siem.schema import Event
 
 _MIN_TS: Final = -(2**62)  # the engine's "no usable time" (siem.engine.runtime)

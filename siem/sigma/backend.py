@@ -50,12 +50,10 @@ from sigma.rule import SigmaRule
 from sigma.types import (
     CompareOperators,
     Placeholder,
-    SigmaBool,
     SigmaCasedString,
     SigmaCIDRExpression,
     SigmaCompareExpression,
     SigmaFieldReference,
-    SigmaNumber,
     SigmaRegularExpression,
     SigmaRegularExpressionFlag,
     SigmaString,
@@ -64,10 +62,10 @@ from sigma.types import (
 
 from siem import schema
 from siem.dsl import ast
-from siem.dsl.loader import regex_error
+from siem.dsl.regex import regex_error
+from siem.sigma.pipelines import KEYWORD_FIELD_STATE
 from siem.dsl.printer import render_expr
 
-KEYWORD_FIELD_STATE = "keyword_field"
 # Fields whose values our parsers set from a fixed lower-case vocabulary (the pipelines' logsource
 # conditions test them): compared exactly, so the engine can skip a rule for batches without its
 # dataset (siem.engine.runtime.required_values) instead of evaluating it on every batch.

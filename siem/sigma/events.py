@@ -27,7 +27,7 @@ from typing import Iterator
 from siem import schema
 from siem.dsl import ast
 from siem.dsl.evaluate import holds, predicate_holds
-from siem.dsl.loader import compile_regex
+from siem.dsl.regex import compile_regex
 from siem.schema import Event
 
 MAX_STEPS = 20_000

@@ -43,7 +43,7 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaRule
 
-from siem.sigma.backend import KEYWORD_FIELD_STATE
+KEYWORD_FIELD_STATE = "keyword_field"  # the pipeline state naming the field Sigma keywords search (backend)
 
 
 @dataclass(frozen=True, slots=True)
