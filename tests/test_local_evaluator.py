@@ -89,3 +89,16 @@ def test_corrupt_checkpoint_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="zero-filled"):
         ev.restore()
     ev.log.close()
+
+
+def test_the_local_state_store_keeps_one_partition_as_the_kafka_one_keeps_many(tmp_path: Path) -> None:
+    """The StateStore protocol on a state directory: save then load gives the state and its offset back."""
+    import asyncio
+
+    from siem.pipeline.stores import LocalStateStore
+
+    store = LocalStateStore(tmp_path)
+    assert asyncio.run(store.load([None])) == {}
+    asyncio.run(store.save(None, 7, b"state"))
+    [(part, ck)] = asyncio.run(store.load([None])).items()
+    assert (part, ck.offset, ck.state) == (None, 7, b"state")

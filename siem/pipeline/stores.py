@@ -87,9 +87,6 @@ class LocalStateStore:
         self.state_dir = state_dir
         self.start_fresh = start_fresh
 
-    def read(self) -> Checkpoint | None:
-        return load_checkpoint(self.state_dir, start_fresh=self.start_fresh)
-
     def restore(self, restore: Callable[[Checkpoint], None]) -> Checkpoint | None:
         """read(), then restore(checkpoint); one it refuses (StateError) stops the start with what to do, or
         with start_fresh is set aside like a corrupt file (siem.log.checkpoint.restore_checkpoint)."""
@@ -102,7 +99,7 @@ class LocalStateStore:
         await asyncio.to_thread(self.write, offset, state)
 
     async def load(self, partitions: Iterable[Hashable]) -> dict[Hashable, Checkpoint]:
-        ck = await asyncio.to_thread(self.read)
+        ck = await asyncio.to_thread(load_checkpoint, self.state_dir, start_fresh=self.start_fresh)
         return {} if ck is None else {p: ck for p in partitions}
 
 
